@@ -1,0 +1,1 @@
+"""hl7bus operations: CLI, config, Kafka clients, local broker, metrics."""
