@@ -1,1 +1,38 @@
+"""HL7 v2 wire format, pure and I/O-free: parse, escape, charsets, batches, ACKs.
 
+The hot path of the bus (DESIGN §3): no hl7apy here, str.split on demand.
+"""
+
+from __future__ import annotations
+
+from .ack import ACK_CODES, ERROR_CODES, AckError, build_ack
+from .batch import parse_batch
+from .charset import DEFAULT_CODEC, codec_for, decode_bytes, lookup_codec
+from .delimiters import DEFAULT_ENCODING, Encoding
+from .errors import Hl7CharsetError, Hl7ParseError
+from .escape import escape, unescape
+from .message import HL7_NULL, Message, Path, Segment, parse, parse_path
+
+__all__ = [
+    "ACK_CODES",
+    "DEFAULT_CODEC",
+    "DEFAULT_ENCODING",
+    "ERROR_CODES",
+    "HL7_NULL",
+    "AckError",
+    "Encoding",
+    "Hl7CharsetError",
+    "Hl7ParseError",
+    "Message",
+    "Path",
+    "Segment",
+    "build_ack",
+    "codec_for",
+    "decode_bytes",
+    "escape",
+    "lookup_codec",
+    "parse",
+    "parse_batch",
+    "parse_path",
+    "unescape",
+]

@@ -1,0 +1,440 @@
+"""Parsing, path access and serialization of one HL7 v2 message (ER7 encoding).
+
+The parser only splits the text into segments and checks the structure; fields
+are split the first time a segment is read, components on each access. Most
+consumers read a dozen fields of a message, so splitting everything up front
+(as python-hl7 does) would be wasted work.
+
+Text normalization (the only differences between input and ``to_er7()``):
+
+* ``\\r\\n`` and ``\\n`` become ``\\r``; every segment, the last included, ends with ``\\r``;
+* blank or whitespace-only lines are dropped wherever they are (trailing blank
+  lines from files, blank lines between segments), as is whitespace before ``MSH``;
+* a leading byte-order mark is dropped.
+
+Trailing blanks *inside* a segment are data and are kept.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from functools import lru_cache
+from typing import NamedTuple
+
+from .charset import DEFAULT_CODEC, codec_for, decode_bytes, lookup_codec
+from .delimiters import Encoding, read_encoding
+from .errors import Hl7ParseError
+from .escape import escape, unescape
+
+__all__ = ["HL7_NULL", "Message", "Path", "Segment", "parse", "parse_path"]
+
+#: The HL7 explicit null ("delete this value"), as :meth:`Message.get` returns it.
+HL7_NULL = '""'
+
+
+class Path(NamedTuple):
+    """A parsed location. Numbers are 1-based; 0 means "not given"."""
+
+    segment: str | None
+    occurrence: int
+    field: int
+    repetition: int
+    component: int
+    subcomponent: int
+
+
+_PATH = re.compile(
+    r"(?:(?P<seg>[A-Za-z][A-Za-z0-9]{2})(?:\[(?P<occ>[1-9]\d*)\])?-)?"
+    r"(?P<field>[1-9]\d*)(?:\[(?P<rep>[1-9]\d*)\])?"
+    r"(?:\.(?P<comp>[1-9]\d*)(?:\.(?P<sub>[1-9]\d*))?)?"
+)
+
+
+@lru_cache(maxsize=4096)
+def parse_path(path: str) -> Path:
+    """Parse ``SEG[occ]-field[rep].component.subcomponent``; only ``field`` is required.
+
+    Positions are 1-based. Raises ValueError (not :class:`Hl7ParseError`: a bad
+    path is a programming error, not bad input).
+    """
+    m = _PATH.fullmatch(path.strip())
+    if m is None:
+        raise ValueError(f"not an HL7 path: {path!r}")
+    seg = m["seg"]
+    nums = [int(m[k]) if m[k] is not None else 0 for k in ("occ", "field", "rep", "comp", "sub")]
+    occ, field, rep, comp, sub = nums
+    return Path(seg.upper() if seg else None, occ or 1, field, rep, comp, sub)
+
+
+def _split_segments(text: str) -> list[str]:
+    if text[:1] == "\ufeff":
+        text = text[1:]
+    if "\n" in text:
+        text = text.replace("\r\n", "\r").replace("\n", "\r")
+    segs = [s for s in text.split("\r") if s and not s.isspace()]
+    if segs and segs[0][:1].isspace():
+        segs[0] = segs[0].lstrip()
+    return segs
+
+
+_KNOWN_IDS: set[str] = set()
+
+
+def _valid_segment_id(name: str) -> bool:
+    return (
+        len(name) == 3
+        and name.isascii()
+        and name.isalnum()
+        and name[0].isalpha()
+        and name == name.upper()
+    )
+
+
+class Segment:
+    """A view of one segment of a :class:`Message` (changes go through to it)."""
+
+    __slots__ = ("_msg", "index")
+
+    def __init__(self, message: Message, index: int) -> None:
+        self._msg = message
+        self.index = index
+
+    @property
+    def name(self) -> str:
+        return self._msg._segs[self.index][:3]
+
+    @property
+    def fields(self) -> list[str]:
+        """Raw fields, numbered as in HL7: ``fields[0]`` is the segment id,
+        ``fields[n]`` field n (for MSH, ``fields[1]`` is the field separator)."""
+        return list(self._msg._fields_of(self.index))
+
+    def get(self, path: str, default: str | None = None) -> str | None:
+        """Value at a field path relative to this segment (``"5"``, ``"3[2].1"``);
+        a full path (``"OBX-5"``) is accepted when its segment id matches."""
+        p = parse_path(path)
+        if p.segment is not None and p.segment != self.name:
+            raise ValueError(f"path {path!r} does not address a {self.name} segment")
+        return self._msg._value(self.index, p, default)
+
+    def __str__(self) -> str:
+        return self._msg._segs[self.index]
+
+    def __repr__(self) -> str:
+        return f"<Segment {self.name} #{self.index}>"
+
+
+class Message:
+    """One parsed HL7 v2 message. Build it with :func:`parse`.
+
+    Value semantics of :meth:`get`:
+
+    * absent (no such segment, field, repetition, component) -> ``default``;
+    * empty (``||``) -> ``default`` as well: in HL7 an empty field means "not
+      sent", which a receiver must treat like an absent one;
+    * the HL7 null ``""`` -> the two-character string ``'""'`` (:data:`HL7_NULL`),
+      meaning "delete the value", so it is never confused with absence;
+    * a leaf (subcomponent, or a component/field/repetition that contains no
+      deeper delimiter) -> escape sequences resolved;
+    * a path that stops above the leaves of a composite value (``PID-5`` when
+      the name has components) -> that repetition's raw ER7 text, escape
+      sequences *kept*: decoding them would make an escaped ``\\S\\`` look like a
+      component separator. Address components to get decoded text.
+    """
+
+    __slots__ = ("_codec", "_fields", "_index", "_segs", "encoding")
+
+    def __init__(
+        self,
+        segments: list[str],
+        encoding: Encoding,
+        index: dict[str, list[int]],
+        codec: str | None,
+    ) -> None:
+        self._segs = segments
+        self._fields: list[list[str] | None] = [None] * len(segments)
+        self._index = index
+        self._codec = codec
+        self.encoding = encoding
+
+    # -- structure ---------------------------------------------------------
+
+    def _fields_of(self, i: int) -> list[str]:
+        fields = self._fields[i]
+        if fields is None:
+            fs = self.encoding.field
+            fields = self._segs[i].split(fs)
+            if i == 0:
+                # MSH-1 is the separator itself, so HL7 numbering is off by one
+                # against the split; inserting it makes fields[n] == MSH-n.
+                fields.insert(1, fs)
+            self._fields[i] = fields
+        return fields
+
+    def segments(self, name: str | None = None) -> Iterator[Segment]:
+        """Segments in order, or only those with segment id ``name``."""
+        if name is None:
+            return (Segment(self, i) for i in range(len(self._segs)))
+        return (Segment(self, i) for i in self._index.get(name.upper(), ()))
+
+    def segment(self, name: str, occurrence: int = 1) -> Segment | None:
+        """The ``occurrence``-th (1-based) segment with id ``name``, or None."""
+        found = self._index.get(name.upper(), ())
+        return Segment(self, found[occurrence - 1]) if 0 < occurrence <= len(found) else None
+
+    @property
+    def segment_names(self) -> list[str]:
+        return [s[:3] for s in self._segs]
+
+    def __len__(self) -> int:
+        return len(self._segs)
+
+    # -- values ------------------------------------------------------------
+
+    def get(self, path: str, default: str | None = None) -> str | None:
+        """Decoded value at ``path`` (see the class docstring for the rules).
+
+        Path: ``SEG[occurrence]-field[repetition].component.subcomponent``, e.g.
+        ``MSH-9.2``, ``PID-3[2].1``, ``OBX[2]-5``, ``PID-5.1.1``. Without
+        ``[repetition]`` the first repetition is read, without ``[occurrence]``
+        the first segment. ``MSH-1`` is the field separator, ``MSH-2`` the
+        encoding characters (never split or unescaped).
+        """
+        p = parse_path(path)
+        if p.segment is None:
+            raise ValueError(f"path {path!r} names no segment")
+        found = self._index.get(p.segment)
+        if found is None or p.occurrence > len(found):
+            return default
+        return self._value(found[p.occurrence - 1], p, default)
+
+    def get_all(self, path: str) -> list[str]:
+        """Every repetition of a field, each read like :meth:`get` would, with
+        ``""`` for empty repetitions so positions are kept; ``[]`` when absent."""
+        p = parse_path(path)
+        if p.segment is None or p.repetition:
+            raise ValueError(f"path {path!r} must name a segment and no repetition")
+        found = self._index.get(p.segment)
+        if found is None or p.occurrence > len(found):
+            return []
+        i = found[p.occurrence - 1]
+        fields = self._fields_of(i)
+        if p.field >= len(fields) or not fields[p.field]:
+            return []
+        rs = self.encoding.repetition
+        count = fields[p.field].count(rs) + 1 if rs and not (i == 0 and p.field <= 2) else 1
+        out = []
+        for r in range(1, count + 1):
+            v = self._value(i, p._replace(repetition=r), "")
+            out.append("" if v is None else v)
+        return out
+
+    def _value(self, i: int, p: Path, default: str | None) -> str | None:
+        fields = self._fields_of(i)
+        if p.field >= len(fields):
+            return default
+        v = fields[p.field]
+        if i == 0 and p.field <= 2:
+            # MSH-1/MSH-2 are delimiters, not data: no splitting, no unescaping.
+            deeper = p.repetition > 1 or p.component > 1 or p.subcomponent > 1
+            return default if deeper else v
+        if not v:
+            return default
+        enc = self.encoding
+        rs = enc.repetition
+        if rs and rs in v:
+            reps = v.split(rs)
+            if p.repetition > len(reps):
+                return default
+            v = reps[p.repetition - 1 if p.repetition else 0]
+        elif p.repetition > 1:
+            return default
+        cs, ss = enc.component, enc.subcomponent
+        if p.component:
+            if cs and cs in v:
+                comps = v.split(cs)
+                if p.component > len(comps):
+                    return default
+                v = comps[p.component - 1]
+            elif p.component > 1:
+                return default
+            if p.subcomponent:
+                if ss and ss in v:
+                    subs = v.split(ss)
+                    if p.subcomponent > len(subs):
+                        return default
+                    v = subs[p.subcomponent - 1]
+                elif p.subcomponent > 1:
+                    return default
+            elif ss and ss in v:
+                return v
+        elif (cs and cs in v) or (ss and ss in v):
+            return v
+        if not v:
+            return default
+        esc = enc.escape
+        if esc and esc in v:
+            return unescape(v, enc, self.charset)
+        return v
+
+    def set(self, path: str, value: str, *, raw: bool = False) -> None:
+        """Set the value at ``path``, escaping it unless ``raw``.
+
+        Missing fields, repetitions and components are created empty. The segment
+        must exist (KeyError otherwise); MSH-1/MSH-2 cannot be set (ValueError).
+        Without a component in the path the whole repetition is replaced.
+        """
+        p = parse_path(path)
+        if p.segment is None:
+            raise ValueError(f"path {path!r} names no segment")
+        found = self._index.get(p.segment)
+        if found is None or p.occurrence > len(found):
+            raise KeyError(f"{p.segment}[{p.occurrence}] not in message")
+        i = found[p.occurrence - 1]
+        if i == 0 and p.field <= 2:
+            raise ValueError("MSH-1 and MSH-2 are the delimiters and cannot be set")
+        enc = self.encoding
+        if not raw:
+            value = escape(value, enc)
+        fields = list(self._fields_of(i))
+        fields.extend([""] * (p.field + 1 - len(fields)))
+        reps = _split_to(fields[p.field], enc.repetition, p.repetition or 1)
+        r = (p.repetition or 1) - 1
+        if p.component:
+            comps = _split_to(reps[r], enc.component, p.component)
+            if p.subcomponent:
+                subs = _split_to(comps[p.component - 1], enc.subcomponent, p.subcomponent)
+                subs[p.subcomponent - 1] = value
+                value = enc.subcomponent.join(subs)
+            comps[p.component - 1] = value
+            value = enc.component.join(comps)
+        reps[r] = value
+        fields[p.field] = enc.repetition.join(reps)
+        fs = enc.field
+        self._segs[i] = fs.join(fields[:1] + fields[2:]) if i == 0 else fs.join(fields)
+        self._fields[i] = fields
+
+    # -- header shortcuts ----------------------------------------------------
+
+    @property
+    def control_id(self) -> str | None:
+        """MSH-10."""
+        return self.get("MSH-10")
+
+    @property
+    def message_type(self) -> str | None:
+        """``"ADT^A01"`` (MSH-9.1 and MSH-9.2, always joined with ``^`` whatever the
+        message's component separator, so it can serve as a key); ``"ACK"`` when
+        there is no trigger event; None when MSH-9 is empty."""
+        code = self.get("MSH-9.1")
+        if code is None:
+            return None
+        trigger = self.get("MSH-9.2")
+        return code if trigger is None else f"{code}^{trigger}"
+
+    @property
+    def version(self) -> str | None:
+        """MSH-12.1, e.g. ``"2.5.1"``."""
+        return self.get("MSH-12.1")
+
+    @property
+    def processing_id(self) -> str | None:
+        """MSH-11.1 (P, T, D)."""
+        return self.get("MSH-11.1")
+
+    @property
+    def hl7_charset(self) -> str | None:
+        """MSH-18 as sent (first repetition), e.g. ``"KS X 1001"``."""
+        return self.get("MSH-18.1")
+
+    @property
+    def charset(self) -> str:
+        """Python codec of the message: the one its bytes were decoded with, or for
+        text input the one MSH-18 names (default UTF-8, also for unknown names)."""
+        if self._codec is None:
+            self._codec = lookup_codec(self.hl7_charset) or DEFAULT_CODEC
+        return self._codec
+
+    # -- serialization -------------------------------------------------------
+
+    def to_er7(self) -> str:
+        """The message as ER7 text, each segment terminated by ``\\r``."""
+        return "\r".join(self._segs) + "\r"
+
+    def to_bytes(self) -> bytes:
+        """:meth:`to_er7` encoded in :attr:`charset`."""
+        return self.to_er7().encode(self.charset)
+
+    def __str__(self) -> str:
+        return self.to_er7()
+
+    def __repr__(self) -> str:
+        # Type and segment count only: the control id can identify an encounter.
+        return f"<Message {self.message_type} segments={len(self._segs)}>"
+
+
+def _split_to(value: str, sep: str, n: int) -> list[str]:
+    parts = value.split(sep) if sep and value else [value]
+    if n > len(parts):
+        if not sep:
+            raise ValueError("the message declares no delimiter for this level")
+        parts.extend([""] * (n - len(parts)))
+    return parts
+
+
+def _build(segs: list[str], codec: str | None, base: int = 0) -> Message:
+    """Check the structure of already-split segments; ``base`` offsets the
+    segment indexes reported in errors (position within a batch file)."""
+    if not segs:
+        raise Hl7ParseError("no segments", segment_index=base)
+    first = segs[0]
+    if first[:3] != "MSH":
+        raise Hl7ParseError("first segment is not MSH", segment_index=base)
+    enc = read_encoding(first, segment_index=base)
+    fs = enc.field
+    names = [s[:3] for s in segs]
+    # Set operations keep the per-segment checks in C for the common case.
+    if not _KNOWN_IDS.issuperset(names):
+        for i, name in enumerate(names):
+            if name not in _KNOWN_IDS:
+                if not _valid_segment_id(name):
+                    # The id is not echoed: an invalid one is usually the rest of
+                    # a text field cut by a stray line break, i.e. patient data.
+                    raise Hl7ParseError("invalid segment id", segment_index=base + i)
+                if len(_KNOWN_IDS) < 4096:
+                    _KNOWN_IDS.add(name)
+    if not {s[3:4] for s in segs} <= {fs, ""}:
+        for i, s in enumerate(segs):
+            if s[3:4] not in (fs, ""):
+                raise Hl7ParseError("invalid segment id", segment_index=base + i)
+    index: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        found = index.get(name)
+        if found is None:
+            index[name] = [i]
+        else:
+            found.append(i)
+    if len(index["MSH"]) > 1:
+        raise Hl7ParseError(
+            "second MSH segment: several messages, use parse_batch",
+            segment_index=base + index["MSH"][1],
+        )
+    return Message(segs, enc, index, codec)
+
+
+def parse(data: bytes | str, *, charset: str | None = None) -> Message:
+    """Parse one message.
+
+    Bytes are decoded with :func:`decode_bytes` (``charset`` overrides MSH-18);
+    for text, ``charset`` only sets :attr:`Message.charset` (used for ``\\X..\\``
+    escapes and :meth:`Message.to_bytes`). Raises :class:`Hl7ParseError`.
+    """
+    if isinstance(data, str):
+        text = data
+        codec = codec_for(charset) if charset is not None else None
+    elif isinstance(data, bytes | bytearray | memoryview):
+        text, codec = decode_bytes(bytes(data), charset=charset)
+    else:
+        raise TypeError(f"parse() takes bytes or str, not {type(data).__name__}")
+    return _build(_split_segments(text), codec)

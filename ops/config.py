@@ -1,0 +1,164 @@
+"""The effective configuration: one YAML file plus HL7BUS_* environment overrides.
+
+This module and the CLI are the composition root: each component module owns its config
+model (pydantic, extra="forbid", a description on every field); this file only assembles them.
+Environment variables name a section and a key, split at the first underscore:
+HL7BUS_KAFKA_BOOTSTRAP sets kafka.bootstrap, HL7BUS_MLLP_MAX_FRAME_BYTES sets mllp.max_frame_bytes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from hl7bus.connectors.mllp.server import MllpConfig
+from hl7bus.connectors.warehouse.duckdb_sink import WarehouseConfig
+from hl7bus.ops.kafka_clients import DEFAULT_BOOTSTRAP, KafkaConfig
+from hl7bus.ops.local_kafka import LocalKafkaConfig, running_bootstrap
+from hl7bus.ops.topics import TopicsConfig
+from hl7bus.streams.deidentify import DeidConfig
+from hl7bus.streams.runtime import WorkerConfig
+
+CONFIG_ENV = "HL7BUS_CONFIG"
+_MASK = "********"
+
+
+class ConfigError(ValueError):
+    """A config file, key or value that cannot be used; the message names it and says why."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="HL7BUS_",
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        extra="forbid",
+    )
+
+    kafka: KafkaConfig = Field(default_factory=KafkaConfig, description="Kafka clients.")
+    broker: LocalKafkaConfig = Field(
+        default_factory=LocalKafkaConfig, description="The local broker of `hl7bus kafka up`."
+    )
+    topics: TopicsConfig = Field(default_factory=TopicsConfig, description="Topic catalog.")
+    mllp: MllpConfig = Field(default_factory=MllpConfig, description="The MLLP listener.")
+    worker: WorkerConfig = Field(default_factory=WorkerConfig, description="Stream processors.")
+    deid: DeidConfig = Field(default_factory=DeidConfig, description="De-identification.")
+    warehouse: WarehouseConfig = Field(
+        default_factory=WarehouseConfig, description="The warehouse sink."
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file arrives as init kwargs; the environment overrides it.
+        return (env_settings, init_settings)
+
+
+def load(path: Path | None = None) -> Settings:
+    """Load the config file (or $HL7BUS_CONFIG, or none) with environment overrides."""
+    if path is None and os.environ.get(CONFIG_ENV):
+        path = Path(os.environ[CONFIG_ENV])
+    data: dict[str, Any] = {}
+    if path is not None:
+        data = _read_yaml(path)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, path)) from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot read it ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"config file {path}{where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"config file {path}: the top level must be a mapping of sections "
+            f"({', '.join(Settings.model_fields)}), not a {type(data).__name__}"
+        )
+    return data
+
+
+def _explain(exc: ValidationError, path: Path | None) -> str:
+    source = f"config file {path}" if path else "config"
+    lines = [f"{source}: {exc.error_count()} problem(s)"]
+    for error in exc.errors():
+        loc = [str(part) for part in error["loc"]]
+        key = ".".join(loc)
+        env_name = "HL7BUS_" + "_".join(loc[:2]).upper()
+        if error["type"] == "extra_forbidden":
+            allowed = ", ".join(_allowed_keys(loc[:-1]))
+            lines.append(f"  {key}: unknown key; allowed here: {allowed}")
+            continue
+        value = error.get("input")
+        shown = "(missing)" if error["type"] == "missing" else repr(_redact(key, value))
+        lines.append(f"  {key} = {shown}: {error['msg']} (file key {key} or env {env_name})")
+    return "\n".join(lines)
+
+
+def _allowed_keys(loc: list[str]) -> list[str]:
+    model: type[BaseModel] = Settings
+    for part in loc:
+        field = model.model_fields.get(part)
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def _secret_key(key: str) -> bool:
+    lowered = key.lower()
+    return any(word in lowered for word in ("password", "secret", "key_value", "token"))
+
+
+def _redact(key: str, value: Any) -> Any:
+    return _MASK if _secret_key(key) else value
+
+
+def effective(settings: Settings) -> dict[str, Any]:
+    """The effective config as plain data, secrets masked, bootstrap resolved."""
+    data = settings.model_dump(mode="json")
+    data["kafka"]["bootstrap"] = bootstrap(settings)
+    return _mask(data, settings)
+
+
+def _mask(data: Any, model: Any) -> Any:
+    if isinstance(data, dict):
+        out = {}
+        for k, v in data.items():
+            sub = getattr(model, k, None) if model is not None else None
+            if isinstance(sub, SecretStr) or (_secret_key(str(k)) and v not in (None, "")):
+                out[k] = _MASK
+            else:
+                out[k] = _mask(v, sub if isinstance(sub, BaseModel | dict) else None)
+        return out
+    return data
+
+
+def bootstrap(settings: Settings) -> str:
+    """Configured bootstrap, else the running local broker's, else the default address."""
+    if settings.kafka.bootstrap:
+        return settings.kafka.bootstrap
+    return running_bootstrap(settings.broker) or DEFAULT_BOOTSTRAP

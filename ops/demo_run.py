@@ -1,0 +1,301 @@
+"""`hl7bus demo`: the whole bus on embedded defaults against the bundled sample feed.
+
+It starts its own broker instance (named "demo", fresh data each run), applies the topic
+catalog, runs listener, worker and warehouse sink as separate processes exactly as an operator
+would, sends the feed, waits until every record has reached the warehouse, prints a report and
+stops everything, also on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import duckdb
+from confluent_kafka import Consumer
+from rich.console import Console
+from rich.table import Table
+
+from hl7bus.ops import kafka_clients, local_kafka, topics
+from hl7bus.ops.config import Settings
+from hl7bus.ops.sending import read_messages, send_with_progress
+from hl7bus.schemas import codec
+
+DEMO_FEED = "demo"
+_WAIT_S = 120.0
+
+
+def sample_feed_path() -> Path:
+    return Path(str(resources.files("hl7bus.ops").joinpath("demo/sample-feed.hl7")))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Processes:
+    logs: Path
+    running: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, name: str, args: list[str], env: dict[str, str]) -> None:
+        log = (self.logs / f"{name}.log").open("wb")
+        self.running[name] = subprocess.Popen(
+            [sys.executable, "-m", "hl7bus.ops.cli", *args],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches the demo only; it stops them in order
+        )
+
+    def check(self) -> None:
+        for name, proc in self.running.items():
+            if proc.poll() is not None:
+                raise DemoError(f"{name} exited with code {proc.returncode}; see {self.logs}/{name}.log")
+
+    def stop(self, name: str, timeout: float = 20.0) -> None:
+        proc = self.running.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def stop_all(self) -> None:
+        for name in list(self.running):
+            self.stop(name)
+
+
+class DemoError(RuntimeError):
+    pass
+
+
+def _wait_for(what: str, done: Callable[[], bool], procs: Processes, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        procs.check()
+        if time.monotonic() > deadline:
+            raise DemoError(f"timed out after {timeout:.0f}s waiting for {what}; logs: {procs.logs}")
+        time.sleep(0.5)
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def run_demo(settings: Settings, console: Console, feed_file: Path | None = None) -> int:
+    out_dir = Path("demo-out").absolute()
+    shutil.rmtree(out_dir, ignore_errors=True)
+    (out_dir / "logs").mkdir(parents=True)
+    broker_cfg = settings.broker.model_copy(
+        update={"name": "demo", "port": 0, "data_root": out_dir / "broker"}
+    )
+    procs = Processes(out_dir / "logs")
+    try:
+        return _run(settings, console, broker_cfg, procs, out_dir, feed_file)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted: stopping everything[/]")
+        return 130
+    except (DemoError, local_kafka.LocalKafkaError) as exc:
+        console.print(f"[bold red]demo failed:[/] {exc}")
+        return 1
+    finally:
+        with console.status("stopping listener, worker, sink and broker..."):
+            procs.stop_all()
+            local_kafka.down(broker_cfg)
+
+
+def _run(
+    settings: Settings,
+    console: Console,
+    broker_cfg: local_kafka.LocalKafkaConfig,
+    procs: Processes,
+    out_dir: Path,
+    feed_file: Path | None,
+) -> int:
+    started = time.monotonic()
+    with console.status("resolving the Kafka jars (Maven, first run only) and starting Kafka..."):
+        broker = local_kafka.up(broker_cfg)
+    bootstrap = broker.bootstrap
+    console.print(f"[green]✓[/] Kafka {broker.version} at {bootstrap}")
+
+    admin = kafka_clients.admin_client(settings.kafka, bootstrap)
+    catalog = topics.TopicCatalog.load(settings.topics)
+    topics.apply(admin, catalog, settings.topics.replication_factor)
+    console.print(f"[green]✓[/] topics applied: {', '.join(s.name for s in catalog.specs.values())}")
+
+    mllp_port, metrics_port = _free_port(), _free_port()
+    warehouse = out_dir / "warehouse.duckdb"
+    env = {
+        **os.environ,
+        "HL7BUS_KAFKA_BOOTSTRAP": bootstrap,
+        "HL7BUS_MLLP_PORT": str(mllp_port),
+        "HL7BUS_MLLP_FEED": DEMO_FEED,
+        "HL7BUS_MLLP_METRICS_PORT": str(metrics_port),
+        "HL7BUS_WORKER_DATA_DIR": str(out_dir / "worker"),
+        "HL7BUS_WAREHOUSE_PATH": str(warehouse),
+        # A fresh random key per demo run, held only by the worker process.
+        "HL7BUS_DEID_KEY": secrets.token_hex(32),
+    }
+    procs.start("listener", ["mllp", "serve"], env)
+    procs.start("worker", ["worker"], env)
+    procs.start("sink", ["sink", "warehouse"], env)
+    _wait_for("the MLLP listener", lambda: _port_open(mllp_port), procs, 30)
+    console.print(f"[green]✓[/] listener on 127.0.0.1:{mllp_port}, worker and sink started")
+
+    messages = read_messages([feed_file or sample_feed_path()])
+    summary = send_with_progress(console, "127.0.0.1", mllp_port, messages, window=8)
+
+    names = {tid: catalog.name(tid) for tid in catalog.specs}
+    research = [n for tid, n in names.items() if tid.startswith("research.")]
+    worker_topics = [names[topics.RAW], names[topics.EVENTS]]
+    with console.status("waiting for the worker and the sink to catch up..."):
+        _wait_for(
+            "the worker to process every record",
+            lambda: kafka_clients.group_lag(
+                settings.kafka, bootstrap, settings.worker.app_id, worker_topics
+            )
+            == 0,
+            procs,
+            _WAIT_S,
+        )
+        _wait_for(
+            "the sink to write every research record",
+            lambda: kafka_clients.group_lag(
+                settings.kafka, bootstrap, settings.warehouse.group_id, research
+            )
+            == 0,
+            procs,
+            _WAIT_S,
+        )
+    procs.stop("sink")  # releases the DuckDB file for the report
+    sizes = kafka_clients.topic_sizes(settings.kafka, bootstrap, list(names.values()))
+    rows = _table_rows(warehouse)
+    pair = _example_pair(settings, bootstrap, names[topics.EVENTS], names["research.patient"])
+
+    console.print(_report(summary.total, summary.by_code, sizes, rows, warehouse))
+    leaks = _print_pair(console, pair)
+    ok = summary.ok and all(rows.values()) and bool(rows) and pair is not None and not leaks
+    verdict = "[bold green]demo OK[/]" if ok else "[bold red]demo FAILED[/]"
+    console.print(f"{verdict} in {time.monotonic() - started:.0f}s; logs and warehouse: {out_dir}")
+    return 0 if ok else 1
+
+
+def _table_rows(path: Path) -> dict[str, int]:
+    conn = duckdb.connect(str(path), read_only=True)
+    try:
+        return {
+            table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # type: ignore[index]
+            for table in ("person", "measurement")
+        }
+    finally:
+        conn.close()
+
+
+def _report(
+    sent: int, by_code: dict[str, int], sizes: dict[str, int], rows: dict[str, int], path: Path
+) -> Table:
+    table = Table(title="hl7bus demo report", show_header=True)
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    table.add_row("messages sent", str(sent))
+    for code, count in by_code.items():
+        table.add_row(f"  ACK {code}", str(count))
+    for name, size in sizes.items():
+        table.add_row(f"records in {name}", str(size))
+    for name, count in rows.items():
+        table.add_row(f"rows in {path.name}:{name}", str(count))
+    return table
+
+
+def _example_pair(
+    settings: Settings, bootstrap: str, events_topic: str, research_topic: str
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """One research Patient event and the identified event it was made from (same event id)."""
+    research = _read_all(settings, bootstrap, research_topic)
+    if not research:
+        return None
+    wanted = research[0]["event_id"]
+    for event in _read_all(settings, bootstrap, events_topic):
+        if event.get("event_id") == wanted:
+            return event, research[0]
+    return None
+
+
+def _read_all(settings: Settings, bootstrap: str, topic: str) -> list[dict[str, Any]]:
+    consumer = Consumer(
+        {
+            **kafka_clients.base_config(settings.kafka, bootstrap),
+            "group.id": f"hl7bus-demo-report-{secrets.token_hex(4)}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
+    try:
+        metadata = consumer.list_topics(topic, timeout=10)
+        remaining = len(metadata.topics[topic].partitions)
+        consumer.subscribe([topic])
+        events: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 20
+        while remaining and time.monotonic() < deadline:
+            record = consumer.poll(0.5)
+            if record is None:
+                continue
+            if record.error():
+                remaining -= 1  # partition EOF
+                continue
+            events.append(codec.decode(record.value())[1])
+        return events
+    finally:
+        consumer.close()
+
+
+def _print_pair(console: Console, pair: tuple[dict[str, Any], dict[str, Any]] | None) -> list[str]:
+    """Show the pair side by side; return the names of direct identifiers found in the output."""
+    if pair is None:
+        console.print("[red]no de-identified Patient record to show[/]")
+        return ["(missing)"]
+    source, research = pair
+    phi = codec.schema("Patient").phi_classes()
+    table = Table(title="one Patient event: identified (hl7.events) vs de-identified (research)")
+    table.add_column("field")
+    table.add_column("PHI class")
+    table.add_column("identified")
+    table.add_column("de-identified")
+    for name in source:
+        table.add_row(name, phi[name], _show(source[name]), _show(research.get(name)))
+    console.print(table)
+    research_text = " ".join(str(v) for v in research.values() if v is not None)
+    leaks = [
+        name
+        for name, value in source.items()
+        if phi[name] == "direct" and value and str(value) in research_text
+    ]
+    if leaks:
+        console.print(f"[bold red]identifiers found in the de-identified record: {leaks}[/]")
+    else:
+        console.print("[green]✓[/] no direct identifier of the source is in the research record")
+    return leaks
+
+
+def _show(value: Any) -> str:
+    return "" if value is None else str(value)

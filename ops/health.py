@@ -1,0 +1,35 @@
+"""/metrics, /healthz and /readyz for every long-running component."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+ReadyCheck = Callable[[], Awaitable[bool]]
+
+
+async def start_http(host: str, port: int, ready: ReadyCheck) -> web.AppRunner:
+    """Serve the endpoints on the running loop; the caller awaits runner.cleanup() on stop."""
+
+    async def metrics(_: web.Request) -> web.Response:
+        body = generate_latest(REGISTRY)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(_: web.Request) -> web.Response:
+        if await ready():
+            return web.Response(text="ready\n")
+        return web.Response(status=503, text="not ready: Kafka is not reachable\n")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner

@@ -1,0 +1,135 @@
+"""The topic catalog: declared once in topics.yaml, applied idempotently, referred to by id."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+from pydantic import BaseModel, ConfigDict, Field
+
+RAW = "raw"
+DLQ = "dlq"
+EVENTS = "events"
+
+
+def research(event_type: str) -> str:
+    """Catalog id of the research topic for an event type (Patient -> research.patient)."""
+    return f"research.{event_type.lower()}"
+
+
+class TopicsConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prefix: str = Field(
+        "", description="Prepended to every catalog topic name, e.g. 'site1.' (tests use one each)."
+    )
+    replication_factor: int = Field(
+        1, ge=1, description="Replicas per partition when creating topics (3 in production)."
+    )
+    min_insync_replicas: int = Field(
+        1, ge=1, description="min.insync.replicas of created topics (2 in production)."
+    )
+    catalog: Path | None = Field(
+        None, description="Topic catalog file; the packaged ops/topics.yaml when unset."
+    )
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    id: str
+    name: str
+    partitions: int
+    doc: str
+    phi: bool
+    config: dict[str, str] = field(default_factory=dict)
+
+
+class TopicCatalog:
+    def __init__(self, specs: dict[str, TopicSpec]) -> None:
+        self.specs = specs
+
+    @classmethod
+    def load(cls, cfg: TopicsConfig) -> TopicCatalog:
+        if cfg.catalog is not None:
+            text = cfg.catalog.read_text(encoding="utf-8")
+        else:
+            text = resources.files(__package__).joinpath("topics.yaml").read_text("utf-8")
+        raw: dict[str, Any] = yaml.safe_load(text)["topics"]
+        specs = {}
+        for topic_id, entry in raw.items():
+            config = {k: str(v) for k, v in (entry.get("config") or {}).items()}
+            config.setdefault("min.insync.replicas", str(cfg.min_insync_replicas))
+            specs[topic_id] = TopicSpec(
+                id=topic_id,
+                name=cfg.prefix + entry["name"],
+                partitions=int(entry["partitions"]),
+                doc=entry.get("doc", ""),
+                phi=bool(entry.get("phi", True)),
+                config=config,
+            )
+        return cls(specs)
+
+    def name(self, topic_id: str) -> str:
+        try:
+            return self.specs[topic_id].name
+        except KeyError:
+            raise KeyError(f"topic id {topic_id!r} is not in the catalog") from None
+
+
+@dataclass(frozen=True)
+class TopicPlan:
+    """What `topics apply` found for one topic."""
+
+    spec: TopicSpec
+    action: str  # "create" | "ok" | "drift"
+    drift: list[str]
+
+
+def plan(admin: AdminClient, catalog: TopicCatalog, timeout: float = 15.0) -> list[TopicPlan]:
+    metadata = admin.list_topics(timeout=timeout)
+    present = [s for s in catalog.specs.values() if s.name in metadata.topics]
+    configs: dict[str, dict[str, str]] = {}
+    if present:
+        futures = admin.describe_configs(
+            [ConfigResource(ConfigResource.Type.TOPIC, s.name) for s in present]
+        )
+        for resource, fut in futures.items():
+            configs[resource.name] = {k: v.value for k, v in fut.result(timeout=timeout).items()}
+    plans = []
+    for spec in catalog.specs.values():
+        if spec.name not in metadata.topics:
+            plans.append(TopicPlan(spec, "create", []))
+            continue
+        drift = []
+        have_partitions = len(metadata.topics[spec.name].partitions)
+        if have_partitions != spec.partitions:
+            drift.append(f"partitions: have {have_partitions}, catalog says {spec.partitions}")
+        have = configs.get(spec.name, {})
+        for key, want in spec.config.items():
+            if have.get(key) != want:
+                drift.append(f"{key}: have {have.get(key)}, catalog says {want}")
+        plans.append(TopicPlan(spec, "drift" if drift else "ok", drift))
+    return plans
+
+
+def apply(
+    admin: AdminClient, catalog: TopicCatalog, replication_factor: int, timeout: float = 30.0
+) -> list[TopicPlan]:
+    """Create the catalog topics that are missing. Never deletes or alters existing topics."""
+    plans = plan(admin, catalog, timeout)
+    missing = [p.spec for p in plans if p.action == "create"]
+    if missing:
+        futures = admin.create_topics(
+            [
+                NewTopic(s.name, s.partitions, replication_factor, config=dict(s.config))
+                for s in missing
+            ],
+            operation_timeout=timeout,
+        )
+        for fut in futures.values():
+            fut.result(timeout=timeout)
+    return plans

@@ -1,0 +1,27 @@
+"""Keys and ids shared by every hop: the patient key and deterministic event ids."""
+
+from __future__ import annotations
+
+import hashlib
+
+from hl7bus.hl7v2 import Message
+
+_SEPARATOR = "|"
+
+
+def patient_key(feed: str, message: Message) -> str | None:
+    """feed|assigning authority|patient id from the first PID-3 repetition; None without one.
+
+    All messages of one patient share it, so keying topics by it keeps per-patient order.
+    """
+    patient_id = message.get("PID-3.1")
+    if not patient_id:
+        return None
+    authority = message.get("PID-3.4") or ""
+    return _SEPARATOR.join((feed, authority, patient_id))
+
+
+def event_id(feed: str, control_id: str | None, event_type: str, position: int) -> str:
+    """Same message, same event, same id: sinks upsert by it, so redelivery is harmless."""
+    material = _SEPARATOR.join((feed, control_id or "", event_type, str(position)))
+    return hashlib.sha256(material.encode("utf-8")).hexdigest()[:32]

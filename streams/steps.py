@@ -1,0 +1,90 @@
+"""The worker's two stages as plain functions over bytes: what goes where, and why.
+
+The faust runtime only moves records; everything it decides comes from here, so the stages are
+tested without Kafka and the runtime stays replaceable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import tzinfo
+
+from fastavro.validation import ValidationError as AvroValidationError
+
+from hl7bus.hl7v2 import Hl7ParseError
+from hl7bus.ops import topics
+from hl7bus.schemas import codec
+from hl7bus.streams.deidentify import DeidError, Policy, Pseudonymizer, deidentify
+from hl7bus.streams.parse import events_from_raw
+
+Headers = list[tuple[str, bytes]]
+
+
+@dataclass(frozen=True)
+class Output:
+    topic_id: str  # catalog id: events, dlq, research.<type>
+    key: bytes | None
+    value: bytes
+    headers: Headers = field(default_factory=list)
+
+
+def _dlq(key: bytes | None, value: bytes, stage: str, reason: str) -> Output:
+    # Reason headers name the stage and an error code; never a value from the message.
+    return Output(
+        topics.DLQ,
+        key,
+        value,
+        [("hl7bus.stage", stage.encode()), ("hl7bus.reason", reason.encode())],
+    )
+
+
+def parse_step(key: bytes | None, value: bytes, zone: tzinfo) -> list[Output]:
+    """hl7.raw record -> typed events for hl7.events, or one DLQ record."""
+    try:
+        _, envelope = codec.decode(value)
+        events = events_from_raw(envelope, zone)
+        encoded = [
+            Output(
+                topics.EVENTS,
+                e.key.encode("utf-8") if e.key else key,
+                codec.encode(e.type, e.record),
+                [(codec.EVENT_TYPE_HEADER, e.type.encode())],
+            )
+            for e in events
+        ]
+    except codec.CodecError:
+        return [_dlq(key, value, "parsing", "undecodable_envelope")]
+    except Hl7ParseError:
+        return [_dlq(key, value, "parsing", "hl7_parse_error")]
+    except (AvroValidationError, ValueError, TypeError):
+        return [_dlq(key, value, "normalizing", "event_invalid")]
+    return encoded
+
+
+def deidentify_step(
+    value: bytes, policy: Policy, pseudonymize: Pseudonymizer, leak_check: bool
+) -> list[Output]:
+    """hl7.events record -> its research form, or one DLQ record. Fails closed."""
+    try:
+        event_type, record = codec.decode(value)
+        research = deidentify(event_type, record, policy, pseudonymize, leak_check)
+        encoded = codec.encode(event_type, research)
+        key = research.get("patient_key")
+    except DeidError as exc:
+        return [_dlq(None, value, "deidentifying", exc.code)]
+    except codec.CodecError:
+        return [_dlq(None, value, "deidentifying", "undecodable_event")]
+    except Exception:
+        # Fail closed: whatever went wrong, nothing reaches a research topic.
+        return [_dlq(None, value, "deidentifying", "internal_error")]
+    return [
+        Output(
+            topics.research(event_type),
+            key.encode("utf-8") if isinstance(key, str) else None,
+            encoded,
+            [
+                (codec.EVENT_TYPE_HEADER, event_type.encode()),
+                ("hl7bus.policy", policy.digest.encode()),
+            ],
+        )
+    ]

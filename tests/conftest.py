@@ -1,0 +1,41 @@
+"""Shared fixtures: the real Kafka broker (DESIGN §7) and per-test unique names (§8)."""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from hl7bus.ops.local_kafka import temporary_broker
+
+BOOTSTRAP_ENV = "HL7BUS_KAFKA_BOOTSTRAP"
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Bootstrap address of a real Kafka broker for the whole session.
+
+    ``HL7BUS_KAFKA_BOOTSTRAP`` points the tests at an already running broker. Otherwise the
+    launcher starts one on free ports with its data in a pytest temp dir (the jars come
+    from the shared cache) and stops it at session end. A broker that cannot start fails
+    the tests with the launcher's error; nothing is skipped.
+    """
+    external = os.environ.get(BOOTSTRAP_ENV, "").strip()
+    if external:
+        yield external
+        return
+    with temporary_broker(tmp_path_factory.mktemp("kafka"), name="session") as broker:
+        yield broker.bootstrap
+
+
+@pytest.fixture
+def unique_name(request: pytest.FixtureRequest) -> str:
+    """A topic / consumer-group name prefix no other test (or earlier run) uses.
+
+    The test's name is kept, shortened and made legal for Kafka, so a stray topic on a
+    shared broker says where it came from.
+    """
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "-", request.node.name).strip("-.")[:60]
+    return f"t-{readable}-{uuid.uuid4().hex[:12]}"
