@@ -36,7 +36,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-kafka_app = typer.Typer(help="Run a local single-node Kafka broker (KRaft) for development and demos.")
+kafka_app = typer.Typer(
+    help="Run a local single-node Kafka broker (KRaft) for development and demos."
+)
 topics_app = typer.Typer(help="The topic catalog (ops/topics.yaml).")
 config_app = typer.Typer(help="Inspect the effective configuration.")
 mllp_app = typer.Typer(help="The MLLP listener that hospital interface engines send to.")
@@ -93,6 +95,20 @@ def kafka_up(config: ConfigOption = None) -> None:
         f"(pid {info.pid}, log {info.log_file})"
     )
     console.print("Other hl7bus commands on this machine find it by themselves.")
+
+
+@kafka_app.command("jars")
+def kafka_jars(config: ConfigOption = None) -> None:
+    """Resolve the pinned Kafka jars with Maven into the cache (done by `up` when needed)."""
+    from hl7bus.ops import local_kafka
+
+    settings = load_settings(config)
+    try:
+        with console.status("resolving the Kafka jars with Maven..."):
+            libs = local_kafka.ensure_jars(settings.broker)
+    except local_kafka.LocalKafkaError as exc:
+        fail(str(exc))
+    console.print(f"Kafka {local_kafka.kafka_version()} jars: {libs}")
 
 
 @kafka_app.command("status")
@@ -216,9 +232,7 @@ async def _serve_mllp(settings: Settings, mllp_cfg: Any) -> None:
 
     bootstrap = config_mod.bootstrap(settings)
     catalog = topics.TopicCatalog.load(settings.topics)
-    producer = kafka_clients.AsyncProducer(
-        kafka_clients.producer_config(settings.kafka, bootstrap)
-    )
+    producer = kafka_clients.AsyncProducer(kafka_clients.producer_config(settings.kafka, bootstrap))
     listener = MllpListener(
         mllp_cfg, producer, Route(catalog.name(topics.RAW), catalog.name(topics.DLQ))
     )

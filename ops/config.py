@@ -141,7 +141,8 @@ def effective(settings: Settings) -> dict[str, Any]:
     """The effective config as plain data, secrets masked, bootstrap resolved."""
     data = settings.model_dump(mode="json")
     data["kafka"]["bootstrap"] = bootstrap(settings)
-    return _mask(data, settings)
+    masked: dict[str, Any] = _mask(data, settings)
+    return masked
 
 
 def _mask(data: Any, model: Any) -> Any:

@@ -65,7 +65,9 @@ class Processes:
     def check(self) -> None:
         for name, proc in self.running.items():
             if proc.poll() is not None:
-                raise DemoError(f"{name} exited with code {proc.returncode}; see {self.logs}/{name}.log")
+                raise DemoError(
+                    f"{name} exited with code {proc.returncode}; see {self.logs}/{name}.log"
+                )
 
     def stop(self, name: str, timeout: float = 20.0) -> None:
         proc = self.running.pop(name, None)
@@ -92,7 +94,9 @@ def _wait_for(what: str, done: Callable[[], bool], procs: Processes, timeout: fl
     while not done():
         procs.check()
         if time.monotonic() > deadline:
-            raise DemoError(f"timed out after {timeout:.0f}s waiting for {what}; logs: {procs.logs}")
+            raise DemoError(
+                f"timed out after {timeout:.0f}s waiting for {what}; logs: {procs.logs}"
+            )
         time.sleep(0.5)
 
 
@@ -140,7 +144,9 @@ def _run(
     admin = kafka_clients.admin_client(settings.kafka, bootstrap)
     catalog = topics.TopicCatalog.load(settings.topics)
     topics.apply(admin, catalog, settings.topics.replication_factor)
-    console.print(f"[green]✓[/] topics applied: {', '.join(s.name for s in catalog.specs.values())}")
+    console.print(
+        f"[green]✓[/] topics applied: {', '.join(s.name for s in catalog.specs.values())}"
+    )
 
     mllp_port, metrics_port = _free_port(), _free_port()
     warehouse = out_dir / "warehouse.duckdb"
@@ -170,19 +176,23 @@ def _run(
     with console.status("waiting for the worker and the sink to catch up..."):
         _wait_for(
             "the worker to process every record",
-            lambda: kafka_clients.group_lag(
-                settings.kafka, bootstrap, settings.worker.app_id, worker_topics
-            )
-            == 0,
+            lambda: (
+                kafka_clients.group_lag(
+                    settings.kafka, bootstrap, settings.worker.app_id, worker_topics
+                )
+                == 0
+            ),
             procs,
             _WAIT_S,
         )
         _wait_for(
             "the sink to write every research record",
-            lambda: kafka_clients.group_lag(
-                settings.kafka, bootstrap, settings.warehouse.group_id, research
-            )
-            == 0,
+            lambda: (
+                kafka_clients.group_lag(
+                    settings.kafka, bootstrap, settings.warehouse.group_id, research
+                )
+                == 0
+            ),
             procs,
             _WAIT_S,
         )
@@ -263,7 +273,7 @@ def _read_all(settings: Settings, bootstrap: str, topic: str) -> list[dict[str, 
             if record.error():
                 remaining -= 1  # partition EOF
                 continue
-            events.append(codec.decode(record.value())[1])
+            events.append(codec.decode(record.value() or b"")[1])
         return events
     finally:
         consumer.close()

@@ -119,7 +119,7 @@ class AsyncProducer:
                 exc = DeliveryError(err.name(), err.retriable())
                 loop.call_soon_threadsafe(_set_exception, future, exc)
             else:
-                result = (msg.partition(), msg.offset())
+                result = (msg.partition() or 0, msg.offset() or 0)
                 loop.call_soon_threadsafe(_set_result, future, result)
 
         while True:
@@ -187,7 +187,11 @@ def topic_sizes(
 
 
 def group_lag(
-    cfg: KafkaConfig, bootstrap: str, group_id: str, topic_names: Sequence[str], timeout: float = 10.0
+    cfg: KafkaConfig,
+    bootstrap: str,
+    group_id: str,
+    topic_names: Sequence[str],
+    timeout: float = 10.0,
 ) -> int:
     """Records of the topics that the consumer group has not committed yet."""
     consumer = Consumer({**base_config(cfg, bootstrap), "group.id": group_id})

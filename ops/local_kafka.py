@@ -239,8 +239,10 @@ def ensure_jars(cfg: LocalKafkaConfig) -> Path:
             return libs
         mvn = _require_mvn()
         (cache_dir / "pom.xml").write_bytes(pom_bytes)
+        # Holding the lock, any staging directory is a leftover of an interrupted run.
+        for leftover in cache_dir.glob("libs.tmp-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
         staging = cache_dir / f"libs.tmp-{os.getpid()}"
-        shutil.rmtree(staging, ignore_errors=True)
         maven_log = cache_dir / "maven.log"
         cmd = [
             mvn, "-B", "-q", "-Dstyle.color=never",
@@ -279,6 +281,8 @@ def ensure_jars(cfg: LocalKafkaConfig) -> Path:
                 f"({' '.join(cmd)}). Maven Central must be reachable (or mirrored in "
                 f"~/.m2/settings.xml). Full output: {maven_log}\n" + _tail(maven_log, 30)
             )
+        # Marker first: a crash between these steps must leave the cache cold, not "complete".
+        (cache_dir / "resolved.json").unlink(missing_ok=True)
         if libs.exists():
             shutil.rmtree(libs)
         staging.rename(libs)
@@ -388,7 +392,8 @@ def _pid_alive(pid: int, server_properties: Path) -> bool:
     try:
         args = cmdline.read_bytes().split(b"\0")
     except FileNotFoundError:
-        # No procfs (macOS): trust the pid, as pid files do.
+        # Gone since the kill(0) above, or no procfs at all (macOS), where the pid is trusted
+        # as pid files are.
         return not Path("/proc/self").exists()
     except PermissionError:
         return True

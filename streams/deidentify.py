@@ -171,4 +171,6 @@ def check_leaks(event_type: str, source: dict[str, Any], output: dict[str, Any])
     haystack = [_normalized(str(v)) for v in output.values() if isinstance(v, str)]
     for field, needle in needles.items():
         if any(needle in text for text in haystack):
-            raise DeidError(f"leak check: the value of {event_type}.{field} is in the output", "leak")
+            raise DeidError(
+                f"leak check: the value of {event_type}.{field} is in the output", "leak"
+            )

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+
 from hl7bus.ops.local_kafka import temporary_broker
 
 BOOTSTRAP_ENV = "HL7BUS_KAFKA_BOOTSTRAP"

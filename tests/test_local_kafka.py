@@ -21,6 +21,7 @@ from confluent_kafka import (
 
 # NewTopic is documented under .admin, but its stubs re-export it only from .cimpl.
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
 from hl7bus.ops import local_kafka
 from hl7bus.ops.local_kafka import (
     BrokerInfo,

@@ -16,6 +16,7 @@ import hl7
 import hl7.client
 import hl7.mllp
 import pytest
+
 from hl7bus.connectors.mllp.client import (
     AckResult,
     send_many,

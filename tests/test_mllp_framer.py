@@ -5,6 +5,9 @@ from __future__ import annotations
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from hl7bus.connectors.mllp.framer import (
     Frame,
     FrameEvent,
@@ -12,8 +15,6 @@ from hl7bus.connectors.mllp.framer import (
     FramingError,
     encode_frame,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 SB, EB = b"\x0b", b"\x1c\r"
 MSG = b"MSH|^~\\&|LAB|H1|EHR|H1|20240101000000||ORU^R01|C1|P|2.5\rPID|1||123\r"

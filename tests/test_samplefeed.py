@@ -11,6 +11,7 @@ from pathlib import Path
 
 import hl7
 import pytest
+
 from hl7bus.ops import samplefeed
 
 FEED_FILE = Path(__file__).resolve().parents[1] / "ops" / "demo" / "sample-feed.hl7"

@@ -102,13 +102,19 @@ def run_sink(
     try:
         while not stop.is_set():
             records = consumer.consume(cfg.batch_size, cfg.poll_timeout_s)
-            values = []
-            for record in records:
-                if record.error():
-                    raise KafkaException(record.error())
-                values.append(record.value())
             if not records:
                 continue
+            values = []
+            for record in records:
+                error = record.error()
+                if error is not None:
+                    if error.fatal():
+                        raise KafkaException(error)
+                    log.warning("consumer: %s", error.name())
+                    continue
+                value = record.value()
+                if value is not None:
+                    values.append(value)
             write_batch(conn, values)
             for record in records:
                 consumer.store_offsets(record)

@@ -1,0 +1,42 @@
+# The two commands: `make demo` and `make test`. Both set up what they need themselves:
+# the Python environment in .venv and the Kafka jars in ~/.cache/hl7bus (Maven, first run only).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: demo test env jars lint fmt clean
+
+demo: env jars
+	$(BIN)/hl7bus demo
+
+test: env jars lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "hl7bus needs Python 3.11 or newer (set PYTHON=...)")'
+	@command -v java >/dev/null || { echo "hl7bus needs Java 17+ for the local Kafka broker (apt-get install openjdk-17-jre-headless)"; exit 1; }
+	@command -v mvn >/dev/null || { echo "hl7bus needs Maven to fetch the Kafka jars (apt-get install maven)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+jars: env
+	$(BIN)/hl7bus kafka jars
+
+lint: env
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+fmt: env
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) demo-out .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,34 @@
+"""Messages from the bundled synthetic feed, for tests that need realistic input."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
+
+from hl7bus.hl7v2 import Message, parse_batch
+from hl7bus.ops.demo_run import sample_feed_path
+
+
+@cache
+def feed() -> tuple[Message, ...]:
+    return tuple(parse_batch(sample_feed_path().read_bytes()))
+
+
+def first(message_type: str) -> Message:
+    return next(m for m in feed() if m.message_type == message_type)
+
+
+def envelope(message: Message, feed_name: str = "test") -> dict[str, Any]:
+    """The RawMessage envelope the listener would have written for this message."""
+    return {
+        "schema_version": 1,
+        "feed": feed_name,
+        "received_at": datetime(2026, 11, 27, 3, 0, tzinfo=UTC),
+        "peer": "127.0.0.1:5000",
+        "charset": "utf-8",
+        "control_id": message.control_id,
+        "message_type": message.message_type,
+        "patient_key": None,
+        "raw": message.to_bytes(),
+    }

@@ -1,0 +1,248 @@
+"""The pure stream steps: parse (raw -> events) and deidentify (events -> research), fail closed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from samples import envelope, feed, first
+
+from hl7bus.ops import topics
+from hl7bus.schemas import codec
+from hl7bus.streams.deidentify import (
+    DeidConfig,
+    DeidError,
+    Policy,
+    PolicyError,
+    Pseudonymizer,
+    deidentify,
+    load_key,
+)
+from hl7bus.streams.normalize import iso_date, numeric_with_comparator, to_utc
+from hl7bus.streams.parse import events_from_raw
+from hl7bus.streams.steps import deidentify_step, parse_step
+
+SEOUL = ZoneInfo("Asia/Seoul")
+KEY = Pseudonymizer(b"0123456789abcdef0123456789abcdef", "k1")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("20261127083000+0900", datetime(2026, 11, 26, 23, 30, tzinfo=UTC)),
+        ("20261127083000", datetime(2026, 11, 26, 23, 30, tzinfo=UTC)),  # feed zone: Seoul
+        ("20261127083000-0500", datetime(2026, 11, 27, 13, 30, tzinfo=UTC)),
+        ("202611270830", datetime(2026, 11, 26, 23, 30, tzinfo=UTC)),
+        ("20261127", datetime(2026, 11, 26, 15, 0, tzinfo=UTC)),
+        ("20261127083000.25+0000", datetime(2026, 11, 27, 8, 30, 0, 250000, tzinfo=UTC)),
+        ("", None),
+        (None, None),
+        ("2026-11-27", None),
+        ("20261327", None),
+    ],
+)
+def test_timestamps_to_utc(value: str | None, expected: datetime | None) -> None:
+    assert to_utc(value, SEOUL) == expected
+
+
+def test_small_normalizers() -> None:
+    assert iso_date("19630811") == "1963-08-11"
+    assert iso_date("196308") == "1963-08"
+    assert iso_date("x") is None
+    assert numeric_with_comparator("<0.5") == (0.5, "<")
+    assert numeric_with_comparator(">= 100") == (100.0, ">=")
+    assert numeric_with_comparator("13.2") == (13.2, None)
+    assert numeric_with_comparator("positive") == (None, None)
+
+
+def test_adt_becomes_one_patient_event() -> None:
+    message = first("ADT^A01")
+    [event] = events_from_raw(envelope(message), SEOUL)
+    record = event.record
+    assert event.type == "Patient"
+    assert record["patient_key"] == f"test|SNUH|{message.get('PID-3.1')}"
+    assert event.key == record["patient_key"]
+    assert record["mrn"] == message.get("PID-3.1")
+    assert record["family_name"] == message.get("PID-5.1")
+    assert record["given_name"] == message.get("PID-5.2")
+    assert record["national_id"] == message.get("PID-19")
+    assert record["phone"] == message.get("PID-13.1")
+    assert record["birth_year"] == int((message.get("PID-7") or "")[:4])
+    assert record["sex"] == message.get("PID-8")
+    assert record["event_time"] == to_utc(message.get("EVN-2"), SEOUL)
+    assert record["source_control_id"] == message.control_id
+
+
+def test_oru_becomes_one_observation_per_obx() -> None:
+    message = first("ORU^R01")
+    events = events_from_raw(envelope(message), SEOUL)
+    obx = list(message.segments("OBX"))
+    assert [e.type for e in events] == ["Observation"] * len(obx)
+    for event, segment in zip(events, obx, strict=True):
+        assert event.record["code"] == segment.get("3.1")
+        assert event.record["code_system"] == "LN"
+        assert event.record["units"] == segment.get("6.1")
+        assert event.record["result_status"] == segment.get("11")
+        assert event.record["order_code"] == message.get("OBR-4.1")
+    assert len({e.record["event_id"] for e in events}) == len(events)
+
+
+def test_sn_value_with_comparator() -> None:
+    message = next(m for m in feed() if any(s.get("2") == "SN" for s in m.segments("OBX")))
+    events = events_from_raw(envelope(message), SEOUL)
+    sn = next(e for e in events if e.record["value_type"] == "SN")
+    assert sn.record["comparator"] == "<"
+    assert sn.record["value_numeric"] is not None
+
+
+def test_event_ids_are_deterministic() -> None:
+    message = first("ORU^R01")
+    once = [e.record["event_id"] for e in events_from_raw(envelope(message), SEOUL)]
+    again = [e.record["event_id"] for e in events_from_raw(envelope(message), SEOUL)]
+    other_feed = [e.record["event_id"] for e in events_from_raw(envelope(message, "other"), SEOUL)]
+    assert once == again
+    assert set(once).isdisjoint(other_feed)
+
+
+def test_unmapped_message_types_give_no_events() -> None:
+    message = first("ADT^A01")
+    raw = envelope(message)
+    raw["raw"] = raw["raw"].replace(b"ADT^A01^ADT_A01", b"SIU^S12^SIU_S12")
+    assert events_from_raw(raw, SEOUL) == []
+
+
+def test_parse_step_routes_garbage_to_the_dlq() -> None:
+    [out] = parse_step(b"k", b"not avro at all", SEOUL)
+    assert out.topic_id == topics.DLQ
+    assert dict(out.headers) == {
+        "hl7bus.stage": b"parsing",
+        "hl7bus.reason": b"undecodable_envelope",
+    }
+
+    raw = envelope(first("ADT^A01"))
+    raw["raw"] = b"this is no HL7 message"
+    [out] = parse_step(b"k", codec.encode("RawMessage", raw), SEOUL)
+    assert out.topic_id == topics.DLQ
+    assert dict(out.headers)["hl7bus.reason"] == b"hl7_parse_error"
+
+
+def test_parse_step_encodes_events_keyed_by_patient() -> None:
+    message = first("ADT^A04")
+    outputs = parse_step(None, codec.encode("RawMessage", envelope(message)), SEOUL)
+    [out] = outputs
+    assert out.topic_id == topics.EVENTS
+    assert out.key == f"test|SNUH|{message.get('PID-3.1')}".encode()
+    assert codec.decode(out.value)[0] == "Patient"
+
+
+# -- de-identification ----------------------------------------------------------------------
+
+
+def _patient() -> dict[str, Any]:
+    [event] = events_from_raw(envelope(first("ADT^A01")), SEOUL)
+    return event.record
+
+
+def test_policy_is_an_allow_list() -> None:
+    policy = Policy.load(None)
+    source = _patient()
+    out = deidentify("Patient", source, policy, KEY)
+    named = policy.actions["Patient"]
+    for field, value in out.items():
+        if field not in named or named[field] == "drop":
+            assert value is None, field
+    for field in ("mrn", "family_name", "given_name", "street", "phone", "national_id"):
+        assert out[field] is None
+    assert out["sex"] == source["sex"]
+    assert out["patient_key"] == KEY(source["patient_key"])
+    assert out["pseudonym_key_id"] == "k1"
+
+
+def test_pseudonyms_depend_on_the_key() -> None:
+    policy = Policy.load(None)
+    other = Pseudonymizer(b"another key of at least 16 bytes", "k2")
+    a = deidentify("Patient", _patient(), policy, KEY)
+    b = deidentify("Patient", _patient(), policy, other)
+    assert a["patient_key"] != b["patient_key"]
+    assert b["pseudonym_key_id"] == "k2"
+
+
+def _policy_file(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "policy.yaml"
+    path.write_text(f"name: t\nevents:\n  Patient:\n{body}", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("    phone: keep\n", "Patient.phone: a direct identifier cannot be kept"),
+        ("    shoe_size: keep\n", "Patient.shoe_size: no such field"),
+        ("    sex: blur\n", "Patient.sex: unknown action 'blur'"),
+    ],
+)
+def test_bad_policies_are_refused_at_start(tmp_path: Path, body: str, message: str) -> None:
+    with pytest.raises(PolicyError, match=message):
+        Policy.load(_policy_file(tmp_path, body))
+
+
+def test_unknown_event_type_in_policy_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text("name: t\nevents:\n  Spaceship:\n    x: keep\n", encoding="utf-8")
+    with pytest.raises(PolicyError, match="unknown event type 'Spaceship'"):
+        Policy.load(path)
+
+
+def test_leak_check_blocks_an_identifier_in_kept_text() -> None:
+    policy = Policy.load(None)
+    source = _patient()
+    source["country"] = f"KOR {source['national_id']}"  # an identifier smuggled into a kept field
+    with pytest.raises(DeidError, match="national_id"):
+        deidentify("Patient", source, policy, KEY)
+
+
+def test_deidentify_step_fails_closed() -> None:
+    policy = Policy.load(None)
+    source = _patient()
+    source["country"] = source["phone"]
+    [out] = deidentify_step(codec.encode("Patient", source), policy, KEY, leak_check=True)
+    assert out.topic_id == topics.DLQ
+    assert dict(out.headers) == {"hl7bus.stage": b"deidentifying", "hl7bus.reason": b"leak"}
+    assert source["phone"].encode() not in b"".join(v for _, v in out.headers)
+
+    [out] = deidentify_step(b"garbage", policy, KEY, leak_check=True)
+    assert out.topic_id == topics.DLQ
+
+
+def test_no_identifier_of_the_sample_feed_reaches_research() -> None:
+    """Every message of the bundled feed, through both steps: no PID value in research output."""
+    policy = Policy.load(None)
+    checked = 0
+    for message in feed():
+        identifiers = [
+            value
+            for path in ("PID-3.1", "PID-5.1", "PID-5.2", "PID-11.1", "PID-13.1", "PID-19")
+            if (value := message.get(path))
+        ]
+        for out in parse_step(None, codec.encode("RawMessage", envelope(message)), SEOUL):
+            [research] = deidentify_step(out.value, policy, KEY, leak_check=True)
+            assert research.topic_id.startswith("research."), research.headers
+            _, record = codec.decode(research.value)
+            text = repr(record)
+            for value in identifiers:
+                assert value not in text
+            checked += 1
+    assert checked > 1000
+
+
+def test_key_loading(tmp_path: Path) -> None:
+    with pytest.raises(PolicyError, match="no pseudonymization key"):
+        load_key(DeidConfig())
+    with pytest.raises(PolicyError, match="at least 16 bytes"):
+        load_key(DeidConfig(key="short"))
+    key_file = tmp_path / "key"
+    key_file.write_text("0123456789abcdef0123456789abcdef\n")
+    assert load_key(DeidConfig(key_file=key_file, key_id="k9")).key_id == "k9"
