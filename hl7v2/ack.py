@@ -188,11 +188,14 @@ def _err_segment(error: AckError, enc: Encoding, version: tuple[int, int]) -> st
     return fs.join(("ERR", "", erl, cwe, error.severity, "", "", escape(error.text, enc)))
 
 
-def _minimal_ack(reason: str, err_code: int, ts: str, control_id: str) -> bytes:
+_UNREADABLE = {"AA": "AE", "CA": "AE", "AE": "AE", "CE": "AE"}
+
+
+def _minimal_ack(msa1: str, reason: str, err_code: int, ts: str, control_id: str) -> bytes:
     enc = DEFAULT_ENCODING
     text = escape(reason, enc)
     msh = "|".join(("MSH", enc.msh2, "", "", "", "", ts, "", "ACK", control_id, "P", "2.5"))
-    msa = "|".join(("MSA", "AR", "", text))
+    msa = "|".join(("MSA", msa1, "", text))
     err = _err_segment(AckError(err_code, reason), enc, (2, 5))
     return "\r".join((msh, msa, err)).encode(DEFAULT_CODEC) + b"\r"
 
@@ -217,9 +220,10 @@ def build_ack(
     MSH-18, takes a fresh MSH-10 (or ``control_id``) and puts the inbound MSH-10
     into MSA-2. ``error`` adds an ERR segment (v2.5+: ERR-2/3/4; earlier: ERR-1)
     and its text as MSA-3. When the MSH itself cannot be read, the result is a
-    minimal ACK with default delimiters, MSA-1 ``AR`` whatever ``code`` says
-    (nothing can be echoed, so nothing can be accepted), the reason in MSA-3 and
-    ERR. Encoded in the inbound message's charset (``charset`` overrides, as for
+    minimal ACK with default delimiters and original-mode codes (the mode is
+    unknown): ``AE`` for delivered/errored codes (nothing unreadable is
+    accepted), ``AR`` for rejected ones, the reason in MSA-3 and ERR, MSA-2
+    empty. Encoded in the inbound message's charset (``charset`` overrides, as for
     :func:`parse`), UTF-8 when unknown; segments end with ``\\r``; no MLLP framing.
     """
     ts = _timestamp(now)
@@ -227,9 +231,12 @@ def build_ack(
     try:
         head = _header(data, charset)
     except Hl7ParseError as exc:
-        _msa_code(code, False)  # still reject an invalid code loudly
+        # No MSH, no mode: original-mode codes. Nothing readable can be accepted,
+        # but errored-vs-rejected stays the caller's call: AR makes senders resend
+        # (DESIGN §2), which for bytes that will never parse would loop forever.
+        msa1 = _UNREADABLE.get(_msa_code(code, False), "AR")
         err_code = 100 if exc.reason.startswith("first segment") else 102
-        return _minimal_ack(f"MSH unreadable: {exc.reason}", err_code, ts, new_id)
+        return _minimal_ack(msa1, f"MSH unreadable: {exc.reason}", err_code, ts, new_id)
 
     enc = head.enc
     fs, cs = enc.field, enc.component

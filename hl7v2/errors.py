@@ -15,9 +15,9 @@ class Hl7ParseError(ValueError):
 
     ``segment_index`` is 0-based over the segments as parsed (blank lines dropped,
     MSH is 0; for batch files it counts from the first segment of the file),
-    ``field`` is the HL7 field number, ``offset`` a byte offset for charset errors
-    and a character offset in the decoded text otherwise. Any of them may be None
-    when it does not apply.
+    ``field`` is the HL7 field number, ``offset`` the byte offset of charset
+    errors. Any of them is None when it does not apply. ``reason`` is the message
+    without the location, free of patient data (logs, DLQ headers).
     """
 
     def __init__(

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from functools import lru_cache
-from typing import NamedTuple
+from typing import NamedTuple, overload
 
 from .charset import DEFAULT_CODEC, codec_for, decode_bytes, lookup_codec
 from .delimiters import Encoding, read_encoding
@@ -110,6 +110,13 @@ class Segment:
         ``fields[n]`` field n (for MSH, ``fields[1]`` is the field separator)."""
         return list(self._msg._fields_of(self.index))
 
+    @overload
+    def get(self, path: str) -> str | None: ...
+    @overload
+    def get(self, path: str, default: str) -> str: ...
+    @overload
+    def get(self, path: str, default: str | None) -> str | None: ...
+
     def get(self, path: str, default: str | None = None) -> str | None:
         """Value at a field path relative to this segment (``"5"``, ``"3[2].1"``);
         a full path (``"OBX-5"``) is accepted when its segment id matches."""
@@ -191,6 +198,13 @@ class Message:
         return len(self._segs)
 
     # -- values ------------------------------------------------------------
+
+    @overload
+    def get(self, path: str) -> str | None: ...
+    @overload
+    def get(self, path: str, default: str) -> str: ...
+    @overload
+    def get(self, path: str, default: str | None) -> str | None: ...
 
     def get(self, path: str, default: str | None = None) -> str | None:
         """Decoded value at ``path`` (see the class docstring for the rules).
@@ -423,7 +437,7 @@ def _build(segs: list[str], codec: str | None, base: int = 0) -> Message:
     return Message(segs, enc, index, codec)
 
 
-def parse(data: bytes | str, *, charset: str | None = None) -> Message:
+def parse(data: bytes | bytearray | memoryview | str, *, charset: str | None = None) -> Message:
     """Parse one message.
 
     Bytes are decoded with :func:`decode_bytes` (``charset`` overrides MSH-18);

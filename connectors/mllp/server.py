@@ -209,7 +209,7 @@ class MllpListener:
             text, charset = decode_bytes(
                 payload, charset=self.cfg.charset, fallback=self.cfg.fallback_charset
             )
-            message = parse(text)
+            message = parse(text, charset=charset)
         except Hl7ParseError as exc:
             # Kept whole in the DLQ; AE tells the sender not to resend the same bytes. When even
             # the DLQ write fails nothing is stored, so AR asks for a resend instead.

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from hl7v2_samples import ADT_A01, CUSTOM
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from hl7v2_samples import ADT_A01, CUSTOM, ORU_R01
 
 from hl7bus.hl7v2 import AckError, build_ack, parse
 
@@ -75,7 +75,7 @@ def test_fresh_control_id_and_clock() -> None:
 
 def test_err_v25() -> None:
     err = AckError(101, "PID-3 missing", "PID", 1, 3)
-    msh, msa, err_seg = ack_of(ADT_A01, "errored", err)
+    _, msa, err_seg = ack_of(ADT_A01, "errored", err)
     assert msa == "MSA|CE|CTRL0001|PID-3 missing"
     assert err_seg == "ERR||PID^1^3|101^Required field missing^HL70357|E|||PID-3 missing"
 
@@ -92,9 +92,7 @@ def test_err_before_v25() -> None:
 def test_err_text_is_escaped() -> None:
     *_, err_seg = ack_of(ADT_A01, "errored", AckError(102, "bad | value ^ here"))
     assert err_seg.endswith("|bad \\F\\ value \\S\\ here")
-    assert parse("\r".join(ack_of(ADT_A01, "errored", AckError(102, "a|b")))).get(
-        "ERR-7"
-    ) == "a|b"
+    assert parse("\r".join(ack_of(ADT_A01, "errored", AckError(102, "a|b")))).get("ERR-7") == "a|b"
 
 
 @pytest.mark.parametrize("code", [99, 208, 1000])
@@ -139,11 +137,28 @@ def test_ack_when_header_itself_is_undecodable() -> None:
 def test_minimal_ack_when_msh_unreadable(data: bytes, err_code: int) -> None:
     msh, msa, err = ack_of(data, "delivered")
     assert msh == "MSH|^~\\&|||||20240301083005+0900||ACK|ACK1|P|2.5"
-    assert msa.startswith("MSA|AR||MSH unreadable: ")
+    assert msa.startswith("MSA|AE||MSH unreadable: ")
     assert err.startswith(f"ERR|||{err_code}^")
     out = build_ack(data, "delivered")
     assert b"garbage" not in out
     assert b"PID" not in out
+
+
+@pytest.mark.parametrize(
+    ("code", "msa1"),
+    [
+        ("delivered", "AE"),
+        ("AA", "AE"),
+        ("CA", "AE"),
+        ("errored", "AE"),
+        ("CE", "AE"),
+        ("rejected", "AR"),
+        ("CR", "AR"),
+        ("AR", "AR"),
+    ],
+)
+def test_minimal_ack_code_is_original_mode_and_never_accepts(code: str, msa1: str) -> None:
+    assert ack_of(b"\x00garbage", code)[1].split("|")[1] == msa1
 
 
 def test_ack_charset_follows_inbound() -> None:
@@ -161,7 +176,7 @@ def test_ack_charset_follows_inbound() -> None:
 
 
 def test_unencodable_error_text_is_replaced_not_fatal() -> None:
-    data = "MSH|^~\\&|A|B|C|D|1||ADT^A01|K1|P|2.5||||||ASCII\r".encode()
+    data = b"MSH|^~\\&|A|B|C|D|1||ADT^A01|K1|P|2.5||||||ASCII\r"
     out = build_ack(data, "AE", AckError(207, "저장"))
     assert b"MSA|AE|K1|??" in out
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from hl7bus.hl7v2 import (
     Hl7CharsetError,
     Hl7ParseError,

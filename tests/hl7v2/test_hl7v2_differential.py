@@ -26,9 +26,9 @@ from collections.abc import Iterator
 
 import hl7
 import pytest
+from hl7v2_samples import ADT_A01, CUSTOM, ORU_R01
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from hl7v2_samples import ADT_A01, CUSTOM, ORU_R01
 
 from hl7bus.hl7v2 import Encoding, Message, escape, parse
 
@@ -86,9 +86,7 @@ def encodings(draw: st.DrawFn) -> Encoding:
     return Encoding(*chars[:5])
 
 
-_LEAF = st.text(
-    alphabet=st.sampled_from("abcXYZ019.-_'\"홍길동é" + _PUNCT), min_size=0, max_size=6
-)
+_LEAF = st.text(alphabet=st.sampled_from("abcXYZ019.-_'\"홍길동é" + _PUNCT), min_size=0, max_size=6)
 
 
 @st.composite
@@ -96,20 +94,30 @@ def messages(draw: st.DrawFn) -> str:
     enc = draw(encodings())
 
     def field() -> str:
-        reps = draw(st.lists(st.lists(st.lists(_LEAF, min_size=1, max_size=2),
-                                      min_size=1, max_size=3), min_size=1, max_size=2))
+        reps = draw(
+            st.lists(
+                st.lists(st.lists(_LEAF, min_size=1, max_size=2), min_size=1, max_size=3),
+                min_size=1,
+                max_size=2,
+            )
+        )
         return enc.repetition.join(
-            enc.component.join(enc.subcomponent.join(escape(v, enc) for v in comp)
-                               for comp in rep)
+            enc.component.join(enc.subcomponent.join(escape(v, enc) for v in comp) for comp in rep)
             for rep in reps
         )
 
     msh = enc.field.join(["MSH", enc.msh2, *[field() for _ in range(draw(st.integers(1, 12)))]])
-    names = draw(st.lists(st.from_regex(r"[A-Z][A-Z0-9]{2}", fullmatch=True)
-                          .filter(lambda n: n not in {"MSH", "BHS", "FHS", "BTS", "FTS"}),
-                          max_size=5))
-    segs = [msh] + [enc.field.join([n, *[field() for _ in range(draw(st.integers(1, 6)))]])
-                    for n in names]
+    names = draw(
+        st.lists(
+            st.from_regex(r"[A-Z][A-Z0-9]{2}", fullmatch=True).filter(
+                lambda n: n not in {"MSH", "BHS", "FHS", "BTS", "FTS"}
+            ),
+            max_size=5,
+        )
+    )
+    segs = [msh] + [
+        enc.field.join([n, *[field() for _ in range(draw(st.integers(1, 6)))]]) for n in names
+    ]
     return "\r".join(segs) + "\r"
 
 

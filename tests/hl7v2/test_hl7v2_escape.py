@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from hl7bus.hl7v2 import DEFAULT_ENCODING, Encoding, escape, parse, unescape
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from hl7bus.hl7v2 import DEFAULT_ENCODING, Encoding, escape, parse, unescape
 
 CUSTOM = Encoding("#", "!", "@", "$", "%")
 
@@ -66,9 +67,7 @@ def test_escape_line_breaks() -> None:
     assert escape("a\nb\rc", DEFAULT_ENCODING) == "a\\.br\\b\\X0D\\c"
 
 
-ENCODINGS = st.sampled_from(
-    [DEFAULT_ENCODING, CUSTOM, Encoding("|", "^", "~", "\\", "&", "#")]
-)
+ENCODINGS = st.sampled_from([DEFAULT_ENCODING, CUSTOM, Encoding("|", "^", "~", "\\", "&", "#")])
 
 
 @settings(max_examples=200, deadline=None)

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+from hl7v2_samples import CORPUS
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from hl7v2_samples import CORPUS
 
 from hl7bus.hl7v2 import Hl7ParseError, Message, parse, parse_batch
 
 SEEDS = [t.encode("utf-8") for t in CORPUS.values()]
-PATHS = ["MSH-1", "MSH-2", "MSH-9.2", "MSH-10", "PID-3[2].1", "PID-5", "PID-5.1.1", "OBX[2]-5",
-         "ZPD-2.2", "MSH-18"]
+PATHS = [
+    "MSH-1",
+    "MSH-2",
+    "MSH-9.2",
+    "MSH-10",
+    "PID-3[2].1",
+    "PID-5",
+    "PID-5.1.1",
+    "OBX[2]-5",
+    "ZPD-2.2",
+    "MSH-18",
+]
 
 
 @st.composite
@@ -18,8 +28,26 @@ def mutated(draw: st.DrawFn) -> bytes:
     data = bytearray(draw(st.sampled_from(SEEDS)))
     for _ in range(draw(st.integers(1, 4))):
         pos = draw(st.integers(0, len(data)))
-        junk = draw(st.sampled_from([b"\r", b"\n", b"|", b"^", b"\\", b"\xff", b"\xc3", b"\x00",
-                                     b"MSH|", b"\xef\xbb\xbf", b"~", b" ", b"&", b""]))
+        junk = draw(
+            st.sampled_from(
+                [
+                    b"\r",
+                    b"\n",
+                    b"|",
+                    b"^",
+                    b"\\",
+                    b"\xff",
+                    b"\xc3",
+                    b"\x00",
+                    b"MSH|",
+                    b"\xef\xbb\xbf",
+                    b"~",
+                    b" ",
+                    b"&",
+                    b"",
+                ]
+            )
+        )
         cut = draw(st.integers(0, 3))
         data[pos : pos + cut] = junk
     return bytes(data)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pickle
 
 import pytest
-from hl7bus.hl7v2 import HL7_NULL, Encoding, Hl7ParseError, Message, parse, parse_path
 from hl7v2_samples import ADT_A01, CORPUS, CUSTOM, ORU_R01, SHORT_ENCODING
+
+from hl7bus.hl7v2 import HL7_NULL, Encoding, Hl7ParseError, Message, parse, parse_path
 
 
 @pytest.mark.parametrize(
@@ -126,7 +127,7 @@ def test_segments_iteration() -> None:
     m = parse(ORU_R01)
     assert [s.name for s in m.segments()] == ["MSH", "PID", "OBR", "OBX", "OBX", "OBX", "NTE"]
     assert [s.get("1") for s in m.segments("OBX")] == ["1", "2", "3"]
-    assert [s.get("OBX-3.2") for s in m.segments("obx")][0] == "Hemoglobin"
+    assert next(s.get("OBX-3.2") for s in m.segments("obx")) == "Hemoglobin"
     assert list(m.segments("ZZZ")) == []
     assert m.segment("OBX", 2) is not None
     assert m.segment("OBX", 4) is None

@@ -1,0 +1,46 @@
+"""Small helpers for tests on the real broker: catalog topics per test, reading a topic back."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from confluent_kafka import Consumer, Message
+
+from hl7bus.ops import kafka_clients, topics
+from hl7bus.ops.kafka_clients import KafkaConfig
+
+
+def apply_catalog(bootstrap: str, prefix: str) -> topics.TopicCatalog:
+    catalog = topics.TopicCatalog.load(topics.TopicsConfig(prefix=f"{prefix}."))
+    topics.apply(kafka_clients.admin_client(KafkaConfig(), bootstrap), catalog, 1)
+    return catalog
+
+
+def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -> list[Message]:
+    """Records of a topic from the start, until `expected` arrived or the timeout passed."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"test-reader-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic])
+    records: list[Message] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(records) < expected and time.monotonic() < deadline:
+            record = consumer.poll(0.5)
+            if record is not None and record.error() is None:
+                records.append(record)
+        # A short extra wait catches records beyond the expected count.
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:
+            record = consumer.poll(0.2)
+            if record is not None and record.error() is None:
+                records.append(record)
+    finally:
+        consumer.close()
+    return records

@@ -1,0 +1,179 @@
+"""The MLLP listener against the real broker: ACK after commit, NAKs with DLQ records."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kafka_helpers import apply_catalog, read_topic
+from samples import first
+
+from hl7bus.connectors.mllp.client import send_messages
+from hl7bus.connectors.mllp.server import MllpConfig, MllpListener, Route
+from hl7bus.hl7v2 import parse
+from hl7bus.ops import kafka_clients, topics
+from hl7bus.ops.kafka_clients import KafkaConfig
+from hl7bus.schemas import codec
+
+pytestmark = pytest.mark.kafka
+
+
+class Bus:
+    def __init__(self, listener: MllpListener, catalog: topics.TopicCatalog, bootstrap: str):
+        self.listener = listener
+        self.catalog = catalog
+        self.bootstrap = bootstrap
+
+    def topic(self, topic_id: str) -> str:
+        return self.catalog.name(topic_id)
+
+
+async def start_bus(bootstrap: str, prefix: str, **mllp: Any) -> tuple[Bus, Any]:
+    catalog = apply_catalog(bootstrap, prefix)
+    producer = kafka_clients.AsyncProducer(kafka_clients.producer_config(KafkaConfig(), bootstrap))
+    cfg = MllpConfig(port=0, feed="unit", metrics_port=None, **mllp)
+    listener = MllpListener(
+        cfg, producer, Route(catalog.name(topics.RAW), catalog.name(topics.DLQ))
+    )
+    await listener.start()
+    return Bus(listener, catalog, bootstrap), producer
+
+
+def run(
+    bootstrap: str, prefix: str, body: Callable[[Bus], Coroutine[Any, Any, Any]], **mllp: Any
+) -> Any:
+    async def main() -> Any:
+        bus, producer = await start_bus(bootstrap, prefix, **mllp)
+        try:
+            return await body(bus)
+        finally:
+            await bus.listener.stop()
+            producer.close()
+
+    return asyncio.run(main())
+
+
+def test_aa_only_for_stored_messages(kafka_bootstrap: str, unique_name: str) -> None:
+    adt, oru = first("ADT^A01"), first("ORU^R01")
+
+    async def body(bus: Bus) -> Any:
+        return await send_messages(
+            "127.0.0.1", bus.listener.port, [adt.to_bytes(), oru.to_bytes()], window=2
+        )
+
+    results = run(kafka_bootstrap, unique_name, body)
+    assert [r.code for r in results] == ["AA", "AA"]
+    assert all(r.accepted for r in results)
+
+    records = read_topic(kafka_bootstrap, f"{unique_name}.hl7.raw", expected=2)
+    assert len(records) == 2
+    by_id = {}
+    for record in records:
+        event_type, env = codec.decode(record.value() or b"")
+        assert event_type == "RawMessage"
+        by_id[env["control_id"]] = (record, env)
+    record, env = by_id[adt.control_id]
+    assert env["raw"] == adt.to_bytes()
+    assert env["feed"] == "unit"
+    assert env["message_type"] == "ADT^A01"
+    assert env["charset"] == "utf-8"
+    assert env["peer"].startswith("127.0.0.1:")
+    assert record.key() == f"unit|SNUH|{adt.get('PID-3.1')}".encode()
+    # Both messages of the same patient? They share a key and so a partition.
+    if adt.get("PID-3.1") == oru.get("PID-3.1"):
+        assert by_id[oru.control_id][0].partition() == record.partition()
+
+
+def test_enhanced_mode_gets_ca(kafka_bootstrap: str, unique_name: str) -> None:
+    message = first("ADT^A04")
+    message.set("MSH-15", "AL")
+    message.set("MSH-16", "NE")
+
+    async def body(bus: Bus) -> Any:
+        return await send_messages("127.0.0.1", bus.listener.port, [message.to_bytes()])
+
+    [result] = run(kafka_bootstrap, unique_name, body)
+    assert result.code == "CA"
+
+
+def test_undecodable_bytes_get_ae_and_a_dlq_record(kafka_bootstrap: str, unique_name: str) -> None:
+    good = first("ADT^A01").to_bytes()
+    # Claims UTF-8 but carries an invalid byte: no silent replacement, the bytes go to the DLQ.
+    family = (first("ADT^A01").get("PID-5.1") or "").encode()
+    bad = good.replace(family, b"\xff" + family, 1)
+    garbage = b"\x00\x01 this is not HL7 at all"
+
+    async def body(bus: Bus) -> Any:
+        return await send_messages("127.0.0.1", bus.listener.port, [bad, garbage, good])
+
+    results = run(kafka_bootstrap, unique_name, body)
+    # Without a readable MSH nothing can be echoed; the minimal ACK still says AE: stored in
+    # the DLQ, do not resend these bytes.
+    assert [r.code for r in results] == ["AE", "AE", "AA"]
+    bad_ack = parse(results[0].ack or b"")
+    assert bad_ack.get("MSA-2") == first("ADT^A01").control_id
+    assert bad_ack.get("ERR-3.1") == "102"
+    assert "offset" in (bad_ack.get("MSA-3") or "")
+
+    dlq = read_topic(kafka_bootstrap, f"{unique_name}.hl7.dlq", expected=2)
+    assert len(dlq) == 2
+    headers = [dict(r.headers() or []) for r in dlq]
+    assert sorted(h["hl7bus.reason"] for h in headers) == [b"charset", b"parse"]
+    assert all(h["hl7bus.stage"] == b"receiving" for h in headers)
+    stored = sorted(codec.decode(r.value() or b"")[1]["raw"] for r in dlq)
+    assert stored == sorted([bad, garbage])  # kept byte for byte
+    raw = read_topic(kafka_bootstrap, f"{unique_name}.hl7.raw", expected=1)
+    assert len(raw) == 1
+
+
+def test_oversize_message_gets_ar_and_the_stream_goes_on(
+    kafka_bootstrap: str, unique_name: str
+) -> None:
+    small = first("ADT^A01").to_bytes()
+    big = first("ORU^R01").to_bytes() + b"NTE|1||" + b"x" * 5000 + b"\r"
+
+    async def body(bus: Bus) -> Any:
+        return await send_messages("127.0.0.1", bus.listener.port, [big, small])
+
+    results = run(kafka_bootstrap, unique_name, body, max_frame_bytes=4096)
+    assert [r.code for r in results] == ["AR", "AA"]
+    assert parse(results[0].ack or b"").get("MSA-2") == first("ORU^R01").control_id
+
+
+def test_python_hl7_mllp_send_interoperates(
+    kafka_bootstrap: str, unique_name: str, tmp_path: Any
+) -> None:
+    """python-hl7's `mllp_send`, a client nobody here wrote, gets an AA for each message."""
+    executable = str(Path(sys.executable).parent / "mllp_send")
+    messages = [first("ADT^A01"), first("ORU^R01"), first("ADT^A08")]
+    path = tmp_path / "batch.hl7"
+    # --loose: messages separated by newlines, each starting with MSH|^~\&|
+    path.write_bytes(b"\n".join(m.to_bytes() for m in messages))
+
+    async def body(bus: Bus) -> Any:
+        proc = await asyncio.create_subprocess_exec(
+            executable,
+            "--port",
+            str(bus.listener.port),
+            "--file",
+            str(path),
+            "--loose",
+            "127.0.0.1",
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        return proc.returncode, out, err
+
+    code, out, err = run(kafka_bootstrap, unique_name, body)
+    assert code == 0, err
+    # mllp_send prints each ACK as received, MLLP blocks included.
+    frames = [chunk.split(b"\x1c")[0] for chunk in out.split(b"\x0b")[1:]]
+    acks = [parse(frame) for frame in frames]
+    assert [a.get("MSA-1") for a in acks] == ["AA"] * 3, out
+    assert [a.get("MSA-2") for a in acks] == [m.control_id for m in messages]

@@ -1,0 +1,44 @@
+"""`topics apply` on the real broker: creates what is missing, idempotent, reports drift."""
+
+from __future__ import annotations
+
+import pytest
+from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
+
+from hl7bus.ops import kafka_clients, topics
+from hl7bus.ops.kafka_clients import KafkaConfig
+
+pytestmark = pytest.mark.kafka
+
+
+def test_apply_is_idempotent_and_reports_drift(kafka_bootstrap: str, unique_name: str) -> None:
+    admin = kafka_clients.admin_client(KafkaConfig(), kafka_bootstrap)
+    catalog = topics.TopicCatalog.load(topics.TopicsConfig(prefix=f"{unique_name}."))
+    raw = catalog.name(topics.RAW)
+    assert raw == f"{unique_name}.hl7.raw"
+
+    # A topic made by hand with the wrong partition count must be reported, not changed.
+    admin.create_topics([NewTopic(catalog.name(topics.DLQ), 3, 1)])[
+        catalog.name(topics.DLQ)
+    ].result(timeout=30)
+
+    dry = topics.plan(admin, catalog)
+    assert {p.spec.id: p.action for p in dry}[topics.RAW] == "create"
+    assert raw not in admin.list_topics(timeout=10).topics  # a plan creates nothing
+
+    first = topics.apply(admin, catalog, replication_factor=1)
+    actions = {p.spec.id: p.action for p in first}
+    assert actions[topics.RAW] == "create"
+    assert actions[topics.DLQ] == "drift"
+    dlq_plan = next(p for p in first if p.spec.id == topics.DLQ)
+    assert any("partitions: have 3, catalog says 1" in d for d in dlq_plan.drift)
+
+    metadata = admin.list_topics(timeout=10)
+    assert len(metadata.topics[raw].partitions) == 6
+    assert len(metadata.topics[catalog.name(topics.DLQ)].partitions) == 3  # never altered
+
+    second = topics.apply(admin, catalog, replication_factor=1)
+    assert {p.spec.id: p.action for p in second} == {
+        **{s: "ok" for s in catalog.specs},
+        topics.DLQ: "drift",
+    }
