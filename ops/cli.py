@@ -196,6 +196,12 @@ def config_show(
         console.print(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), end="")
 
 
+@config_app.command("docs")
+def config_docs() -> None:
+    """Print the config reference as Markdown (the source of docs/config.md)."""
+    print(config_mod.reference_markdown(), end="")
+
+
 # -- mllp ---------------------------------------------------------------------------------------
 
 

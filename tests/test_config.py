@@ -97,3 +97,10 @@ def test_effective_config_masks_secrets(tmp_path: Path, monkeypatch: pytest.Monk
     assert shown["kafka"]["client"]["security.protocol"] == "SASL_SSL"
     assert shown["kafka"]["bootstrap"] == "k:9"
     assert shown["deid"]["key"] == "********"
+
+
+def test_config_reference_is_current(monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/config.md is generated from the models; regenerate with `hl7bus config docs`."""
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    committed = (Path(__file__).parent.parent / "docs" / "config.md").read_text(encoding="utf-8")
+    assert committed == config.reference_markdown(), "run: hl7bus config docs > docs/config.md"
