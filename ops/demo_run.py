@@ -221,7 +221,11 @@ def _table_rows(path: Path) -> dict[str, int]:
 
 
 def _report(
-    sent: int, by_code: dict[str, int], sizes: dict[str, int], rows: dict[str, int], path: Path
+    sent: int,
+    by_code: dict[str, int],
+    sizes: dict[str, int | None],
+    rows: dict[str, int],
+    path: Path,
 ) -> Table:
     table = Table(title="hl7bus demo report", show_header=True)
     table.add_column("what")

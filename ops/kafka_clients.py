@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -173,17 +181,42 @@ def _partitions(consumer: Consumer, topic_names: Sequence[str], timeout: float) 
 
 def topic_sizes(
     cfg: KafkaConfig, bootstrap: str, topic_names: Sequence[str], timeout: float = 10.0
-) -> dict[str, int]:
-    """Records currently held per topic (high minus low watermark over its partitions)."""
+) -> dict[str, int | None]:
+    """Records currently held per topic (high minus low watermark); None for a missing topic."""
     consumer = Consumer({**base_config(cfg, bootstrap), "group.id": "hl7bus-inspect"})
     try:
-        sizes = dict.fromkeys(topic_names, 0)
+        sizes: dict[str, int | None] = dict.fromkeys(topic_names)
         for tp in _partitions(consumer, topic_names, timeout):
-            low, high = consumer.get_watermark_offsets(tp, timeout=timeout)
-            sizes[tp.topic] += high - low
+            low, high = _watermarks(consumer, tp, timeout)
+            sizes[tp.topic] = (sizes[tp.topic] or 0) + high - low
         return sizes
     finally:
         consumer.close()
+
+
+# librdkafka does not mark these retriable, yet they only mean "not served yet".
+_NEW_PARTITION_ERRORS = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+    }
+)
+
+
+def _watermarks(consumer: Consumer, tp: Any, timeout: float) -> tuple[int, int]:
+    # A partition created a moment ago is in the metadata before its leader serves it.
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=timeout)
+            return int(low), int(high)
+        except KafkaException as exc:
+            error = exc.args[0]
+            transient = error.retriable() or error.code() in _NEW_PARTITION_ERRORS
+            if not transient or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def group_lag(
@@ -200,7 +233,7 @@ def group_lag(
         committed = consumer.committed(partitions, timeout=timeout)
         lag = 0
         for tp in committed:
-            low, high = consumer.get_watermark_offsets(tp, timeout=timeout)
+            low, high = _watermarks(consumer, tp, timeout)
             position = tp.offset if tp.offset >= 0 else low
             lag += max(0, high - position)
         return lag

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -136,4 +137,27 @@ def apply(
         )
         for fut in futures.values():
             fut.result(timeout=timeout)
+        _await_leaders(admin, [s.name for s in missing], timeout)
     return plans
+
+
+def _await_leaders(admin: AdminClient, names: list[str], timeout: float) -> None:
+    """Wait until every partition of the new topics has a leader.
+
+    CreateTopics returns before the metadata has spread; a producer or a watermark query in
+    that gap fails with UNKNOWN_TOPIC or NOT_LEADER, so `apply` returns only when they work.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        metadata = admin.list_topics(timeout=timeout)
+        ready = all(
+            name in metadata.topics
+            and metadata.topics[name].partitions
+            and all(p.leader >= 0 for p in metadata.topics[name].partitions.values())
+            for name in names
+        )
+        if ready:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"created topics have no leader after {timeout:.0f}s: {names}")
+        time.sleep(0.1)

@@ -42,3 +42,34 @@ def test_apply_is_idempotent_and_reports_drift(kafka_bootstrap: str, unique_name
         **{s: "ok" for s in catalog.specs},
         topics.DLQ: "drift",
     }
+
+
+def test_cli_apply_and_status(
+    kafka_bootstrap: str, unique_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from hl7bus.ops.cli import app
+
+    monkeypatch.setenv("HL7BUS_KAFKA_BOOTSTRAP", kafka_bootstrap)
+    monkeypatch.setenv("HL7BUS_TOPICS_PREFIX", f"{unique_name}.")
+    monkeypatch.setenv("COLUMNS", "200")
+    runner = CliRunner()
+
+    before = runner.invoke(app, ["status"])
+    assert before.exit_code == 0, before.output
+    assert "missing (hl7bus topics apply)" in before.output
+
+    dry = runner.invoke(app, ["topics", "apply", "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert f"would create  {unique_name}.hl7.raw" in dry.output
+
+    applied = runner.invoke(app, ["topics", "apply"])
+    assert applied.exit_code == 0, applied.output
+    assert f"created  {unique_name}.hl7.raw" in applied.output
+
+    after = runner.invoke(app, ["status"])
+    assert after.exit_code == 0, after.output
+    assert "missing" not in after.output
+    assert f"{unique_name}.hl7.raw" in after.output
+    assert "lag of worker" in after.output
