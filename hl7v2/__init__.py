@@ -1,6 +1,7 @@
 """HL7 v2 wire format, pure and I/O-free: parse, escape, charsets, batches, ACKs.
 
-The hot path of the bus (DESIGN §3): no hl7apy here, str.split on demand.
+The hot path of the bus (DESIGN §3): str.split on demand; hl7apy is imported only
+when :func:`validate` runs.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from .charset import DEFAULT_CODEC, codec_for, decode_bytes, lookup_codec
 from .delimiters import DEFAULT_ENCODING, Encoding
 from .errors import Hl7CharsetError, Hl7ParseError
 from .escape import escape, unescape
-from .message import HL7_NULL, Message, Path, Segment, parse, parse_path
+from .message import HL7_NULL, Message, Path, Segment, parse, parse_path, segment_offset
+from .validate import Finding, validate
 
 __all__ = [
     "ACK_CODES",
@@ -21,6 +23,7 @@ __all__ = [
     "HL7_NULL",
     "AckError",
     "Encoding",
+    "Finding",
     "Hl7CharsetError",
     "Hl7ParseError",
     "Message",
@@ -34,5 +37,7 @@ __all__ = [
     "parse",
     "parse_batch",
     "parse_path",
+    "segment_offset",
     "unescape",
+    "validate",
 ]

@@ -27,10 +27,23 @@ from .delimiters import Encoding, read_encoding
 from .errors import Hl7ParseError
 from .escape import escape, unescape
 
-__all__ = ["HL7_NULL", "Message", "Path", "Segment", "parse", "parse_path"]
+__all__ = [
+    "HL7_NULL",
+    "Field",
+    "Message",
+    "Path",
+    "Segment",
+    "parse",
+    "parse_path",
+    "segment_offset",
+]
 
 #: The HL7 explicit null ("delete this value"), as :meth:`Message.get` returns it.
 HL7_NULL = '""'
+
+#: A field in :meth:`Message.to_lists`: a string, or repetitions of components, each a
+#: string or a list of subcomponents.
+Field = str | list[list[str | list[str]]]
 
 
 class Path(NamedTuple):
@@ -76,6 +89,27 @@ def _split_segments(text: str) -> list[str]:
     if segs and segs[0][:1].isspace():
         segs[0] = segs[0].lstrip()
     return segs
+
+
+_LINE = re.compile(rb"[^\r\n]+")
+
+
+def segment_offset(data: bytes, segment_index: int) -> int | None:
+    """Byte offset in ``data`` at which segment ``segment_index`` starts, counting
+    segments as :func:`parse` and ``parse_batch`` do (blank lines skipped). None when
+    there is no such segment or the encoding is not ASCII-compatible (UTF-16/32).
+    For error messages: :class:`Hl7ParseError` gives the segment index."""
+    if segment_index < 0 or b"\x00" in data[:4]:
+        return None
+    i = 0
+    for m in _LINE.finditer(data):
+        line = m.group()
+        if line.isspace():
+            continue
+        if i == segment_index:
+            return m.start() + (len(line) - len(line.lstrip())) if i == 0 else m.start()
+        i += 1
+    return None
 
 
 _KNOWN_IDS: set[str] = set()
@@ -371,6 +405,38 @@ class Message:
         return self._codec
 
     # -- serialization -------------------------------------------------------
+
+    def to_lists(self) -> list[list[Field]]:
+        """The message as plain lists, e.g. for JSON: a list of segments, each a list
+        of fields with ``[0]`` the segment id (for MSH, ``[1]`` and ``[2]`` are MSH-1
+        and MSH-2 as sent). A field without delimiters is its decoded string (``""``
+        when empty); any other field is a list of repetitions, each a list of
+        components, each a decoded string or, when it has subcomponents, a list of
+        decoded strings. The depth of a list says its level, so nothing is ambiguous."""
+        enc = self.encoding
+        rs, cs, ss, esc = enc.repetition, enc.component, enc.subcomponent, enc.escape
+        codec = self.charset
+
+        def leaf(v: str) -> str:
+            return unescape(v, enc, codec) if esc and esc in v else v
+
+        def comp(v: str) -> str | list[str]:
+            return [leaf(x) for x in v.split(ss)] if ss and ss in v else leaf(v)
+
+        out: list[list[Field]] = []
+        for i in range(len(self._segs)):
+            fields = self._fields_of(i)
+            seg: list[Field] = []
+            for n, v in enumerate(fields):
+                if n == 0 or (i == 0 and n <= 2):
+                    seg.append(v)
+                elif not any(d and d in v for d in (rs, cs, ss)):
+                    seg.append(leaf(v))
+                else:
+                    reps = v.split(rs) if rs else [v]
+                    seg.append([[comp(c) for c in (r.split(cs) if cs else [r])] for r in reps])
+            out.append(seg)
+        return out
 
     def to_er7(self) -> str:
         """The message as ER7 text, each segment terminated by ``\\r``."""

@@ -216,53 +216,51 @@ def _host_port(value: str) -> tuple[str, int]:
 def mllp_serve(
     config: ConfigOption = None,
     listen: Annotated[
-        str | None, typer.Option(help="HOST:PORT to listen on (default: mllp.host/mllp.port).")
+        str | None,
+        typer.Option(help="HOST:PORT to listen on (default: mllp.host/mllp.port); one feed only."),
     ] = None,
-    feed: Annotated[str | None, typer.Option(help="Feed name (default: mllp.feed).")] = None,
+    feed: Annotated[
+        str | None,
+        typer.Option(help="Feed name (default: mllp.feed); with mllp.feeds, serve only this feed."),
+    ] = None,
 ) -> None:
-    """Receive HL7 over MLLP; ACK each message only after Kafka has stored it in hl7.raw."""
+    """Receive HL7 over MLLP on every configured feed; ACK each message only after Kafka has
+    stored it in hl7.raw."""
     settings = load_settings(config)
-    overrides: dict[str, Any] = {}
-    if listen:
-        overrides["host"], overrides["port"] = _host_port(listen)
-    if feed:
-        overrides["feed"] = feed
-    mllp_cfg = settings.mllp.model_validate({**settings.mllp.model_dump(), **overrides})
+    host, port = _host_port(listen) if listen else (None, None)
+    try:
+        mllp_cfg = settings.mllp.narrowed(feed, host, port)
+    except ValueError as exc:
+        fail(str(exc), code=2)
     asyncio.run(_serve_mllp(settings, mllp_cfg))
 
 
 async def _serve_mllp(settings: Settings, mllp_cfg: Any) -> None:
-    from hl7bus.connectors.mllp.server import MllpListener, Route
+    from hl7bus.connectors.mllp.server import MllpService, Route
     from hl7bus.ops import kafka_clients, topics
-    from hl7bus.ops.health import start_http
 
     bootstrap = config_mod.bootstrap(settings)
     catalog = topics.TopicCatalog.load(settings.topics)
     producer = kafka_clients.AsyncProducer(kafka_clients.producer_config(settings.kafka, bootstrap))
-    listener = MllpListener(
+    service = MllpService(
         mllp_cfg, producer, Route(catalog.name(topics.RAW), catalog.name(topics.DLQ))
     )
-    await listener.start()
-    runner = None
-    if mllp_cfg.metrics_port is not None:
-
-        async def ready() -> bool:
-            return await asyncio.to_thread(producer.cluster_reachable)
-
-        runner = await start_http(mllp_cfg.host, mllp_cfg.metrics_port, ready)
-    err_console.print(
-        f"listening for MLLP on {mllp_cfg.host}:{listener.port} (feed {mllp_cfg.feed}), "
-        f"storing to {catalog.name(topics.RAW)} at {bootstrap}"
-    )
+    try:
+        await service.start()
+    except OSError as exc:
+        producer.close(5)
+        fail(str(exc.strerror or exc))
+    for line in service.describe():
+        err_console.print(f"listening for MLLP, {line}")
+    where = f", /metrics on port {service.http_port}" if service.http_port else ""
+    err_console.print(f"storing to {catalog.name(topics.RAW)} at {bootstrap}{where}")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     err_console.print("stopping: finishing in-flight messages")
-    await listener.stop()
-    if runner is not None:
-        await runner.cleanup()
+    await service.stop()
     producer.close()
 
 
@@ -284,9 +282,34 @@ def send(
         float | None, typer.Option(help="Messages per second overall (default: as fast as ACKs).")
     ] = None,
     ack_timeout: Annotated[float, typer.Option(help="Seconds to wait for each ACK.")] = 30.0,
+    tls: Annotated[
+        bool, typer.Option("--tls", help="Connect with TLS (implied by --ca and --cert).")
+    ] = False,
+    ca: Annotated[
+        Path | None,
+        typer.Option(
+            help="CA file to verify the listener with (default: system CAs).", dir_okay=False
+        ),
+    ] = None,
+    cert: Annotated[
+        Path | None,
+        typer.Option(help="Client certificate (PEM) for mutual TLS.", dir_okay=False),
+    ] = None,
+    key: Annotated[
+        Path | None,
+        typer.Option(
+            help="Private key of --cert (PEM; default: in the --cert file).", dir_okay=False
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the summary as JSON (no progress bar).")
+    ] = False,
 ) -> None:
     """Send HL7 messages over MLLP and summarize the ACKs. Exit 1 unless every ACK is AA/CA."""
-    from hl7bus.ops.sending import read_messages, send_with_progress
+    import ssl
+
+    from hl7bus.connectors.mllp.client import client_ssl_context
+    from hl7bus.ops.sending import read_messages, send_and_report
 
     try:
         messages = read_messages(paths)
@@ -294,9 +317,85 @@ def send(
         fail(str(exc))
     if not messages:
         fail("no messages found in the given paths")
-    summary = send_with_progress(
-        console, host, port, messages, window, connections, rate, ack_timeout
+    context = None
+    if tls or ca or cert or key:
+        try:
+            context = client_ssl_context(ca=ca, cert=cert, key=key)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            fail(f"TLS (--ca/--cert/--key): {getattr(exc, 'reason', None) or exc}", code=2)
+    report = send_and_report(
+        console,
+        host,
+        port,
+        messages,
+        window=window,
+        connections=connections,
+        rate=rate,
+        ack_timeout=ack_timeout,
+        ssl=context,
+        progress=not as_json,
+        table=not as_json,
     )
+    if as_json:
+        print(json.dumps(report.to_dict()))
+    if not report.summary.ok:
+        raise typer.Exit(1)
+
+
+# -- ingest -------------------------------------------------------------------------------------
+
+
+@app.command("ingest")
+def ingest(
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(help="HL7 files or directories (batch files are split; resumable)."),
+    ] = None,
+    config: ConfigOption = None,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Poll files.drop_dir for new files until Ctrl-C.")
+    ] = False,
+    feed: Annotated[str | None, typer.Option(help="Feed name (default: files.feed).")] = None,
+    pattern: Annotated[
+        str | None, typer.Option(help="File name glob in directories (default: files.pattern).")
+    ] = None,
+) -> None:
+    """Ingest HL7 message and batch files into hl7.raw. Exit 1 unless all of it reached hl7.raw.
+
+    A file is done (moved to files.done_dir when set) only when Kafka confirmed every message;
+    an interrupted run resumes at the first unconfirmed message.
+    """
+    from hl7bus.connectors.envelope import Route
+    from hl7bus.connectors.files.run import run_ingest, run_watch
+    from hl7bus.ops import kafka_clients, topics
+
+    settings = load_settings(config)
+    overrides = {k: v for k, v in (("feed", feed), ("pattern", pattern)) if v is not None}
+    try:
+        files_cfg = settings.files.model_validate({**settings.files.model_dump(), **overrides})
+    except ValueError as exc:
+        fail(str(exc), code=2)
+    catalog = topics.TopicCatalog.load(settings.topics)
+    route = Route(catalog.name(topics.RAW), catalog.name(topics.DLQ))
+    producer_cfg = kafka_clients.producer_config(settings.kafka, config_mod.bootstrap(settings))
+    if watch:
+        if paths:
+            fail("--watch polls files.drop_dir; give no paths with it", code=2)
+        if files_cfg.drop_dir is None:
+            fail("--watch needs files.drop_dir (HL7BUS_FILES_DROP_DIR)", code=2)
+        summary = run_watch(files_cfg, producer_cfg, route, err_console)
+        raise typer.Exit(0 if summary.count("failed") == 0 else 1)
+    if not paths:
+        fail("give files or directories to ingest, or --watch", code=2)
+    from hl7bus.connectors.files.source import FileSource
+
+    try:
+        files = FileSource.expand_paths(paths, files_cfg.pattern)
+    except FileNotFoundError as exc:
+        fail(str(exc))
+    if not files:
+        fail(f"no files matching {files_cfg.pattern} in the given paths")
+    summary = run_ingest(files_cfg, producer_cfg, route, files, console)
     if not summary.ok:
         raise typer.Exit(1)
 
@@ -351,6 +450,46 @@ def sink_warehouse(config: ConfigOption = None) -> None:
     run_sink(settings.warehouse, consumer_cfg, names, stop)
 
 
+# -- status -------------------------------------------------------------------------------------
+
+
+@app.command("status")
+def status(config: ConfigOption = None) -> None:
+    """Records per catalog topic and how far the worker and the warehouse sink lag behind."""
+    from rich.table import Table
+
+    from hl7bus.ops import kafka_clients, topics
+
+    settings = load_settings(config)
+    bootstrap = config_mod.bootstrap(settings)
+    catalog = topics.TopicCatalog.load(settings.topics)
+    names = [spec.name for spec in catalog.specs.values()]
+    research = [s.name for s in catalog.specs.values() if s.id.startswith("research.")]
+    try:
+        sizes = kafka_clients.topic_sizes(settings.kafka, bootstrap, names)
+        lags = {
+            f"worker ({settings.worker.app_id})": kafka_clients.group_lag(
+                settings.kafka,
+                bootstrap,
+                settings.worker.app_id,
+                [catalog.name(topics.RAW), catalog.name(topics.EVENTS)],
+            ),
+            f"warehouse sink ({settings.warehouse.group_id})": kafka_clients.group_lag(
+                settings.kafka, bootstrap, settings.warehouse.group_id, research
+            ),
+        }
+    except Exception as exc:
+        fail(f"cannot reach Kafka at {bootstrap}: {exc}")
+    table = Table(title=f"hl7bus at {bootstrap}")
+    table.add_column("topic / consumer")
+    table.add_column("records / lag", justify="right")
+    for name, size in sizes.items():
+        table.add_row(name, "missing (hl7bus topics apply)" if size is None else str(size))
+    for group, lag in lags.items():
+        table.add_row(f"lag of {group}", str(lag))
+    console.print(table)
+
+
 # -- demo ---------------------------------------------------------------------------------------
 
 
@@ -366,6 +505,245 @@ def demo(
 
     settings = load_settings(config)
     raise typer.Exit(run_demo(settings, console, feed_file))
+
+
+# -- parse --------------------------------------------------------------------------------------
+
+
+@app.command("parse")
+def parse_files(
+    files: Annotated[
+        list[Path],
+        typer.Argument(
+            help="HL7 files; batch files (FHS/BHS) and concatenated messages are split.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ],
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="JSON: a list of messages, each a list of segments, each a list of fields "
+            "(a field with delimiters is a list of repetitions of components, decoded).",
+        ),
+    ] = False,
+    path: Annotated[
+        str | None,
+        typer.Option(
+            "--path",
+            help="Print only the decoded value at this path, one line per message "
+            "(e.g. PID-3, MSH-9.2, OBX[2]-5.1); an empty line where there is none.",
+        ),
+    ] = None,
+    validate: Annotated[
+        str | None,
+        typer.Option(
+            "--validate",
+            metavar="strict|tolerant",
+            help="Also check each message against its HL7 version with hl7apy; findings go "
+            "to stderr and any error makes the exit code 1.",
+        ),
+    ] = None,
+) -> None:
+    """Print HL7 v2 messages as a tree of segments, numbered fields and components."""
+    from hl7bus.hl7v2 import Hl7ParseError, parse_batch, segment_offset
+    from hl7bus.hl7v2.validate import LEVELS
+
+    if validate is not None and validate not in LEVELS:
+        fail(f"--validate {validate!r}: expected one of {', '.join(LEVELS)}", code=2)
+    if path is not None:
+        from hl7bus.hl7v2 import parse_path
+
+        try:
+            parse_path(path)
+        except ValueError:
+            fail(f"--path {path!r} is not an HL7 path (e.g. PID-3, MSH-9.2, OBX[2]-5.1)", code=2)
+    failed = False
+    everything: list[Any] = []
+    for file in files:
+        try:
+            data = file.read_bytes()
+        except OSError as exc:
+            err_console.print(f"[bold red]error:[/] {_esc(str(file))}: {exc.strerror or exc}")
+            failed = True
+            continue
+        try:
+            messages = parse_batch(data)
+        except Hl7ParseError as exc:
+            where = []
+            if exc.segment_index is not None:
+                where.append(f"segment {exc.segment_index}")
+            if exc.field is not None:
+                where.append(f"field {exc.field}")
+            offset = exc.offset
+            if offset is None and exc.segment_index is not None:
+                offset = segment_offset(data, exc.segment_index)
+            if offset is not None and "byte offset" not in exc.reason:
+                where.append(f"byte offset {offset}")
+            at = f" at {', '.join(where)}" if where else ""
+            err_console.print(f"[bold red]error:[/] {_esc(str(file))}: {exc.reason}{at}")
+            failed = True
+            continue
+        if not messages:
+            err_console.print(f"[bold red]error:[/] {_esc(str(file))}: no HL7 messages")
+            failed = True
+            continue
+        for n, msg in enumerate(messages, 1):
+            if path is not None:
+                typer.echo(msg.get(path) or "")
+            elif as_json:
+                everything.append(msg.to_lists())
+            else:
+                title = f"{file} #{n}" if len(messages) > 1 else str(file)
+                console.print(_message_tree(msg, title))
+            if validate is not None:
+                failed |= _print_findings(msg, validate, f"{file} #{n}")
+    if as_json and path is None:
+        typer.echo(json.dumps(everything, ensure_ascii=False))
+    if failed:
+        raise typer.Exit(1)
+
+
+def _esc(text: str) -> str:
+    from rich.markup import escape as markup_escape
+
+    return markup_escape(text)
+
+
+def _message_tree(msg: Any, title: str) -> Any:
+    """A rich Tree: segments, then non-empty fields as SEG-n, composite fields
+    split into repetitions and components (values decoded, markup-escaped)."""
+    from rich.markup import escape as markup_escape
+    from rich.tree import Tree
+
+    label = f"[bold]{markup_escape(title)}[/]  {markup_escape(msg.message_type or '?')}"
+    tree = Tree(f"{label}  (v{markup_escape(msg.version or '?')}, {len(msg)} segments)")
+    counts: dict[str, int] = {}
+    for index, (seg, fields) in enumerate(zip(msg.segments(), msg.to_lists(), strict=True)):
+        name = seg.name
+        counts[name] = counts.get(name, 0) + 1
+        occ = f"[{counts[name]}]" if counts[name] > 1 else ""
+        branch = tree.add(f"[dim]{index:>3}[/] [bold cyan]{name}{occ}[/]")
+        for n, field in enumerate(fields[1:], 1):
+            ref = f"{name}-{n}"
+            if isinstance(field, str):
+                if field:
+                    branch.add(f"[green]{ref}[/]  {markup_escape(field)}")
+                continue
+            node = branch.add(f"[green]{ref}[/]")
+            for r, rep in enumerate(field, 1):
+                parent = node.add(f"[green]{ref}[{r}][/]") if len(field) > 1 else node
+                base = f"{ref}[{r}]" if len(field) > 1 else ref
+                for c, comp in enumerate(rep, 1):
+                    if isinstance(comp, str):
+                        if comp:
+                            parent.add(f"[green]{base}.{c}[/]  {markup_escape(comp)}")
+                        continue
+                    for s, sub in enumerate(comp, 1):
+                        if sub:
+                            parent.add(f"[green]{base}.{c}.{s}[/]  {markup_escape(sub)}")
+    return tree
+
+
+def _print_findings(msg: Any, level: str, where: str) -> bool:
+    """Print the hl7apy findings of one message to stderr; True when any is an error."""
+    from rich.markup import escape as markup_escape
+
+    from hl7bus.hl7v2 import validate
+
+    findings = validate(msg, level)  # type: ignore[arg-type]
+    for f in findings:
+        colour = "red" if f.severity == "error" else "yellow"
+        text = markup_escape(f"{where}: {f.location}: {f.problem}")
+        err_console.print(f"[{colour}]{f.severity}[/]: {text}")
+    return any(f.severity == "error" for f in findings)
+
+
+# -- bench --------------------------------------------------------------------------------------
+# One sub-app for all benchmarks (bench/<name>.py, run from a source checkout); each prints
+# JSON with its figure and a named peer's figure from the same run (DESIGN §8, BENCHMARKS.md).
+
+bench_app = typer.Typer(
+    help="Benchmarks (JSON on stdout, each against a named peer in the same run)."
+)
+app.add_typer(bench_app, name="bench")
+
+
+def _bench_module(name: str) -> Any:
+    """Import bench/<name>.py: the benchmarks live next to the package folders in a source
+    checkout (editable install) and are not part of the installed package."""
+    import importlib
+
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "bench" / f"{name}.py").is_file():
+        fail(f"benchmark {name!r} not found: run it from a source checkout (bench/{name}.py)")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    return importlib.import_module(f"bench.{name}")
+
+
+@bench_app.command("parse")
+def bench_parse(
+    messages: Annotated[
+        int, typer.Option(min=1, help="17-segment ORU^R01 messages in the corpus.")
+    ] = 200,
+    seconds: Annotated[
+        float, typer.Option(min=0.0, help="Time budget per contender (at least one pass).")
+    ] = 2.0,
+    hl7apy_messages: Annotated[
+        int, typer.Option(min=1, help="Messages for hl7apy, which is slow.")
+    ] = 20,
+    rounds: Annotated[
+        int, typer.Option(min=1, help="Interleaved rounds sharing each time budget.")
+    ] = 5,
+    profile: Annotated[
+        bool, typer.Option("--profile", help="Print a cProfile of hl7bus's walk instead.")
+    ] = False,
+) -> None:
+    """Parse + read every field: hl7bus vs python-hl7 vs hl7apy vs bare str.split."""
+    bench = _bench_module("parse")
+    if profile:
+        typer.echo(bench.profile(messages))
+        return
+    with err_console.status("benchmarking parse (hl7bus, python-hl7, hl7apy, str.split)..."):
+        result = bench.run(messages, seconds, hl7apy_messages, rounds)
+    typer.echo(json.dumps(result, indent=2))
+
+
+@bench_app.command("mllp")
+def bench_mllp(
+    messages: Annotated[
+        int, typer.Option(min=1, help="~2 KB ORU^R01 messages per step and contender.")
+    ] = 3000,
+    connections: Annotated[
+        str, typer.Option(help="Comma-separated connection counts, one step each.")
+    ] = "1,8,32",
+    window: Annotated[int, typer.Option(min=1, help="Unacknowledged messages per connection.")] = 1,
+    rate: Annotated[
+        float, typer.Option(min=1.0, help="Offered messages/s of the latency-under-load step.")
+    ] = 1000.0,
+    rate_seconds: Annotated[
+        float, typer.Option(min=0.5, help="Duration of the offered-rate step.")
+    ] = 5.0,
+    profile: Annotated[
+        bool, typer.Option("--profile", help="Add a cProfile of the listener (Kafka, widest).")
+    ] = False,
+) -> None:
+    """MLLP listener throughput and ACK latency: producing to a real broker (acks=all) vs the
+    same listener ACKing without Kafka. Starts its own broker."""
+    try:
+        counts = [int(part) for part in connections.split(",") if part.strip()]
+    except ValueError:
+        fail(f"--connections {connections!r}: expected numbers like 1,8,32", code=2)
+    if not counts or min(counts) < 1:
+        fail(f"--connections {connections!r}: expected numbers like 1,8,32", code=2)
+    bench = _bench_module("mllp")
+    with err_console.status("benchmarking the MLLP listener (starts a Kafka broker)..."):
+        result = bench.run(
+            messages, counts, window=window, rate=rate, rate_seconds=rate_seconds, profile=profile
+        )
+    typer.echo(json.dumps(result, indent=2))
 
 
 def main() -> None:
