@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from hl7bus.connectors.files import FilesConfig
 from hl7bus.connectors.mllp.server import MllpConfig
 from hl7bus.connectors.warehouse.duckdb_sink import WarehouseConfig
 from hl7bus.ops.kafka_clients import DEFAULT_BOOTSTRAP, KafkaConfig
@@ -46,6 +48,9 @@ class Settings(BaseSettings):
     )
     topics: TopicsConfig = Field(default_factory=TopicsConfig, description="Topic catalog.")
     mllp: MllpConfig = Field(default_factory=MllpConfig, description="The MLLP listener.")
+    files: FilesConfig = Field(
+        default_factory=FilesConfig, description="The file source (`hl7bus ingest`)."
+    )
     worker: WorkerConfig = Field(default_factory=WorkerConfig, description="Stream processors.")
     deid: DeidConfig = Field(default_factory=DeidConfig, description="De-identification.")
     warehouse: WarehouseConfig = Field(
@@ -120,12 +125,25 @@ def _explain(exc: ValidationError, path: Path | None) -> str:
 def _allowed_keys(loc: list[str]) -> list[str]:
     model: type[BaseModel] = Settings
     for part in loc:
+        if part.isdigit():  # an item of a list of models (mllp.feeds.0)
+            continue
         field = model.model_fields.get(part)
-        annotation = field.annotation if field else None
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        nested = _nested_model(field.annotation) if field else None
+        if nested is None:
             return []
-        model = annotation
+        model = nested
     return list(model.model_fields)
+
+
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    """The model inside an annotation: M, M | None, list[M]."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _nested_model(arg)
+        if found is not None:
+            return found
+    return None
 
 
 def _secret_key(key: str) -> bool:
@@ -182,13 +200,41 @@ def reference_markdown() -> str:
         lines += [f"## `{section}`", "", field.description or "", ""]
         lines += ["| key | default | environment | description |", "|---|---|---|---|"]
         for name, sub in model.model_fields.items():
-            default = sub.get_default(call_default_factory=True)
-            if isinstance(default, Path):
-                default = str(default).replace(str(Path.home()), "~")
-            shown = "(unset)" if default is None else f"`{default!s}`" if default != "" else '`""`'
-
+            shown = _shown_default(sub)
             env = f"`HL7BUS_{section.upper()}_{name.upper()}`"
             description = (sub.description or "").replace("|", "\\|")
             lines.append(f"| `{name}` | {shown} | {env} | {description} |")
         lines.append("")
+        lines += _nested_tables(section, model, set())
     return "\n".join(lines)
+
+
+def _shown_default(field: FieldInfo) -> str:
+    if field.is_required():
+        return "(required)"
+    default = field.get_default(call_default_factory=True)
+    if isinstance(default, Path):
+        default = str(default).replace(str(Path.home()), "~")
+    return "(unset)" if default is None else f"`{default!s}`" if default != "" else '`""`'
+
+
+def _nested_tables(prefix: str, model: type[BaseModel], seen: set[type[BaseModel]]) -> list[str]:
+    """Tables for the keys of nested models (mllp.tls, mllp.feeds[]); set them in the file, or
+    as JSON in the environment variable of their section key."""
+    lines: list[str] = []
+    for name, field in model.model_fields.items():
+        nested = _nested_model(field.annotation)
+        if nested is None or nested in seen:
+            continue
+        seen.add(nested)
+        many = any(get_origin(a) is list for a in (field.annotation, *get_args(field.annotation)))
+        key = f"{prefix}.{name}[]" if many else f"{prefix}.{name}"
+        doc = (nested.__doc__ or "").strip().splitlines()
+        lines += [f"### `{key}`", "", doc[0] if doc else "", ""]
+        lines += ["| key | default | description |", "|---|---|---|"]
+        for sub_name, sub in nested.model_fields.items():
+            description = (sub.description or "").replace("|", "\\|")
+            lines.append(f"| `{sub_name}` | {_shown_default(sub)} | {description} |")
+        lines.append("")
+        lines += _nested_tables(key, nested, seen)
+    return lines

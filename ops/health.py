@@ -21,7 +21,11 @@ async def start_http(host: str, port: int, ready: ReadyCheck) -> web.AppRunner:
         return web.Response(text="ok\n")
 
     async def readyz(_: web.Request) -> web.Response:
-        if await ready():
+        try:
+            ok = await ready()
+        except Exception as exc:  # a failing check means "not ready", not a 500
+            return web.Response(status=503, text=f"not ready: {type(exc).__name__}\n")
+        if ok:
             return web.Response(text="ready\n")
         return web.Response(status=503, text="not ready: Kafka is not reachable\n")
 

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import ssl as ssl_module
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
@@ -44,21 +49,66 @@ def send_with_progress(
     connections: int = 1,
     rate: float | None = None,
     ack_timeout: float = 30.0,
+    *,
+    ssl: ssl_module.SSLContext | None = None,
+    progress: bool = True,
+    table: bool = True,
 ) -> SendSummary:
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    ) as progress:
-        task = progress.add_task(f"sending to {host}:{port}", total=len(messages))
+    """Send, show a progress bar (``progress``) and the summary table (``table``)."""
+    return send_and_report(
+        console,
+        host,
+        port,
+        messages,
+        window=window,
+        connections=connections,
+        rate=rate,
+        ack_timeout=ack_timeout,
+        ssl=ssl,
+        progress=progress,
+        table=table,
+    ).summary
 
-        def on_ack(_: AckResult) -> None:
-            progress.advance(task)
 
-        results = asyncio.run(
+@dataclass(frozen=True)
+class SendReport:
+    """A send run: the ACK summary plus where it went and how long it took."""
+
+    host: str
+    port: int
+    tls: bool
+    elapsed_s: float
+    summary: SendSummary
+
+    def to_dict(self) -> dict[str, Any]:
+        total = self.summary.total
+        return {
+            "host": self.host,
+            "port": self.port,
+            "tls": self.tls,
+            "elapsed_s": round(self.elapsed_s, 4),
+            "messages_per_s": round(total / self.elapsed_s, 1) if self.elapsed_s > 0 else None,
+            "ok": self.summary.ok,
+            **self.summary.to_dict(),
+        }
+
+
+def send_and_report(
+    console: Console,
+    host: str,
+    port: int,
+    messages: list[bytes],
+    *,
+    window: int = 1,
+    connections: int = 1,
+    rate: float | None = None,
+    ack_timeout: float = 30.0,
+    ssl: ssl_module.SSLContext | None = None,
+    progress: bool = True,
+    table: bool = True,
+) -> SendReport:
+    def run(on_ack: Callable[[AckResult], None] | None) -> list[AckResult]:
+        return asyncio.run(
             send_many(
                 host,
                 port,
@@ -66,13 +116,34 @@ def send_with_progress(
                 connections=connections,
                 window=window,
                 ack_timeout=ack_timeout,
+                ssl=ssl,
                 rate=rate,
                 on_ack=on_ack,
             )
         )
-    summary = summarize(results)
-    console.print(summary_table(summary))
-    return summary
+
+    started = time.monotonic()
+    if progress:
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        ) as bar:
+            task = bar.add_task(f"sending to {host}:{port}", total=len(messages))
+
+            def on_ack(_: AckResult) -> None:
+                bar.advance(task)
+
+            results = run(on_ack)
+    else:
+        results = run(None)
+    report = SendReport(host, port, ssl is not None, time.monotonic() - started, summarize(results))
+    if table:
+        console.print(summary_table(report.summary))
+    return report
 
 
 def summary_table(summary: SendSummary) -> Table:

@@ -47,21 +47,45 @@ def schemas() -> dict[str, EventSchema]:
     for entry in resources.files(__package__).iterdir():
         if not entry.name.endswith(".avsc"):
             continue
-        definition = json.loads(entry.read_text(encoding="utf-8"))
-        parsed = fastavro.parse_schema(definition)
-        canonical = to_parsing_canonical_form(parsed)
-        found[definition["name"]] = EventSchema(
-            name=definition["name"],
-            definition=definition,
-            parsed=parsed,
-            fingerprint=bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO")),
-        )
+        loaded = _load(entry.read_text(encoding="utf-8"))
+        found[loaded.name] = loaded
     return found
+
+
+def _load(text: str) -> EventSchema:
+    definition = json.loads(text)
+    parsed = fastavro.parse_schema(definition)
+    canonical = to_parsing_canonical_form(parsed)
+    return EventSchema(
+        name=definition["name"],
+        definition=definition,
+        parsed=parsed,
+        fingerprint=bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO")),
+    )
 
 
 @cache
 def _by_fingerprint() -> dict[bytes, EventSchema]:
     return {s.fingerprint: s for s in schemas().values()}
+
+
+@cache
+def _released() -> dict[bytes, EventSchema]:
+    """Writer schemas of released versions (schemas/released/v*/), for values on the topics
+    that were written before an upgrade; they are resolved to the current schema on decode."""
+    found: dict[bytes, EventSchema] = {}
+    root = resources.files(__package__).joinpath("released")
+    if not root.is_dir():
+        return found
+    for version in root.iterdir():
+        if not version.is_dir():
+            continue
+        for entry in version.iterdir():
+            if entry.name.endswith(".avsc"):
+                writer = _load(entry.read_text(encoding="utf-8"))
+                if writer.name in schemas() and writer.fingerprint not in _by_fingerprint():
+                    found[writer.fingerprint] = writer
+    return found
 
 
 def schema(event_type: str) -> EventSchema:
@@ -86,11 +110,17 @@ def decode(data: bytes) -> tuple[str, dict[str, Any]]:
     """Return (event type, record) of a single-object-encoded value."""
     if len(data) < _HEADER_LEN or data[:2] != SINGLE_OBJECT_MAGIC:
         raise CodecError(f"not an Avro single-object value ({len(data)} bytes, bad magic)")
-    writer = _by_fingerprint().get(data[2:_HEADER_LEN])
+    fp = data[2:_HEADER_LEN]
+    writer = _by_fingerprint().get(fp)
+    reader = None
     if writer is None:
-        raise CodecError(f"unknown schema fingerprint {data[2:_HEADER_LEN].hex()}")
+        writer = _released().get(fp)
+        if writer is None:
+            raise CodecError(f"unknown schema fingerprint {fp.hex()}")
+        reader = schemas()[writer.name].parsed  # resolve an older release to the current schema
     try:
-        record = fastavro.schemaless_reader(io.BytesIO(data[_HEADER_LEN:]), writer.parsed, None)
+        body = io.BytesIO(data[_HEADER_LEN:])
+        record = fastavro.schemaless_reader(body, writer.parsed, reader)
     except Exception as exc:  # fastavro raises several types on truncated or corrupt bodies
         raise CodecError(f"corrupt {writer.name} body: {type(exc).__name__}") from exc
     if not isinstance(record, dict):

@@ -18,7 +18,12 @@ def patient_key(feed: str, message: Message) -> str | None:
     if not patient_id:
         return None
     authority = message.get("PID-3.4") or ""
-    return _SEPARATOR.join((feed, authority, patient_id))
+    return join_key(feed, authority, patient_id)
+
+
+def join_key(*parts: str) -> str:
+    """The composite keys of the bus (patient, encounter, order, result): parts joined by '|'."""
+    return _SEPARATOR.join(parts)
 
 
 def event_id(feed: str, control_id: str | None, event_type: str, position: int) -> str:

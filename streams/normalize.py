@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 
 # YYYY[MM[DD[HH[MM[SS[.S[S[S[S]]]]]]]]][+/-ZZZZ] (HL7 v2 DTM / TS.1)
@@ -66,3 +67,88 @@ def numeric_with_comparator(value: str | None) -> tuple[float | None, str | None
     if match is None:
         return None, None
     return float(match["num"]), match["op"]
+
+
+@dataclass(frozen=True)
+class Instant:
+    """An HL7 DTM read whole: the UTC instant, the offset the source sent and its precision."""
+
+    utc: datetime
+    offset: str | None  # "+0900" as sent; None when the feed's zone was applied
+    precision: str  # HL7 DTM mask of what was sent, e.g. "YYYYMMDDHHMM" or "YYYYMMDDHHMMSS.SS"
+
+
+_MASK = (("year", "YYYY"), ("month", "MM"), ("day", "DD"), ("hour", "HH"), ("minute", "MM"))
+
+
+def read_dtm(value: str | None, default_zone: tzinfo) -> Instant | None:
+    """:func:`to_utc`, keeping the source offset and precision beside the instant."""
+    utc = to_utc(value, default_zone)
+    if utc is None or value is None:
+        return None
+    match = _DTM.match(value.strip())
+    assert match is not None  # to_utc matched the same pattern
+    mask = "".join(part for group, part in _MASK if match[group])
+    if match["second"]:
+        mask += "SS"
+        if match["fraction"]:
+            mask += "." + "S" * len(match["fraction"])
+    return Instant(utc, match["offset"], mask)
+
+
+# "10-20", "10 - 20", "-1.5-2", "<200", ">=40", "0.70-1.30"
+_RANGE = re.compile(
+    r"^\s*(?P<low>[+-]?(?:\d+\.?\d*|\.\d+))\s*[-~]\s*(?P<high>[+-]?(?:\d+\.?\d*|\.\d+))\s*$"
+)
+
+
+@dataclass(frozen=True)
+class ReferenceRange:
+    low: float | None = None
+    high: float | None = None
+    low_comparator: str | None = None
+    high_comparator: str | None = None
+
+
+def reference_range(value: str | None) -> ReferenceRange:
+    """OBX-7 split: '10-20' -> (10, 20); '<200' -> high 200 '<'; '>40' -> low 40 '>'.
+
+    Text ranges ('negative', 'see note') give an empty range; the text stays in the event.
+    """
+    if not value:
+        return ReferenceRange()
+    match = _RANGE.match(value)
+    if match is not None:
+        return ReferenceRange(float(match["low"]), float(match["high"]))
+    number, op = numeric_with_comparator(value)
+    if number is None or op is None:
+        return ReferenceRange()
+    if op in ("<", "<="):
+        return ReferenceRange(high=number, high_comparator=op)
+    if op in (">", ">="):
+        return ReferenceRange(low=number, low_comparator=op)
+    return ReferenceRange()
+
+
+def to_float(value: str | None) -> float | None:
+    """A plain HL7 NM value as a float; None for anything else."""
+    if not value:
+        return None
+    try:
+        return float(value.strip())
+    except ValueError:
+        return None
+
+
+def to_int(value: str | None) -> int | None:
+    if not value:
+        return None
+    text = value.strip()
+    return int(text) if text.lstrip("+-").isdigit() else None
+
+
+def yes_no(value: str | None) -> bool | None:
+    """HL7 table 0136 (Y/N) as a boolean; None when absent or anything else."""
+    if not value:
+        return None
+    return {"Y": True, "N": False}.get(value.strip().upper())

@@ -8,23 +8,70 @@ redelivered record changes nothing.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hl7bus.ops import topics
 from hl7bus.ops.topics import TopicCatalog
 from hl7bus.streams.deidentify import Policy, Pseudonymizer
-from hl7bus.streams.steps import Output, deidentify_step, parse_step
+from hl7bus.streams.steps import Output, dedupe_check, deidentify_step, parse_step
 
 log = logging.getLogger(__name__)
 
 RECORDS = Counter(
     "hl7bus_stream_records_total", "Records out of a stage, by outcome.", ["stage", "outcome"]
 )
+RECORDS_IN = Counter("hl7bus_stream_in_records_total", "Records into a stage.", ["stage"])
+ERRORS = Counter(
+    "hl7bus_stream_errors_total",
+    "Records a stage sent to the DLQ, by error code.",
+    ["stage", "code"],
+)
+DUPLICATES = Counter(
+    "hl7bus_stream_duplicates_total",
+    "Duplicate sends (same feed and MSH-10 within the window) counted and not re-emitted.",
+    ["feed"],
+)
+LATENCY = Histogram(
+    "hl7bus_stream_latency_seconds",
+    "Time from a record's arrival at a stage to the delivery of all its outputs.",
+    ["stage"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+
+# Duplicate sends are recognized for this long after the first sighting.
+DEDUPE_WINDOW_S = 7 * 24 * 3600
+DEDUPE_TABLE = "dedupe"
+
+
+def changelog_topic(app_id: str) -> str:
+    """faust's name for the dedupe table's changelog topic ({app id}-{table}-changelog)."""
+    return f"{app_id}-{DEDUPE_TABLE}-changelog"
+
+
+def declare_changelog(admin: Any, app_id: str, partitions: int, replication: int = 1) -> None:
+    """Create the compacted changelog topic of the dedupe table if it is missing.
+
+    The app runs with topic_allow_declare=False (topics come from the catalog), so faust does
+    not create it; its partitions must match hl7.raw's, whose partitions the table follows.
+    """
+    from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
+
+    name = changelog_topic(app_id)
+    if name in admin.list_topics(timeout=15).topics:
+        return
+    topic = NewTopic(name, partitions, replication, config={"cleanup.policy": "compact"})
+    for future in admin.create_topics([topic]).values():
+        try:
+            future.result(timeout=30)
+        except Exception as exc:  # created meanwhile by another worker
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise
 
 
 def _default_data_dir() -> Path:
@@ -76,6 +123,7 @@ def build_app(
     app = faust.App(
         cfg.app_id,
         broker=brokers,
+        # Tables live in memory and are rebuilt from their changelog topic on start.
         store="memory://",
         # faust's leader-assignor topic fails to be created on Kafka 4 brokers; we need none.
         topic_disable_leader=True,
@@ -97,6 +145,16 @@ def build_app(
         )
 
     outputs = {tid: topic(tid) for tid in catalog.specs}
+    # feed|MSH-10 -> when it was first received (µs); changelog-backed, so it survives restarts.
+    seen = app.Table(
+        DEDUPE_TABLE,
+        default=None,
+        partitions=catalog.specs[topics.RAW].partitions,
+        key_type=str,
+        value_type=int,
+        help="First sighting of each feed|MSH-10, for duplicate-send detection.",
+    )
+    window_us = DEDUPE_WINDOW_S * 1_000_000
 
     async def emit(stage: str, produced: list[Output]) -> None:
         for out in produced:
@@ -104,17 +162,35 @@ def build_app(
                 key=out.key, value=out.value, headers=out.headers
             )
             await sent  # wait for Kafka's confirmation before the offset may be committed
-            RECORDS.labels(stage, "dlq" if out.topic_id == topics.DLQ else "ok").inc()
+            if out.topic_id == topics.DLQ:
+                RECORDS.labels(stage, "dlq").inc()
+                ERRORS.labels(stage, dict(out.headers).get("hl7bus.reason", b"?").decode()).inc()
+            else:
+                RECORDS.labels(stage, "ok").inc()
 
     @app.agent(outputs[topics.RAW], name="parse")
     async def parse_agent(stream: Any) -> None:
         async for event in stream.events():
+            started = time.perf_counter()
+            RECORDS_IN.labels("parse").inc()
+            sighting, duplicate = dedupe_check(event.value, seen.get, window_us)
+            if duplicate:
+                DUPLICATES.labels(_feed_label(event.value)).inc()
+                continue
             await emit("parse", parse_step(event.key, event.value, zone))
+            if sighting is not None:
+                # Remembered only after the outputs are delivered: a crash in between re-emits
+                # (same event ids, sinks upsert) rather than losing the message.
+                seen[sighting.key] = sighting.received_us
+            LATENCY.labels("parse").observe(time.perf_counter() - started)
 
     @app.agent(outputs[topics.EVENTS], name="deidentify")
     async def deidentify_agent(stream: Any) -> None:
         async for event in stream.events():
+            started = time.perf_counter()
+            RECORDS_IN.labels("deidentify").inc()
             await emit("deidentify", deidentify_step(event.value, policy, pseudonymize, leak_check))
+            LATENCY.labels("deidentify").observe(time.perf_counter() - started)
 
     return app
 
@@ -124,3 +200,12 @@ def run(app: Any, loglevel: str = "warning") -> None:
     import faust
 
     faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
+
+
+def _feed_label(value: bytes) -> str:
+    from hl7bus.schemas import codec
+
+    try:
+        return str(codec.decode(value)[1]["feed"])
+    except codec.CodecError:
+        return "?"

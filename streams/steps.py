@@ -6,6 +6,7 @@ tested without Kafka and the runtime stays replaceable.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import tzinfo
 
@@ -38,6 +39,39 @@ def _dlq(key: bytes | None, value: bytes, stage: str, reason: str) -> Output:
     )
 
 
+@dataclass(frozen=True)
+class Sighting:
+    """A received message as the duplicate check sees it: feed|MSH-10 and when it came."""
+
+    key: str
+    received_us: int
+
+
+def dedupe_check(
+    value: bytes, first_seen: Callable[[str], int | None], window_us: int
+) -> tuple[Sighting | None, bool]:
+    """(the sighting to remember once the outputs are delivered, is it a duplicate send).
+
+    A duplicate is the same feed and MSH-10 received again within the window after its first
+    sighting. Records that cannot be decoded, or have no control id, are never duplicates (the
+    parse step sends them to the DLQ or maps them as usual).
+    """
+    try:
+        _, envelope = codec.decode(value)
+    except codec.CodecError:
+        return None, False
+    control_id = envelope.get("control_id")
+    if not control_id:
+        return None, False
+    received = envelope["received_at"]
+    received_us = int(received.timestamp() * 1_000_000)
+    sighting = Sighting(f"{envelope['feed']}|{control_id}", received_us)
+    first = first_seen(sighting.key)
+    if first is not None and 0 <= received_us - first <= window_us:
+        return None, True
+    return sighting, False
+
+
 def parse_step(key: bytes | None, value: bytes, zone: tzinfo) -> list[Output]:
     """hl7.raw record -> typed events for hl7.events, or one DLQ record."""
     try:
@@ -58,6 +92,9 @@ def parse_step(key: bytes | None, value: bytes, zone: tzinfo) -> list[Output]:
         return [_dlq(key, value, "parsing", "hl7_parse_error")]
     except (AvroValidationError, ValueError, TypeError):
         return [_dlq(key, value, "normalizing", "event_invalid")]
+    except Exception:
+        # A mapping bug must not stop the partition: the record waits in the DLQ for a replay.
+        return [_dlq(key, value, "parsing", "internal_error")]
     return encoded
 
 

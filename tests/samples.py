@@ -11,8 +11,13 @@ from hl7bus.ops.demo_run import sample_feed_path
 
 
 @cache
+def _feed_bytes() -> bytes:
+    return sample_feed_path().read_bytes()
+
+
 def feed() -> tuple[Message, ...]:
-    return tuple(parse_batch(sample_feed_path().read_bytes()))
+    """Freshly parsed messages: Message is mutable, so no test may see another's edits."""
+    return tuple(parse_batch(_feed_bytes()))
 
 
 def first(message_type: str) -> Message:

@@ -60,9 +60,10 @@ def test_small_normalizers() -> None:
 
 def test_adt_becomes_one_patient_event() -> None:
     message = first("ADT^A01")
-    [event] = events_from_raw(envelope(message), SEOUL)
+    events = events_from_raw(envelope(message), SEOUL)
+    assert [e.type for e in events] == ["Patient", "Encounter"]  # issue 5: PV1 -> Encounter
+    event = events[0]
     record = event.record
-    assert event.type == "Patient"
     assert record["patient_key"] == f"test|SNUH|{message.get('PID-3.1')}"
     assert event.key == record["patient_key"]
     assert record["mrn"] == message.get("PID-3.1")
@@ -78,9 +79,11 @@ def test_adt_becomes_one_patient_event() -> None:
 
 def test_oru_becomes_one_observation_per_obx() -> None:
     message = first("ORU^R01")
-    events = events_from_raw(envelope(message), SEOUL)
+    everything = events_from_raw(envelope(message), SEOUL)
+    assert {e.type for e in everything} == {"Order", "Observation"}  # issue 5: ORC/OBR -> Order
+    events = [e for e in everything if e.type == "Observation"]
     obx = list(message.segments("OBX"))
-    assert [e.type for e in events] == ["Observation"] * len(obx)
+    assert len(events) == len(obx)
     for event, segment in zip(events, obx, strict=True):
         assert event.record["code"] == segment.get("3.1")
         assert event.record["code_system"] == "LN"
@@ -93,7 +96,7 @@ def test_oru_becomes_one_observation_per_obx() -> None:
 def test_sn_value_with_comparator() -> None:
     message = next(m for m in feed() if any(s.get("2") == "SN" for s in m.segments("OBX")))
     events = events_from_raw(envelope(message), SEOUL)
-    sn = next(e for e in events if e.record["value_type"] == "SN")
+    sn = next(e for e in events if e.record.get("value_type") == "SN")
     assert sn.record["comparator"] == "<"
     assert sn.record["value_numeric"] is not None
 
@@ -107,11 +110,13 @@ def test_event_ids_are_deterministic() -> None:
     assert set(once).isdisjoint(other_feed)
 
 
-def test_unmapped_message_types_give_no_events() -> None:
+def test_unmapped_message_types_give_one_generic_event() -> None:
     message = first("ADT^A01")
     raw = envelope(message)
     raw["raw"] = raw["raw"].replace(b"ADT^A01^ADT_A01", b"SIU^S12^SIU_S12")
-    assert events_from_raw(raw, SEOUL) == []
+    [event] = events_from_raw(raw, SEOUL)  # issue 5: nothing is lost, the tree is carried
+    assert event.type == "Generic"
+    assert event.record["segment_names"] == message.segment_names
 
 
 def test_parse_step_routes_garbage_to_the_dlq() -> None:
@@ -132,17 +137,17 @@ def test_parse_step_routes_garbage_to_the_dlq() -> None:
 def test_parse_step_encodes_events_keyed_by_patient() -> None:
     message = first("ADT^A04")
     outputs = parse_step(None, codec.encode("RawMessage", envelope(message)), SEOUL)
-    [out] = outputs
-    assert out.topic_id == topics.EVENTS
-    assert out.key == f"test|SNUH|{message.get('PID-3.1')}".encode()
-    assert codec.decode(out.value)[0] == "Patient"
+    assert [codec.decode(out.value)[0] for out in outputs] == ["Patient", "Encounter"]
+    for out in outputs:
+        assert out.topic_id == topics.EVENTS
+        assert out.key == f"test|SNUH|{message.get('PID-3.1')}".encode()
 
 
 # -- de-identification ----------------------------------------------------------------------
 
 
 def _patient() -> dict[str, Any]:
-    [event] = events_from_raw(envelope(first("ADT^A01")), SEOUL)
+    [event] = [e for e in events_from_raw(envelope(first("ADT^A01")), SEOUL) if e.type == "Patient"]
     return event.record
 
 

@@ -2,42 +2,140 @@
 
 Each connection has a reader (framer -> one task per message, kept in arrival order) and a
 writer (awaits those tasks in order and writes their ACKs), so pipelined senders get their
-ACKs in order. The queue between them is bounded: when Kafka slows, the reader stops reading
-and TCP pushes back on the sender instead of the listener buffering without bound.
+ACKs in order. In-flight messages are bounded per connection (``max_in_flight``) and per
+process (``max_in_flight_total``): when Kafka slows, the reader stops reading and TCP pushes
+back on the sender instead of the listener buffering without bound.
+
+One process serves every feed of the ``mllp`` config section (:class:`MllpService`): each feed
+is one :class:`MllpListener` on its own port, with its own charset policy, ACK mode, size limit,
+allowed client networks and TLS settings, all sharing one Kafka producer.
+
+Shutdown is graceful: stop accepting, stop reading, finish the messages already received (their
+ACKs are written), flush the producer, close.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
+import ssl
 import time
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any, Literal
 
 from prometheus_client import Counter, Gauge, Histogram
-from pydantic import BaseModel, ConfigDict, Field
-
-from hl7bus.connectors.mllp.framer import DEFAULT_MAX_FRAME_BYTES, Frame, Framer, encode_frame
-from hl7bus.hl7v2 import (
-    AckError,
-    Hl7CharsetError,
-    Hl7ParseError,
-    Message,
-    build_ack,
-    decode_bytes,
-    parse,
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FilePath,
+    IPvAnyNetwork,
+    field_validator,
+    model_validator,
 )
+
+from hl7bus.connectors.envelope import Route, build_envelope, dlq_headers, raw_headers
+from hl7bus.connectors.mllp.framer import DEFAULT_MAX_FRAME_BYTES, Frame, Framer, encode_frame
+from hl7bus.hl7v2 import ACK_CODES, AckError, Hl7CharsetError, Message, build_ack, codec_for, parse
 from hl7bus.ops.kafka_clients import AsyncProducer, DeliveryError
 from hl7bus.schemas import codec
-from hl7bus.schemas.keys import patient_key
+
+__all__ = [
+    "FeedConfig",
+    "ListenerConfig",
+    "MllpConfig",
+    "MllpListener",
+    "MllpService",
+    "Route",
+    "TlsConfig",
+]
 
 log = logging.getLogger(__name__)
 
 _READ_CHUNK = 64 * 1024
 
+AckMode = Literal["auto", "original", "enhanced"]
+ClientCerts = Literal["none", "optional", "required"]
 
-class MllpConfig(BaseModel):
+# delivery status -> literal MSA-1 code, per forced ACK mode ("auto" lets MSH-15/16 decide).
+_FORCED_CODES: dict[str, dict[str, str]] = {
+    "original": {"delivered": "AA", "errored": "AE", "rejected": "AR"},
+    "enhanced": {"delivered": "CA", "errored": "CE", "rejected": "CR"},
+}
+
+
+# -- config --------------------------------------------------------------------------------------
+
+
+class TlsConfig(BaseModel):
+    """TLS for one feed's port; with `client_ca`, mutual TLS."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cert: FilePath = Field(description="PEM file with the listener's certificate (and chain).")
+    key: FilePath = Field(description="PEM file with the private key of `cert`.")
+    client_ca: FilePath | None = Field(
+        None,
+        description="PEM file of the CA(s) that sign client certificates; set for mutual TLS.",
+    )
+    client_certs: ClientCerts | None = Field(
+        None,
+        description=(
+            "Whether clients must present a certificate signed by client_ca: required (mutual "
+            "TLS), optional (checked when presented) or none. Default: required when client_ca "
+            "is set, else none."
+        ),
+    )
+    min_version: Literal["1.2", "1.3"] = Field("1.2", description="Oldest TLS version accepted.")
+    handshake_timeout_s: float = Field(
+        10.0, gt=0, description="A client that has not finished the TLS handshake by then is cut."
+    )
+
+    @property
+    def client_cert_mode(self) -> ClientCerts:
+        if self.client_certs is not None:
+            return self.client_certs
+        return "required" if self.client_ca is not None else "none"
+
+    @model_validator(mode="after")
+    def _loadable(self) -> TlsConfig:
+        if self.client_certs in ("optional", "required") and self.client_ca is None:
+            raise ValueError(
+                f"client_certs={self.client_certs!r} needs client_ca (the CA file that signs "
+                "client certificates)"
+            )
+        self.server_context()  # fail at load time, naming the key, not at the first client
+        return self
+
+    def server_context(self) -> ssl.SSLContext:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = (
+            ssl.TLSVersion.TLSv1_3 if self.min_version == "1.3" else ssl.TLSVersion.TLSv1_2
+        )
+        try:
+            ctx.load_cert_chain(str(self.cert), str(self.key))
+        except (ssl.SSLError, OSError) as exc:
+            raise ValueError(f"cert/key: cannot load them ({_ssl_reason(exc)})") from None
+        mode = self.client_cert_mode
+        if mode != "none" and self.client_ca is not None:
+            try:
+                ctx.load_verify_locations(cafile=str(self.client_ca))
+            except (ssl.SSLError, OSError) as exc:
+                raise ValueError(f"client_ca: cannot load it ({_ssl_reason(exc)})") from None
+            ctx.verify_mode = ssl.CERT_REQUIRED if mode == "required" else ssl.CERT_OPTIONAL
+        return ctx
+
+
+_ANY_NETWORK: list[Any] = ["0.0.0.0/0", "::/0"]
+
+
+class ListenerConfig(BaseModel):
+    """Everything one feed's listener needs (the `mllp` section itself is the one-feed case)."""
+
     model_config = ConfigDict(extra="forbid")
 
     host: str = Field("127.0.0.1", description="Address to listen on (0.0.0.0 for all).")
@@ -49,10 +147,20 @@ class MllpConfig(BaseModel):
     )
     charset: str | None = Field(
         None,
-        description="Decode every message with this charset, ignoring MSH-18 (feeds that lie).",
+        description=(
+            "Decode every message with this charset, ignoring MSH-18 (feeds that lie); an HL7 "
+            "name (KS X 1001, 8859/1, UNICODE UTF-8) or a Python codec name."
+        ),
     )
     fallback_charset: str | None = Field(
         None, description="Charset to try when MSH-18's charset cannot decode the bytes."
+    )
+    ack_mode: AckMode = Field(
+        "auto",
+        description=(
+            "ACK codes: auto (enhanced CA/CE/CR when MSH-15 or MSH-16 is set, else original "
+            "AA/AE/AR), or force original or enhanced for every message."
+        ),
     )
     max_frame_bytes: int = Field(
         DEFAULT_MAX_FRAME_BYTES,
@@ -67,16 +175,133 @@ class MllpConfig(BaseModel):
     idle_timeout_s: float = Field(
         600.0, gt=0, description="Close a connection that sent nothing for this long."
     )
+    allowed_networks: list[IPvAnyNetwork] = Field(
+        default_factory=lambda: list(_ANY_NETWORK),
+        min_length=1,
+        validate_default=True,
+        description=(
+            "Client networks (CIDRs) allowed to connect; others are closed at once, counted and "
+            "logged by address. Default: everyone."
+        ),
+    )
+    tls: TlsConfig | None = Field(
+        None, description="TLS (and mutual TLS) on this port; null: plain TCP."
+    )
+
+    @field_validator("charset", "fallback_charset")
+    @classmethod
+    def _known_charset(cls, value: str | None) -> str | None:
+        if value is not None:
+            codec_for(value)  # Hl7CharsetError is a ValueError: pydantic reports the key
+        return value
+
+
+class FeedConfig(ListenerConfig):
+    """One entry of `mllp.feeds`; keys left out are taken from the `mllp` section."""
+
+    feed: str = Field(
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Feed name stamped on every envelope; part of the patient key.",
+    )
+    port: int = Field(ge=0, le=65535, description="TCP port of this feed; 0 picks a free one.")
+
+
+class MllpConfig(ListenerConfig):
+    """The MLLP section: one feed from its own keys, or several from `feeds`."""
+
+    feeds: list[FeedConfig] = Field(
+        default_factory=list,
+        description=(
+            "Several feeds in one process, each on its own port. When set, only these run and "
+            "the section's other listener keys are their defaults."
+        ),
+    )
+    max_in_flight_total: int = Field(
+        10_000,
+        ge=1,
+        description="Messages awaiting Kafka across all connections and feeds of the process.",
+    )
+    shutdown_grace_s: float = Field(
+        10.0, gt=0, description="On stop, how long in-flight messages may take to get their ACKs."
+    )
     metrics_port: int | None = Field(
         9464, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz; null: off."
     )
 
+    @model_validator(mode="after")
+    def _distinct_feeds(self) -> MllpConfig:
+        names: dict[str, int] = {}
+        ports: dict[tuple[str, int], int] = {}
+        for i, item in enumerate(self.listeners()):
+            if item.feed in names:
+                raise ValueError(
+                    f"feeds[{i}].feed {item.feed!r} is also the name of feeds[{names[item.feed]}]"
+                )
+            names[item.feed] = i
+            where = (item.host, item.port)
+            if item.port and where in ports:
+                raise ValueError(
+                    f"feeds[{i}].port {item.port} is also the port of feeds[{ports[where]}]"
+                )
+            ports[where] = i
+        return self
+
+    def narrowed(
+        self, feed: str | None = None, host: str | None = None, port: int | None = None
+    ) -> MllpConfig:
+        """The config of `mllp serve --feed NAME --listen HOST:PORT`.
+
+        One feed (no `feeds` list): ``feed`` renames it, ``host``/``port`` move it. With `feeds`,
+        ``feed`` picks the one feed to run and ``host``/``port`` move that one; moving needs a
+        single feed. Raises ValueError naming the option and the feeds there are.
+        """
+        moved = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+        base = self.model_dump(exclude_unset=True)
+        if not self.feeds:
+            return MllpConfig.model_validate({**base, **({"feed": feed} if feed else {}), **moved})
+        names = [f.feed for f in self.feeds]
+        if feed is not None:
+            chosen = [f for f in self.feeds if f.feed == feed]
+            if not chosen:
+                raise ValueError(f"--feed {feed!r} is not in mllp.feeds ({', '.join(names)})")
+        else:
+            chosen = list(self.feeds)
+            if moved and len(chosen) > 1:
+                raise ValueError(
+                    f"--listen needs one feed; name it with --feed ({', '.join(names)})"
+                )
+        feeds = [{**f.model_dump(exclude_unset=True), **moved} for f in chosen]
+        return MllpConfig.model_validate({**base, "feeds": feeds})
+
+    def listeners(self) -> list[ListenerConfig]:
+        """The resolved config of every feed to serve, section defaults filled in."""
+        if not self.feeds:
+            return [ListenerConfig.model_construct(**_listener_fields(self))]
+        base = _listener_fields(self)
+        return [
+            ListenerConfig.model_construct(
+                **{**base, **{k: getattr(f, k) for k in f.model_fields_set}}
+            )
+            for f in self.feeds
+        ]
+
+
+def _listener_fields(cfg: ListenerConfig) -> dict[str, Any]:
+    return {name: getattr(cfg, name) for name in ListenerConfig.model_fields}
+
+
+# -- metrics -------------------------------------------------------------------------------------
 
 MESSAGES = Counter("hl7bus_mllp_messages_total", "Frames received.", ["feed"])
 BYTES = Counter("hl7bus_mllp_received_bytes_total", "Payload bytes received.", ["feed"])
 ACKS = Counter("hl7bus_mllp_acks_total", "ACKs sent, by MSA-1 code.", ["feed", "code"])
 FRAMING_ERRORS = Counter("hl7bus_mllp_framing_errors_total", "Framing errors.", ["feed", "reason"])
 DLQ = Counter("hl7bus_mllp_dlq_total", "Messages sent to the DLQ.", ["feed", "reason"])
+REFUSED = Counter(
+    "hl7bus_mllp_refused_connections_total",
+    "Connections closed before any message: client network not allowed, or TLS failed.",
+    ["feed", "reason"],
+)
 ACK_LATENCY = Histogram(
     "hl7bus_mllp_ack_latency_seconds",
     "From the last byte of a message to its ACK being written.",
@@ -87,19 +312,66 @@ CONNECTIONS = Gauge("hl7bus_mllp_connections", "Open connections.", ["feed"])
 IN_FLIGHT = Gauge("hl7bus_mllp_in_flight", "Messages awaiting Kafka.", ["feed"])
 
 
-@dataclass(frozen=True)
-class Route:
-    raw_topic: str
-    dlq_topic: str
+class _FeedMetrics:
+    """The label children of one feed, looked up once instead of per message."""
+
+    def __init__(self, feed: str) -> None:
+        self.feed = feed
+        self.messages = MESSAGES.labels(feed)
+        self.bytes = BYTES.labels(feed)
+        self.latency = ACK_LATENCY.labels(feed)
+        self._acks: dict[str, Any] = {}
+
+    def watch(self, listener: MllpListener) -> None:
+        """The gauges read the listener's counts at scrape time, not per message."""
+        CONNECTIONS.labels(self.feed).set_function(lambda: len(listener._connections))
+        IN_FLIGHT.labels(self.feed).set_function(lambda: listener.in_flight)
+
+    def ack(self, code: str) -> None:
+        child = self._acks.get(code)
+        if child is None:
+            child = self._acks[code] = ACKS.labels(self.feed, code)
+        child.inc()
+
+
+# -- the listener --------------------------------------------------------------------------------
 
 
 class MllpListener:
-    def __init__(self, cfg: MllpConfig, producer: AsyncProducer, route: Route) -> None:
+    """One feed's port. ``kafka=False`` is for benchmarks only: every message that decodes is
+    answered AA/CA without being produced anywhere (the cost-of-durability baseline). It is a
+    constructor argument on purpose, out of reach of any config file."""
+
+    def __init__(
+        self,
+        cfg: ListenerConfig,
+        producer: AsyncProducer | None,
+        route: Route,
+        *,
+        budget: asyncio.Semaphore | None = None,
+        kafka: bool = True,
+    ) -> None:
+        if kafka and producer is None:
+            raise ValueError("a producer is required unless kafka=False")
         self.cfg = cfg
         self.producer = producer
         self.route = route
+        self._kafka = kafka
+        self._budget = budget
+        self._metrics = _FeedMetrics(cfg.feed)
+        self._tls = cfg.tls.server_context() if cfg.tls is not None else None
+        self._networks = [ipaddress.ip_network(str(n)) for n in cfg.allowed_networks]
         self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[None]] = set()
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._connections: set[_Connection] = set()
+        self._stopping = False
+        #: Messages received and not yet answered, over all connections (tests, /readyz).
+        self.in_flight = 0
+        self._metrics.watch(self)
+
+    @property
+    def feed(self) -> str:
+        return self.cfg.feed
 
     @property
     def port(self) -> int:
@@ -107,157 +379,175 @@ class MllpListener:
         port: int = self._server.sockets[0].getsockname()[1]
         return port
 
+    @property
+    def serving(self) -> bool:
+        return self._server is not None and self._server.is_serving()
+
     async def start(self) -> None:
         self._server = await asyncio.start_server(
             self._on_connection, self.cfg.host, self.cfg.port, limit=_READ_CHUNK
         )
 
     async def stop(self, grace_s: float = 10.0) -> None:
-        """Stop accepting, let open connections finish their in-flight messages, close."""
+        """Stop accepting and reading; in-flight messages get their ACKs; flush; close.
+
+        Connections still busy after ``grace_s`` are cut (their senders resend what has no ACK).
+        """
+        self._stopping = True
         if self._server is not None:
             self._server.close()
-        if self._connections:
-            _, pending = await asyncio.wait(self._connections, timeout=grace_s)
+        for conn in list(self._connections):
+            conn.stop_reading()
+        if self._handlers:
+            _, pending = await asyncio.wait(self._handlers, timeout=grace_s)
             for task in pending:
                 task.cancel()
-        self.producer.flush()
+            if pending:
+                await asyncio.wait(pending, timeout=1.0)
+        if self._server is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+        if self.producer is not None:
+            await asyncio.to_thread(self.producer.flush, grace_s)
 
     async def _on_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._connections.add(task)
-        peername = writer.get_extra_info("peername")
-        peer = f"{peername[0]}:{peername[1]}" if peername else "unknown"
-        feed = self.cfg.feed
-        CONNECTIONS.labels(feed).inc()
-        acks: asyncio.Queue[tuple[asyncio.Task[bytes], float] | None] = asyncio.Queue(
-            self.cfg.max_in_flight
-        )
-        ack_writer = asyncio.create_task(self._write_acks(acks, writer))
-        framer = Framer(self.cfg.max_frame_bytes)
+        self._handlers.add(task)
         try:
-            while not ack_writer.done():
-                try:
-                    chunk = await asyncio.wait_for(
-                        reader.read(_READ_CHUNK), self.cfg.idle_timeout_s
-                    )
-                except (TimeoutError, ConnectionError):
-                    break
-                events = framer.feed(chunk) if chunk else framer.close()
-                for event in events:
-                    received = time.monotonic()
-                    if isinstance(event, Frame):
-                        work = self._accept(event.payload, peer)
-                    else:
-                        FRAMING_ERRORS.labels(feed, event.code).inc()
-                        if event.code == "junk":
-                            continue
-                        work = self._reject_framing(event.code, event.head)
-                    await acks.put((asyncio.create_task(work), received))
-                if not chunk:
-                    break
+            await self._serve_connection(reader, writer)
         finally:
-            with contextlib.suppress(asyncio.QueueFull):
-                acks.put_nowait(None)
-            if not ack_writer.done():
-                await acks.put(None)
-            await ack_writer
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
-            CONNECTIONS.labels(feed).dec()
-            self._connections.discard(task)
+            self._handlers.discard(task)
 
-    async def _write_acks(
-        self,
-        acks: asyncio.Queue[tuple[asyncio.Task[bytes], float] | None],
-        writer: asyncio.StreamWriter,
+    async def _serve_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        while (item := await acks.get()) is not None:
-            work, received = item
-            ack = await work
+        feed = self.cfg.feed
+        peername = writer.get_extra_info("peername")
+        address = str(peername[0]) if peername else "unknown"
+        if self._stopping or not self._allowed(address):
+            if not self._stopping:
+                REFUSED.labels(feed, "network").inc()
+                log.warning("mllp feed %s: refused a connection from %s", feed, address)
+            writer.transport.abort()
+            return
+        if self._tls is not None:
+            assert self.cfg.tls is not None
             try:
-                writer.write(encode_frame(ack))
-                await writer.drain()
-            except ConnectionError:
-                # The sender hung up; it will resend what it has no ACK for.
-                continue
-            ACK_LATENCY.labels(self.cfg.feed).observe(time.monotonic() - received)
+                await writer.start_tls(
+                    self._tls, ssl_handshake_timeout=self.cfg.tls.handshake_timeout_s
+                )
+            except (OSError, TimeoutError, ConnectionError) as exc:
+                REFUSED.labels(feed, "tls").inc()
+                log.warning(
+                    "mllp feed %s: TLS handshake with %s failed (%s)",
+                    feed,
+                    address,
+                    _ssl_reason(exc),
+                )
+                writer.transport.abort()
+                return
+        peer = f"{address}:{peername[1]}" if peername else "unknown"
+        conn = _Connection(self, reader, writer, peer)
+        self._connections.add(conn)
+        try:
+            await conn.run()
+        finally:
+            self._connections.discard(conn)
+
+    def _allowed(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in net for net in self._networks)
+
+    # -- one message -----------------------------------------------------------------------------
 
     async def _accept(self, payload: bytes, peer: str) -> bytes:
         """Store one message durably, then answer. Never raises: every path ends in an ACK."""
-        feed = self.cfg.feed
-        MESSAGES.labels(feed).inc()
-        BYTES.labels(feed).inc(len(payload))
-        IN_FLIGHT.labels(feed).inc()
+        m = self._metrics
+        m.messages.inc()
+        m.bytes.inc(len(payload))
+        self.in_flight += 1
         try:
             return await self._store(payload, peer)
+        except Exception as exc:  # a bug; the sender still gets an answer, and resends
+            log.error("mllp feed %s: unexpected %s", self.cfg.feed, type(exc).__name__)
+            error = AckError(code=207, text="internal error")
+            return self._ack(payload, "rejected", error, "latin-1")
         finally:
-            IN_FLIGHT.labels(feed).dec()
+            self.in_flight -= 1
 
     async def _store(self, payload: bytes, peer: str) -> bytes:
-        feed = self.cfg.feed
-        envelope = {
-            "feed": feed,
-            "received_at": datetime.now(UTC),
-            "peer": peer,
-            "raw": payload,
-        }
+        cfg = self.cfg
         try:
-            text, charset = decode_bytes(
-                payload, charset=self.cfg.charset, fallback=self.cfg.fallback_charset
+            built = build_envelope(
+                payload,
+                feed=cfg.feed,
+                peer=peer,
+                charset=cfg.charset,
+                fallback=cfg.fallback_charset,
+                received_at=datetime.now(UTC),
             )
-            message = parse(text, charset=charset)
-        except Hl7ParseError as exc:
+        except Exception as exc:  # a bug, not the sender's: keep the bytes, say AE
+            log.error("mllp feed %s: envelope failed (%s)", cfg.feed, type(exc).__name__)
+            record = {"feed": cfg.feed, "received_at": datetime.now(UTC), "peer": peer}
+            stored = await self._to_dlq({**record, "raw": payload}, "internal", None)
+            error = AckError(code=207, text="internal error; message kept for review")
+            return self._ack(payload, "errored" if stored else "rejected", error, "latin-1")
+        if built.message is None:
             # Kept whole in the DLQ; AE tells the sender not to resend the same bytes. When even
             # the DLQ write fails nothing is stored, so AR asks for a resend instead.
-            reason = "charset" if isinstance(exc, Hl7CharsetError) else "parse"
-            error = AckError(code=102 if reason == "charset" else 100, text=exc.reason)
-            stored = await self._to_dlq(envelope, stage="receiving", reason=reason)
+            reason = built.reason or "parse"
+            detail = built.error.reason if built.error is not None else reason
+            is_charset = isinstance(built.error, Hl7CharsetError)
+            error = AckError(code=102 if is_charset else 100, text=detail)
+            stored = await self._to_dlq(built.record, reason, detail)
             # latin-1 reads any bytes, so the ACK can still echo the sender's MSH.
             return self._ack(payload, "errored" if stored else "rejected", error, "latin-1")
-        envelope.update(
-            charset=charset,
-            control_id=message.control_id,
-            message_type=message.message_type,
-            patient_key=patient_key(feed, message),
-        )
-        key = envelope["patient_key"]
-        try:
-            await self.producer.send(
-                self.route.raw_topic,
-                codec.encode("RawMessage", envelope),
-                key=key.encode("utf-8") if isinstance(key, str) else None,
-                headers=[(codec.EVENT_TYPE_HEADER, b"RawMessage")],
-            )
-        except DeliveryError as exc:
-            log.warning("hl7.raw delivery failed (%s); answering reject", exc.code)
-            return self._ack(message, "rejected", AckError(code=207, text="storage unavailable"))
-        return self._ack(message, "delivered", None)
+        if self._kafka:
+            assert self.producer is not None
+            try:
+                await self.producer.send(
+                    self.route.raw_topic,
+                    codec.encode("RawMessage", built.record),
+                    key=built.key,
+                    headers=raw_headers(),
+                )
+            except DeliveryError as exc:
+                log.warning("hl7.raw delivery failed (%s); answering reject", exc.code)
+                error = AckError(code=207, text="storage unavailable")
+                return self._ack(built.message, "rejected", error)
+        else:
+            codec.encode("RawMessage", built.record)  # same CPU work, no Kafka
+        return self._ack(built.message, "delivered", None)
 
     async def _reject_framing(self, code: str, head: bytes) -> bytes:
-        feed = self.cfg.feed
-        DLQ.labels(feed, f"framing_{code}").inc()
+        DLQ.labels(self.cfg.feed, f"framing_{code}").inc()
         text = f"frame {code}: message dropped (limit {self.cfg.max_frame_bytes} bytes)"
         return self._ack(head, "rejected", AckError(code=207, text=text), "latin-1")
 
-    async def _to_dlq(self, envelope: dict[str, object], stage: str, reason: str) -> bool:
-        feed = self.cfg.feed
-        DLQ.labels(feed, reason).inc()
+    async def _to_dlq(self, record: dict[str, Any], reason: str, detail: str | None) -> bool:
+        DLQ.labels(self.cfg.feed, reason).inc()
+        if not self._kafka:
+            return True
+        assert self.producer is not None
         try:
             await self.producer.send(
                 self.route.dlq_topic,
-                codec.encode("RawMessage", envelope),
-                key=feed.encode("utf-8"),
-                headers=[
-                    (codec.EVENT_TYPE_HEADER, b"RawMessage"),
-                    ("hl7bus.stage", stage.encode()),
-                    ("hl7bus.reason", reason.encode()),
-                ],
+                codec.encode("RawMessage", record),
+                key=self.cfg.feed.encode("utf-8"),
+                headers=dlq_headers("receiving", reason, detail),
             )
         except DeliveryError:
+            return False
+        except Exception as exc:
+            log.error("mllp feed %s: DLQ record failed (%s)", self.cfg.feed, type(exc).__name__)
             return False
         return True
 
@@ -268,7 +558,239 @@ class MllpListener:
         error: AckError | None,
         charset: str | None = None,
     ) -> bytes:
-        ack = build_ack(source, status, error, charset=charset)
-        code = parse(ack, charset=charset).get("MSA-1") or "none"
-        ACKS.labels(self.cfg.feed, code).inc()
+        forced = _FORCED_CODES.get(self.cfg.ack_mode)
+        ack = build_ack(source, forced[status] if forced else status, error, charset=charset)
+        self._metrics.ack(_msa1(ack, charset))
         return ack
+
+
+def _msa1(ack: bytes, charset: str | None) -> str:
+    """MSA-1 of an ACK we built, without parsing it (this runs once per message)."""
+    i = ack.find(b"\rMSA")
+    if i >= 0 and len(ack) >= i + 7 and ack[i + 4 : i + 5] == ack[3:4]:
+        code = ack[i + 5 : i + 7].decode("ascii", "replace")
+        if code in ACK_CODES:
+            return code
+    try:  # multi-byte charsets (UTF-16) and the unexpected
+        return parse(ack, charset=charset).get("MSA-1") or "none"
+    except ValueError:
+        return "none"
+
+
+def _ssl_reason(exc: BaseException) -> str:
+    reason = getattr(exc, "reason", None)
+    if isinstance(reason, str) and reason:
+        return reason
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return type(exc).__name__
+
+
+class _Connection:
+    """One client connection: a reading task and an ACK-writing task.
+
+    Between them, a FIFO of the connection's messages (a task each, in arrival order). The writer
+    waits for the oldest; then it writes, in one go, every ACK that is ready in order behind it
+    (a pipelining sender gets one write per batch, not one per ACK).
+    """
+
+    def __init__(
+        self,
+        listener: MllpListener,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        peer: str,
+    ) -> None:
+        self.listener = listener
+        self.reader = reader
+        self.writer = writer
+        self.peer = peer
+        self.slots = asyncio.Semaphore(listener.cfg.max_in_flight)
+        self.pending: deque[tuple[asyncio.Task[bytes], float] | None] = deque()
+        self.wakeup = asyncio.Event()
+        self.broken = False
+        self._reading: asyncio.Task[None] | None = None
+
+    def stop_reading(self) -> None:
+        """Graceful stop: read nothing more; what was received still gets its ACK."""
+        if self._reading is not None:
+            self._reading.cancel()
+
+    def _push(self, item: tuple[asyncio.Task[bytes], float] | None) -> None:
+        self.pending.append(item)
+        self.wakeup.set()
+
+    async def run(self) -> None:
+        ack_writer = asyncio.create_task(self._write_acks())
+        self._reading = asyncio.create_task(self._read())
+        try:
+            await asyncio.wait([self._reading])
+            self._push(None)
+            await ack_writer
+        finally:
+            self._reading.cancel()
+            ack_writer.cancel()
+            if self.broken or self.listener._stopping:
+                self.writer.transport.abort()
+            else:
+                self.writer.close()
+                with contextlib.suppress(ConnectionError, OSError, TimeoutError):
+                    await asyncio.wait_for(self.writer.wait_closed(), 1.0)
+
+    async def _read(self) -> None:
+        listener = self.listener
+        cfg = listener.cfg
+        budget = listener._budget
+        framer = Framer(cfg.max_frame_bytes)
+        while True:
+            try:
+                async with asyncio.timeout(cfg.idle_timeout_s):
+                    chunk = await self.reader.read(_READ_CHUNK)
+            except (TimeoutError, ConnectionError, OSError):
+                return
+            events = framer.feed(chunk) if chunk else framer.close()
+            for event in events:
+                received = time.monotonic()
+                if isinstance(event, Frame):
+                    work = listener._accept(event.payload, self.peer)
+                else:
+                    FRAMING_ERRORS.labels(cfg.feed, event.code).inc()
+                    if event.code == "junk":
+                        continue
+                    work = listener._reject_framing(event.code, event.head)
+                try:
+                    await self.slots.acquire()
+                    if budget is not None:
+                        await budget.acquire()
+                except asyncio.CancelledError:
+                    work.close()  # never started: no ACK owed, nothing stored
+                    raise
+                self._push((asyncio.create_task(work), received))
+            if not chunk:
+                return
+
+    async def _write_acks(self) -> None:
+        budget = self.listener._budget
+        latency = self.listener._metrics.latency
+        pending = self.pending
+        while True:
+            if not pending:
+                self.wakeup.clear()
+                await self.wakeup.wait()
+                continue
+            head = pending[0]
+            if head is None:
+                return
+            if not head[0].done():
+                await asyncio.wait([head[0]])
+            frames: list[bytes] = []
+            received: list[float] = []
+            while pending and (item := pending[0]) is not None and item[0].done():
+                pending.popleft()
+                self.slots.release()
+                if budget is not None:
+                    budget.release()
+                frames.append(_frame(item[0].result()))
+                received.append(item[1])
+            if self.broken:
+                continue
+            try:
+                self.writer.write(b"".join(frames))
+                await self.writer.drain()
+            except (ConnectionError, OSError):
+                # The sender hung up; it will resend what it has no ACK for.
+                self.broken = True
+                continue
+            now = time.monotonic()
+            for t in received:
+                latency.observe(now - t)
+
+
+def _frame(ack: bytes) -> bytes:
+    try:
+        return encode_frame(ack)
+    except ValueError:
+        # An echoed MSH field held block bytes (a lone 0x1C survives framing): drop them.
+        return encode_frame(ack.replace(b"\x0b", b"").replace(b"\x1c", b""))
+
+
+# -- all feeds of a process ----------------------------------------------------------------------
+
+
+class MllpService:
+    """Every feed of the `mllp` section, one shared producer, and the health endpoints."""
+
+    def __init__(
+        self,
+        cfg: MllpConfig,
+        producer: AsyncProducer | None,
+        route: Route,
+        *,
+        kafka: bool = True,
+    ) -> None:
+        self.cfg = cfg
+        self.producer = producer
+        self._budget = asyncio.Semaphore(cfg.max_in_flight_total)
+        self.listeners = [
+            MllpListener(item, producer, route, budget=self._budget, kafka=kafka)
+            for item in cfg.listeners()
+        ]
+        self._http: Any = None
+
+    def listener(self, feed: str) -> MllpListener:
+        for item in self.listeners:
+            if item.feed == feed:
+                return item
+        raise KeyError(feed)
+
+    @property
+    def http_port(self) -> int | None:
+        if self._http is None:
+            return None
+        addresses: Sequence[Any] = self._http.addresses
+        return int(addresses[0][1]) if addresses else None
+
+    async def start(self) -> None:
+        started: list[MllpListener] = []
+        try:
+            for item in self.listeners:
+                await item.start()
+                started.append(item)
+        except OSError as exc:
+            for item in started:
+                await item.stop(0.1)
+            raise OSError(
+                exc.errno, f"feed {item.feed}: cannot listen on {item.cfg.host}:{item.cfg.port}"
+            ) from exc
+        if self.cfg.metrics_port is not None:
+            from hl7bus.ops.health import start_http
+
+            self._http = await start_http(self.cfg.host, self.cfg.metrics_port, self.ready)
+
+    async def ready(self) -> bool:
+        """Ready: every feed is accepting connections and the Kafka cluster answers."""
+        if not all(item.serving for item in self.listeners):
+            return False
+        if self.producer is None:
+            return True
+        return await asyncio.to_thread(self.producer.cluster_reachable)
+
+    async def stop(self) -> None:
+        grace = self.cfg.shutdown_grace_s
+        await asyncio.gather(*(item.stop(grace) for item in self.listeners))
+        if self._http is not None:
+            await self._http.cleanup()
+            self._http = None
+
+    def describe(self) -> list[str]:
+        """One line per feed, for the console: where it listens and how."""
+        lines = []
+        for item in self.listeners:
+            cfg = item.cfg
+            tls = "plain TCP"
+            if cfg.tls is not None:
+                tls = "TLS" if cfg.tls.client_cert_mode == "none" else "mutual TLS"
+                if cfg.tls.client_cert_mode == "optional":
+                    tls += " (client certificate optional)"
+            lines.append(f"feed {cfg.feed}: {cfg.host}:{item.port} ({tls})")
+        return lines

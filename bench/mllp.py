@@ -1,0 +1,313 @@
+"""``hl7bus bench mllp``: the MLLP listener's throughput and ACK latency, with and without Kafka.
+
+Workload: ~2 KB ORU^R01 messages (the sample feed's ORU^R01, padded with its own OBX segments),
+distinct MSH-10 each, sent by the project's MLLP client with ``window`` unacknowledged messages
+per connection (default 1: the classic send-and-wait interface engine).
+
+Contenders, measured in the same run, on the same listener code, alternating per step:
+
+* ``kafka`` -- the listener as deployed: each message is produced to hl7.raw on a real local
+  broker (started here, in a temp dir) with acks=all and idempotence, and ACKed after the
+  delivery report;
+* ``no_kafka`` -- the same listener with its benchmark-only switch (``MllpListener(...,
+  kafka=False)``): it decodes, parses, builds and encodes the envelope and answers AA without
+  producing. The ratio between the two is the cost of durability.
+
+Steps: 1, 8 and 32 connections as fast as the ACKs allow (throughput, ACK latency p50/p99 as
+the sender sees it), then a fixed offered rate (default 1,000 messages/s) for the p99 ACK latency
+under a steady load. The sender runs in a separate process so it does not share the listener's
+event loop. Machines are shared and noisy: read the ratios, not the absolute figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import cProfile
+import io
+import multiprocessing
+import os
+import platform
+import pstats
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+TARGET_MESSAGE_BYTES = 2048
+TARGET_THROUGHPUT_32 = 5000.0
+TARGET_P99_AT_RATE_MS = 25.0
+
+
+# -- the workload --------------------------------------------------------------------------------
+
+
+@cache
+def _templates() -> tuple[str, ...]:
+    """ORU^R01 texts of ~2 KB: the sample feed's, OBX/NTE segments cycled to reach the size."""
+    from hl7bus.hl7v2 import parse_batch
+    from hl7bus.ops.demo_run import sample_feed_path
+
+    out = []
+    for message in parse_batch(sample_feed_path().read_bytes()):
+        if message.message_type != "ORU^R01":
+            continue
+        segments = message.to_er7().split("\r")[:-1]
+        results = [s for s in segments if s[:3] in ("OBX", "NTE")]
+        if not results:
+            continue
+        body = list(segments)
+        i = 0
+        while len(("\r".join(body) + "\r").encode("utf-8")) < TARGET_MESSAGE_BYTES:
+            body.append(results[i % len(results)])
+            i += 1
+        out.append("\r".join(body) + "\r")
+    if not out:
+        raise RuntimeError("the sample feed has no ORU^R01 with results")
+    return tuple(out)
+
+
+def corpus(count: int, tag: str) -> list[bytes]:
+    """``count`` messages with MSH-10 = TAG + a sequence number."""
+    from hl7bus.hl7v2 import parse
+
+    templates = _templates()
+    out = []
+    for i in range(count):
+        message = parse(templates[i % len(templates)])
+        message.set("MSH-10", f"{tag}{i:07d}")
+        out.append(message.to_bytes())
+    return out
+
+
+# -- the sender (runs in a child process) --------------------------------------------------------
+
+
+def _send_job(
+    port: int, count: int, connections: int, window: int, rate: float | None, tag: str
+) -> dict[str, Any]:
+    from hl7bus.connectors.mllp.client import send_many, summarize
+
+    messages = corpus(count, tag)
+    started = time.perf_counter()
+    results = asyncio.run(
+        send_many(
+            "127.0.0.1",
+            port,
+            messages,
+            connections=connections,
+            window=window,
+            rate=rate,
+            ack_timeout=60,
+        )
+    )
+    elapsed = time.perf_counter() - started
+    summary = summarize(results)
+    return {
+        "messages": summary.total,
+        "accepted": summary.accepted,
+        "by_code": summary.by_code,
+        "errors": summary.errors,
+        "elapsed_s": round(elapsed, 3),
+        "messages_per_s": round(summary.total / elapsed, 1),
+        "ack_p50_ms": _ms(summary.latency_p50_s),
+        "ack_p99_ms": _ms(summary.latency_p99_s),
+        "ack_max_ms": _ms(summary.latency_max_s),
+        "mean_bytes": round(sum(map(len, messages)) / len(messages)),
+    }
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 2)
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+
+class _Bench:
+    def __init__(self, bootstrap: str, pool: concurrent.futures.Executor) -> None:
+        from hl7bus.connectors.envelope import Route
+        from hl7bus.ops import kafka_clients, topics
+        from hl7bus.ops.kafka_clients import KafkaConfig
+
+        self.kafka_cfg = KafkaConfig()
+        catalog = topics.TopicCatalog.load(
+            topics.TopicsConfig(prefix=f"bench-{uuid.uuid4().hex[:8]}.")
+        )
+        topics.apply(kafka_clients.admin_client(self.kafka_cfg, bootstrap), catalog, 1)
+        self.route = Route(catalog.name(topics.RAW), catalog.name(topics.DLQ))
+        self.producer = kafka_clients.AsyncProducer(
+            kafka_clients.producer_config(self.kafka_cfg, bootstrap)
+        )
+        self.pool = pool
+        self.runs = 0
+
+    async def measure(
+        self,
+        kafka: bool,
+        count: int,
+        connections: int,
+        window: int,
+        rate: float | None = None,
+        profiler: cProfile.Profile | None = None,
+    ) -> dict[str, Any]:
+        from hl7bus.connectors.mllp.server import MllpConfig, MllpListener
+
+        cfg = MllpConfig(port=0, feed="bench", metrics_port=None, max_in_flight=max(window, 1))
+        listener = MllpListener(cfg, self.producer, self.route, kafka=kafka)
+        await listener.start()
+        self.runs += 1
+        loop = asyncio.get_running_loop()
+        try:
+            if profiler is not None:
+                profiler.enable()
+            result: dict[str, Any] = await loop.run_in_executor(
+                self.pool,
+                _send_job,
+                listener.port,
+                count,
+                connections,
+                window,
+                rate,
+                f"B{self.runs:03d}",
+            )
+        finally:
+            if profiler is not None:
+                profiler.disable()
+            await listener.stop(5)
+        return result
+
+    def close(self) -> None:
+        self.producer.close(10)
+
+
+def _pair(kafka: dict[str, Any], no_kafka: dict[str, Any]) -> dict[str, Any]:
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return round(a / b, 3) if a and b else None
+
+    return {
+        "kafka": kafka,
+        "no_kafka": no_kafka,
+        "throughput_ratio_kafka_to_no_kafka": ratio(
+            kafka["messages_per_s"], no_kafka["messages_per_s"]
+        ),
+        "p50_ratio_kafka_to_no_kafka": ratio(kafka["ack_p50_ms"], no_kafka["ack_p50_ms"]),
+        "p99_ratio_kafka_to_no_kafka": ratio(kafka["ack_p99_ms"], no_kafka["ack_p99_ms"]),
+    }
+
+
+async def _run(
+    bench: _Bench,
+    messages: int,
+    connections: Sequence[int],
+    window: int,
+    rate: float,
+    rate_seconds: float,
+    profile: bool,
+) -> dict[str, Any]:
+    # Warm-up: broker metadata, producer connection, the sender process's imports.
+    await bench.measure(True, 200, 4, window)
+    await bench.measure(False, 200, 4, window)
+    steps = []
+    for n in connections:
+        kafka = await bench.measure(True, messages, n, window)
+        no_kafka = await bench.measure(False, messages, n, window)
+        steps.append({"connections": n, "window": window, **_pair(kafka, no_kafka)})
+    rate_count = max(1, round(rate * rate_seconds))
+    rate_connections, rate_window = 4, 16
+    kafka = await bench.measure(True, rate_count, rate_connections, rate_window, rate)
+    no_kafka = await bench.measure(False, rate_count, rate_connections, rate_window, rate)
+    result: dict[str, Any] = {
+        "throughput": steps,
+        "offered_rate": {
+            "offered_per_s": rate,
+            "connections": rate_connections,
+            "window": rate_window,
+            **_pair(kafka, no_kafka),
+        },
+    }
+    if profile:
+        profiler = cProfile.Profile()
+        n = max(connections)
+        await bench.measure(True, messages, n, window, profiler=profiler)
+        out = io.StringIO()
+        stats = pstats.Stats(profiler, stream=out)
+        stats.sort_stats("tottime").print_stats(25)
+        result["profile_kafka_tottime_top25"] = out.getvalue()
+    return result
+
+
+def run(
+    messages: int = 3000,
+    connections: Sequence[int] = (1, 8, 32),
+    *,
+    window: int = 1,
+    rate: float = 1000.0,
+    rate_seconds: float = 5.0,
+    profile: bool = False,
+) -> dict[str, Any]:
+    """Start a broker, run every step for both contenders, return the JSON-ready result."""
+    from hl7bus.ops.local_kafka import kafka_version, temporary_broker
+
+    data = Path(tempfile.mkdtemp(prefix="hl7bus-bench-mllp-"))
+    started = time.perf_counter()
+    try:
+        with (
+            temporary_broker(data, name="bench-mllp") as broker,
+            concurrent.futures.ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn")
+            ) as pool,
+        ):
+            bench = _Bench(broker.bootstrap, pool)
+            try:
+                body = asyncio.run(
+                    _run(bench, messages, connections, window, rate, rate_seconds, profile)
+                )
+            finally:
+                bench.close()
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+    steps = body["throughput"]
+    widest = max(steps, key=lambda s: s["connections"])
+    at_rate = body["offered_rate"]["kafka"]
+    return {
+        "benchmark": "mllp",
+        "command": (
+            f"hl7bus bench mllp --messages {messages} "
+            f"--connections {','.join(map(str, connections))} --window {window} --rate {rate:g}"
+        ),
+        "workload": {
+            "message_type": "ORU^R01",
+            "mean_message_bytes": steps[0]["kafka"]["mean_bytes"],
+            "messages_per_step": messages,
+            "sender": "hl7bus MLLP client in a separate process",
+        },
+        "peer": "no_kafka: the same listener answering AA without producing (kafka=False)",
+        "kafka": {
+            "version": kafka_version(),
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": bench.kafka_cfg.linger_ms,
+            "brokers": 1,
+        },
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(terse=True),
+        },
+        **body,
+        "targets": {
+            "throughput_at_32_connections_min_per_s": TARGET_THROUGHPUT_32,
+            "throughput_at_widest_step_per_s": widest["kafka"]["messages_per_s"],
+            "throughput_met": widest["connections"] >= 32
+            and widest["kafka"]["messages_per_s"] >= TARGET_THROUGHPUT_32,
+            "p99_at_offered_rate_max_ms": TARGET_P99_AT_RATE_MS,
+            "p99_at_offered_rate_ms": at_rate["ack_p99_ms"],
+            "p99_met": (at_rate["ack_p99_ms"] or 1e9) <= TARGET_P99_AT_RATE_MS,
+        },
+        "elapsed_s": round(time.perf_counter() - started, 1),
+    }

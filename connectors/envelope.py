@@ -1,0 +1,96 @@
+"""The RawMessage envelope, built the same way by every source (MLLP listener, file source).
+
+Pure: bytes in, the envelope record (and the parsed message, or why there is none) out. The
+sources own the I/O: where the record goes (hl7.raw keyed by patient key, or hl7.dlq keyed by
+feed with reason headers) and what the sender is told.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from hl7bus.hl7v2 import Hl7CharsetError, Hl7ParseError, Message, decode_bytes, parse
+from hl7bus.schemas import codec
+from hl7bus.schemas.keys import patient_key
+
+__all__ = ["Built", "Route", "build_envelope", "dlq_headers", "raw_headers"]
+
+
+@dataclass(frozen=True)
+class Route:
+    """The topic names a source writes to (resolved from the catalog by the caller)."""
+
+    raw_topic: str
+    dlq_topic: str
+
+
+@dataclass(frozen=True)
+class Built:
+    """One envelope. ``message`` is None when the bytes could not be decoded or parsed; then
+    ``reason`` is "charset" or "parse" and ``error`` says why (PHI-free, DESIGN §5)."""
+
+    record: dict[str, Any]
+    message: Message | None
+    reason: str | None = None
+    error: Hl7ParseError | None = None
+
+    @property
+    def key(self) -> bytes | None:
+        """The hl7.raw Kafka key: the patient key, or None without one."""
+        value = self.record.get("patient_key")
+        return value.encode("utf-8") if isinstance(value, str) else None
+
+
+def build_envelope(
+    raw: bytes,
+    *,
+    feed: str,
+    peer: str,
+    charset: str | None = None,
+    fallback: str | None = None,
+    received_at: datetime | None = None,
+) -> Built:
+    """Decode and parse ``raw`` and return its RawMessage envelope.
+
+    ``raw`` is stored exactly as given. ``charset`` overrides MSH-18, ``fallback`` is tried
+    when the declared charset cannot decode the bytes (as :func:`decode_bytes`).
+    """
+    record: dict[str, Any] = {
+        "feed": feed,
+        "received_at": received_at or datetime.now(UTC),
+        "peer": peer,
+        "raw": raw,
+    }
+    try:
+        text, codec_name = decode_bytes(raw, charset=charset, fallback=fallback)
+        message = parse(text, charset=codec_name)
+    except Hl7ParseError as exc:
+        reason = "charset" if isinstance(exc, Hl7CharsetError) else "parse"
+        return Built(record, None, reason, exc)
+    record.update(
+        charset=codec_name,
+        control_id=message.control_id,
+        message_type=message.message_type,
+        patient_key=patient_key(feed, message),
+    )
+    return Built(record, message)
+
+
+def raw_headers() -> list[tuple[str, bytes]]:
+    """Headers of an hl7.raw record."""
+    return [(codec.EVENT_TYPE_HEADER, b"RawMessage")]
+
+
+def dlq_headers(stage: str, reason: str, detail: str | None = None) -> list[tuple[str, bytes]]:
+    """Headers of an hl7.dlq record: stage and reason code, plus an optional PHI-free detail
+    (an :class:`Hl7ParseError`'s text names what and where, never values)."""
+    headers = [
+        (codec.EVENT_TYPE_HEADER, b"RawMessage"),
+        ("hl7bus.stage", stage.encode()),
+        ("hl7bus.reason", reason.encode()),
+    ]
+    if detail:
+        headers.append(("hl7bus.detail", detail[:500].encode("utf-8", "replace")))
+    return headers

@@ -1,0 +1,193 @@
+"""What every mapper shares: the Event, the per-message Context and small field readers (pure).
+
+A mapper is a function Context -> list[Event]; streams/parse.py picks mappers by message type
+from streams/routing.yaml.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from hl7bus.hl7v2 import HL7_NULL, Message, Segment
+from hl7bus.schemas import codec
+from hl7bus.schemas.keys import event_id, join_key, patient_key
+from hl7bus.streams.normalize import Instant, read_dtm, to_utc
+from hl7bus.streams.terminology import Terminology
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # the Avro record name: Patient, Observation, ...
+    key: str | None  # patient key; the Kafka key
+    record: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Routing:
+    """streams/routing.yaml: message type -> mapper names, and the small code tables of ADT."""
+
+    messages: dict[str, list[str]]
+    encounter_actions: dict[str, str]
+    immunization_messages: frozenset[str]
+
+    def mappers_for(self, message_type: str) -> list[str] | None:
+        found = self.messages.get(message_type)
+        if found is None:
+            found = self.messages.get(message_type.split("^", 1)[0])
+        return found
+
+
+@cache
+def default_routing() -> Routing:
+    text = resources.files(__package__).joinpath("routing.yaml").read_text("utf-8")
+    data = yaml.safe_load(text)
+    return Routing(
+        messages={k: list(v) for k, v in data["messages"].items()},
+        encounter_actions=dict(data["encounter_actions"]),
+        immunization_messages=frozenset(data["immunization_messages"]),
+    )
+
+
+@dataclass
+class Context:
+    """One message being mapped, with what every event of it shares."""
+
+    message: Message
+    feed: str
+    received_at: datetime
+    zone: tzinfo
+    terms: Terminology
+    routing: Routing
+    message_type: str = field(init=False)
+    control_id: str | None = field(init=False)
+    patient_key: str | None = field(init=False)
+    message_time: Instant | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.message_type = self.message.message_type or ""
+        self.control_id = self.message.control_id
+        self.patient_key = patient_key(self.feed, self.message)
+        self.message_time = self.instant(self.message.get("MSH-7.1"))
+
+    @property
+    def trigger(self) -> str | None:
+        return self.message.get("MSH-9.2") or self.message.get("EVN-1")
+
+    def instant(self, value: str | None) -> Instant | None:
+        return read_dtm(_value(value), self.zone)
+
+    def utc(self, value: str | None) -> datetime | None:
+        return to_utc(_value(value), self.zone)
+
+    def first_instant(self, *values: str | None) -> Instant | None:
+        for value in values:
+            found = self.instant(value)
+            if found is not None:
+                return found
+        return None
+
+    def event_instant(self, *values: str | None) -> Instant | None:
+        """The first timestamp present among values, then EVN-2, then MSH-7."""
+        return self.first_instant(*values, self.message.get("EVN-2.1")) or self.message_time
+
+    def encounter_key(self) -> str | None:
+        visit = self.message.get("PV1-19.1")
+        if not visit:
+            return None
+        return join_key(self.feed, self.message.get("PV1-19.4") or "", visit)
+
+    def order_key(self, placer: str | None, filler: str | None) -> str | None:
+        if placer:
+            return join_key(self.feed, placer)
+        if filler:
+            return join_key(self.feed, "F", filler)
+        return None
+
+    def common(
+        self,
+        event_type: str,
+        position: int,
+        when: Instant | None,
+        key: str | None = None,
+    ) -> dict[str, Any]:
+        return {
+            "schema_version": 1,
+            "event_id": event_id(self.feed, self.control_id, event_type, position),
+            "patient_key": key if key is not None else self.patient_key,
+            "feed": self.feed,
+            "source_control_id": self.control_id,
+            "message_type": self.message_type,
+            "event_time": when.utc if when else None,
+            "event_time_offset": when.offset if when else None,
+            "event_time_precision": when.precision if when else None,
+            "received_at": self.received_at,
+        }
+
+    def event(self, event_type: str, record: dict[str, Any]) -> Event:
+        """The event with every field of its schema, in schema order ('' and '""' -> None)."""
+        names = field_names(event_type)
+        unknown = record.keys() - set(names)
+        if unknown:  # a mapper bug, not bad input
+            raise KeyError(f"{event_type} has no field(s) {', '.join(sorted(unknown))}")
+        clean = blank_to_none({name: record.get(name) for name in names})
+        return Event(event_type, clean["patient_key"], clean)
+
+    def coded(
+        self, segment: Segment, number: int, when: datetime | None, prefix: str = ""
+    ) -> dict[str, Any]:
+        """CWE/CE field `number` of a segment as code, text, system and its standard coding."""
+        code = segment.get(f"{number}.1")
+        system = segment.get(f"{number}.3")
+        standard = self.terms.standard(self.feed, system, code, when)
+        return {
+            f"{prefix}code": code,
+            f"{prefix}code_text": segment.get(f"{number}.2"),
+            f"{prefix}code_system": system,
+            f"{prefix}standard_code": standard.code if standard else None,
+            f"{prefix}standard_system": standard.system if standard else None,
+        }
+
+
+Mapper = Callable[[Context], list[Event]]
+
+
+@cache
+def field_names(event_type: str) -> tuple[str, ...]:
+    return tuple(f["name"] for f in codec.schema(event_type).definition["fields"])
+
+
+def _value(value: str | None) -> str | None:
+    return None if value == HL7_NULL else value
+
+
+def blank_to_none(record: dict[str, Any]) -> dict[str, Any]:
+    """'' and the HL7 null '""' are 'no value' in an event."""
+    return {k: (None if v in ("", HL7_NULL) else v) for k, v in record.items()}
+
+
+def repetitions(message: Message, segment: Segment, number: int) -> int:
+    """How many repetitions field `number` of a segment has (0 when empty)."""
+    fields = segment.fields
+    if number >= len(fields) or not fields[number]:
+        return 0
+    rs = message.encoding.repetition
+    return fields[number].count(rs) + 1 if rs else 1
+
+
+def as_int(value: str | None) -> int | None:
+    if not value:
+        return None
+    text = value.strip()
+    return int(text) if text.isdigit() else None
+
+
+def joined(parts: list[str | None], separator: str = "\n") -> str | None:
+    kept = [p for p in parts if p]
+    return separator.join(kept) if kept else None
