@@ -1,0 +1,587 @@
+"""The pattern step of :mod:`hl7bus.streams.scrub`: identifiers any text may contain.
+
+One regex, compiled once per :class:`ScrubOptions`, scanned once per text. Built for speed in
+CPython's ``re``: every top-level alternative starts with a literal or a character class (so the
+engine skips it with one C check at positions where it cannot start), lookbehinds come after that
+first character, no alternative is wrapped in a group (an empty marker group at its *end* names
+it), and no ``IGNORECASE`` (letters are written ``[Mm]``; a case-insensitive class over Hangul
+would cost milliseconds to compile and slow every match). Candidates that need more than a regex
+(a real calendar date, a valid IP address) are checked in Python on the match only.
+
+Two passes: network identifiers (e-mail, URL, IPv6) only when the text has their marks, then the
+main pass. Order of alternatives decides between matches starting at the same character: IPv4,
+RRN, phone numbers, US SSN, dates, ages, labelled ids, labelled postal codes, long numbers.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+from enum import StrEnum
+from functools import lru_cache
+
+__all__ = ["Kind", "ScrubOptions", "apply_patterns"]
+
+
+class Kind(StrEnum):
+    """What a replacement removed; the keys of ``ScrubResult.replacements``."""
+
+    NAME = "NAME"
+    ID = "ID"
+    RRN = "RRN"
+    PHONE = "PHONE"
+    EMAIL = "EMAIL"
+    URL = "URL"
+    IP = "IP"
+    DATE = "DATE"
+    ADDRESS = "ADDRESS"
+    AGE = "AGE"
+
+
+PLACEHOLDERS: dict[Kind, str] = {k: f"[{k.value}]" for k in Kind}
+PLACEHOLDERS[Kind.AGE] = "[AGE 90+]"
+
+
+@dataclass(frozen=True)
+class ScrubOptions:
+    """Pattern settings (the identifier step has none)."""
+
+    #: Any run of at least this many digits that is not a date or part of a decimal -> ``[ID]``
+    #: (MRNs, accession and insurance numbers). None: only labelled numbers are removed.
+    long_number_digits: int | None = 8
+    #: Digits needed after an MRN label (``MRN``, ``등록번호``, ``병록번호``, ``ID``, ...).
+    labelled_id_digits: int = 6
+
+    def __post_init__(self) -> None:
+        if self.long_number_digits is not None and self.long_number_digits < 5:
+            raise ValueError("long_number_digits must be at least 5 (or None)")
+        if self.labelled_id_digits < 3:
+            raise ValueError("labelled_id_digits must be at least 3")
+
+
+# -- building blocks --------------------------------------------------------------------------
+
+
+def ci(text: str) -> str:
+    """A regex matching ``text`` with ASCII letters in either case; a space matches 0-1 spaces."""
+    out = []
+    for ch in text:
+        if ch == " ":
+            out.append(r"\s?")
+        elif ch.isascii() and ch.isalpha():
+            out.append(f"[{ch.upper()}{ch.lower()}]")
+        else:
+            out.append(re.escape(ch))
+    return "".join(out)
+
+
+def _ci_rx(rx: str) -> str:
+    """A regex with its ASCII letters made case-insensitive (``ay`` -> ``[Aa][Yy]``)."""
+    return re.sub("[A-Za-z]", lambda m: f"[{m[0].upper()}{m[0].lower()}]", rx)
+
+
+def _cases(text: str) -> str:
+    """The first characters that start ``text``: both cases of an ASCII letter."""
+    return text + text.swapcase() if text.isascii() and text.isalpha() else text
+
+
+_DIGITS_STR = "0123456789"
+_MM = "(?:0[1-9]|1[0-2])"
+_DD = "(?:0[1-9]|[12][0-9]|3[01])"
+_M = "(?:1[0-2]|0?[1-9])"
+_DAY = "(?:3[01]|[12][0-9]|0?[1-9])"
+_YEAR_REST = {"1": "9[0-9]{2}", "2": "0[0-9]{2}"}  # 19xx and 20xx after the first digit
+_Y4 = "(?:19|20)[0-9]{2}"
+_TIME = "(?:(?:[01][0-9]|2[0-3])[0-5][0-9](?:[0-5][0-9](?:\\.[0-9]{1,4})?)?)?"
+_URL_CHARS = r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]"
+_URL_END = r"[A-Za-z0-9\-_~/#=&%+]"
+_TLD_LIST = "com net org edu gov mil int info biz kr io me us uk jp cn de fr ca au"
+_TLDS = "(?:" + "|".join(ci(t) for t in _TLD_LIST.split(" ")) + ")"
+_MONTHS = (
+    "january", "february", "march", "april", "may", "june", "july", "august", "september",
+    "october", "november", "december",
+)  # fmt: skip
+_MONTH_RX = {
+    "january": "an(?:uary)?", "february": "eb(?:ruary)?", "march": "ar(?:ch)?",
+    "april": "pr(?:il)?", "may": "ay", "june": "une?", "july": "uly?", "august": "ug(?:ust)?",
+    "september": "ep(?:t(?:ember)?)?", "october": "ct(?:ober)?", "november": "ov(?:ember)?",
+    "december": "ec(?:ember)?",
+}  # fmt: skip
+_ANY_MONTH = "(?:" + "|".join(ci(m[0]) + _ci_rx(r) for m, r in _MONTH_RX.items()) + ")"
+_ORDINAL = "(?:st|nd|rd|th)?"
+_AGE_NUMBER = "(?:9[0-9]|1[0-4][0-9])"
+_AGE_TAIL = (
+    r"(?:\s?(?:세|살)"
+    rf"|\s?-?\s?(?:{ci('years')}|{ci('year')}|{ci('yrs')}|{ci('yr')})(?:[\s\-]?{ci('old')}"
+    rf"|\s+{ci('of')}\s+{ci('age')})"
+    rf"|\s?(?:{ci('y/o')}|{ci('yo')}|{ci('y.o.')})(?![A-Za-z])"
+    r"|\s?/\s?[MFmf남여](?![A-Za-z]))"
+)
+_SEP = r"[\s.\-]?"
+_HYPHENS = "\\-\u2010\u2011\u2013"
+
+_ID_LABELS = (
+    "MRN", "MR No", "MR #", "Chart No", "Chart #", "Chart number", "Medical record No",
+    "Medical record number", "Hospital No", "Hospital number", "Patient ID", "Pt ID", "Pt. ID",
+    "ID", "등록번호", "병록번호", "환자번호", "차트번호", "의무기록번호", "진료번호", "환자 ID",
+)  # fmt: skip
+_PHONE_LABELS = (
+    "연락처", "전화번호", "전화", "휴대폰", "휴대전화", "핸드폰", "폰번호", "팩스", "HP", "H.P.",
+    "Tel", "Tel.", "Phone", "Mobile", "Cell", "Fax",
+)  # fmt: skip
+_ZIP_LABELS = ("우편번호", "우편", "(우)", "우)", "ZIP", "ZIP code", "Postal code", "Postcode")
+
+
+@dataclass(frozen=True)
+class _Alt:
+    """One alternative: a literal character of ``first``, then the one-character regex
+    ``second``, then ``rest``; it may not start right after a character of class ``not_after``.
+    ``{g}`` in ``rest`` becomes a unique group-name prefix; a group ``{g}v`` is the value (the
+    text before it is a label that stays)."""
+
+    key: str
+    first: str
+    second: str
+    rest: str
+    not_after: str | None = None
+
+
+def _alternatives(options: ScrubOptions) -> list[_Alt]:
+    """The main pass, in priority order (first wins between matches at the same character).
+
+    Each alternative is written as first character, second character, rest, so that the
+    engine can reject it with one C comparison per character (see ``_compiled``)."""
+    alts: list[_Alt] = []
+
+    def add(key: str, first: str, second: str, rest: str, not_after: str | None = None) -> None:
+        alts.append(_Alt(key, first, second, rest, not_after))
+
+    d, dd = _DIGITS_STR, "[0-9]"
+    ip_end = r"(?![0-9]|\.[0-9])"
+    add("ipv4", d, dd, r"[0-9]?\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}" + ip_end, "[0-9.]")
+    add("ipv4", d, r"\.", r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}" + ip_end, "[0-9.]")
+    # RRN: YYMMDD, a hyphen and 7 digits (or the masked 1****** / *******); without the hyphen
+    # (or with a space) the 13 digits need a real date for the century of the gender digit.
+    mmdd = f"{_MM}{_DD}"
+    add(
+        "rrn",
+        d,
+        dd,
+        mmdd + rf"\s?[{_HYPHENS}]\s?(?:[0-9]{{7}}|[0-9]\*{{6}}|\*{{7}})(?![0-9*])",
+        "[0-9]",
+    )
+    add("rrn_plain", d, dd, mmdd + r"\s?[0-9]{7}(?![0-9])", "[0-9]")
+    # Korean phones: mobile 010/011/016-019, Seoul 02, regional 0NN, VoIP 070, safe 050x, 080.
+    local = rf"{_SEP}[0-9]{{3,4}}{_SEP}[0-9]{{4}}(?![0-9])"
+    areas = {"1": "[016789]", "2": "", "3": "[1-3]", "4": "[1-4]", "5": "(?:[1-5]|0[2-8]?)",
+             "6": "[1-4]", "7": "0", "8": "0"}  # fmt: skip
+    for second, tail in areas.items():
+        add("phone", "0", second, tail + r"\)?" + local, "[0-9]")
+    area = "(?:1[016789]|2|3[1-3]|4[1-4]|5[1-5]|6[1-4]|70|50[2-8]?|80)"
+    add("phone", "(", "0", area + r"\)" + local)
+    add("phone", "+", "8", rf"2{_SEP}(?:\(0\)\s?)?\(?{area}\)?" + local)
+    add("phone", "+", r"\s", rf"82{_SEP}(?:\(0\)\s?)?\(?{area}\)?" + local)
+    add("phone", "0", "0", rf"\s?82{_SEP}(?:\(0\)\s?)?\(?{area}\)?" + local, "[0-9]")
+    add(
+        "phone_intl",
+        "+",
+        "[1-9]",
+        r"[0-9]{0,2}(?:[\s.\-]?\(?[0-9]{1,4}\)?){2,5}(?![0-9]|[.,][0-9])",
+    )
+    us_tail = r"[2-9][0-9]{2}[\s.\-][0-9]{4}(?![0-9]|-[0-9])"
+    add("phone", "23456789", dd, r"[0-9][\s.\-]" + us_tail, r"[0-9\-.]")
+    add("phone", "(", "[2-9]", r"[0-9]{2}\)\s?" + us_tail)
+    add(
+        "ssn",
+        "012345678",
+        dd,
+        r"[0-9](?P<{g}a>[\s\-])[0-9]{2}(?P={g}a)[0-9]{4}(?![0-9]|-[0-9])",
+        r"[0-9\-]",
+    )
+    # Dates, years 1900-2099.
+    for first, second in (("1", "9"), ("2", "0")):
+        y = "[0-9]{2}"
+        add("date_compact", first, second, y + f"{_MM}{_DD}{_TIME}(?![0-9])", "[0-9]")
+        for sep in (r"\.", "-", "/"):
+            # 2026. 11. 27. (Korean style): the final dot belongs to the date
+            end = r"(?:(?<=\.\s[0-9])\.|(?<=\.\s[0-9]{2})\.)?" if sep == r"\." else ""
+            add(
+                "date_sep",
+                first,
+                second,
+                y + rf"(?P<{{g}}s>\s?{sep}\s?){_M}(?P={{g}}s){_DAY}(?![0-9]){end}",
+                "[0-9.]",
+            )
+        add("date_kr", first, second, y + rf"\s*년\s*{_M}\s*월\s*{_DAY}\s*일", "[0-9]")
+        add("date_partial", first, second, y + rf"\s*년\s*{_M}\s*월(?!\s*[0-9])", "[0-9]")
+    day_month = rf"\s*월\s*{_DAY}\s*일"
+    add("date_partial", d, dd, day_month, "[0-9]")
+    add("date_partial", d, "월", rf"\s*{_DAY}\s*일", "[0-9]")
+    add("date_partial", d, r"\s", day_month, "[0-9]")
+    for sep in (r"\.", "/", "-"):
+        dmy = rf"[0-3]?[0-9]{sep}{_Y4}(?![0-9])"
+        add("date_dmy", "0123", dd, sep + dmy, r"[0-9./\-]")
+        add("date_dmy", d, sep, dmy, r"[0-9./\-]")
+    for name, rx in _MONTH_RX.items():
+        second, tail = _ci_rx(rx[0]), _ci_rx(rx[1:])
+        rest = tail + rf"\.?(?:\s+{_DAY}{_ORDINAL},?)?\s+{_Y4}(?![0-9])"
+        add("date_en", _cases(name[0]), second, rest, "[A-Za-z]")
+    months_year = rf"{_ANY_MONTH}\.?,?\s+{_Y4}(?![0-9])"
+    add("date_en", "0123", dd, rf"{_ORDINAL}\s+{months_year}", "[0-9]")
+    add("date_en", d, r"\s", rf"\s*{months_year}", "[0-9]")
+    add("date_en", d, "[sSnNrRtT]", rf"[tTdDhH]\s+{months_year}", "[0-9]")
+    add("date_yy", d, dd, rf"\.{_MM}\.{_DD}(?![0-9]|\.[0-9])", "[0-9.]")
+    # Ages over 89.
+    add("age", "만", r"\s", rf"{_AGE_NUMBER}\s?(?:세|살)")
+    add("age", "만", "9", r"[0-9]\s?(?:세|살)")
+    add("age", "만", "1", r"[0-4][0-9]\s?(?:세|살)")
+    add("age", "9", dd, _AGE_TAIL, "[0-9.]")
+    add("age", "1", "[0-4]", "[0-9]" + _AGE_TAIL, "[0-9.]")
+    add(
+        "age",
+        "Aa",
+        "[Gg]",
+        rf"[Ee][Dd]?\s*(?:of\s*)?[:=]?\s*{_AGE_NUMBER}(?![0-9])",
+        r"[A-Za-z\[]",
+    )
+    add("age", "MFmf남여", "/", rf"\s?{_AGE_NUMBER}(?![0-9])", "[A-Za-z]")
+    add("age", "MFmf남여", r"\s", rf"/\s?{_AGE_NUMBER}(?![0-9])", "[A-Za-z]")
+    # Labelled numbers: the label stays.
+    n = options.labelled_id_digits
+    for label in _ID_LABELS:
+        value = rf"(?P<{{g}}v>(?:[A-Za-z]{{1,3}}-?)?[0-9]{{{n},}}(?:-[0-9]+)*)(?![0-9])"
+        _labelled(add, "id_labelled", label, rf"\s*[:#.]?\s*(?:[Nn][Oo]\.?\s*)?{value}")
+    for label in _PHONE_LABELS:
+        value = r"(?P<{g}v>[0-9]{3,4}[\s.\-][0-9]{4})(?![0-9]|[.\-][0-9])"
+        _labelled(add, "phone_labelled", label, rf"\s*[:.)]?\s*(?:번호\s*)?{value}")
+    for label in _ZIP_LABELS:
+        value = r"(?P<{g}v>[0-9]{5}(?:-[0-9]{4})?|[0-9]{3}-[0-9]{3})(?![0-9])"
+        _labelled(add, "zip_labelled", label, rf"\s*[:.]?\s*{value}")
+    if options.long_number_digits is not None:
+        more = options.long_number_digits - 2
+        add(
+            "long_number",
+            d,
+            dd,
+            rf"(?<![0-9][.,][0-9][0-9])[0-9]{{{more},}}(?![0-9]|[.,][0-9])",
+            "[0-9]",
+        )
+    return alts
+
+
+def _labelled(
+    add: Callable[[str, str, str, str, str | None], None], key: str, label: str, tail: str
+) -> None:
+    """A labelled alternative: its label (a Latin one must start a word), then ``tail``."""
+    head = label[0]
+    latin = head.isascii() and head.isalpha()
+    add(key, _cases(head), ci(label[1]), ci(label[2:]) + tail, "[A-Za-z]" if latin else None)
+
+
+# Network identifiers, in a separate pass that runs only when the text has their marks
+# (``@``, ``://``, ``www.``, ``::``, many colons, a known top-level domain).
+_EMAIL_CHAR = r"[A-Za-z0-9._%+\-]"
+_HEX = "[0-9A-Fa-f]"
+_NET_ALTERNATIVES = (
+    (
+        "email",
+        rf"{_EMAIL_CHAR}(?<!{_EMAIL_CHAR}{_EMAIL_CHAR}){_EMAIL_CHAR}*@[A-Za-z0-9\-]+"
+        r"(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}",
+    ),
+    (
+        "url",
+        rf"(?<![A-Za-z])(?:[Hh][Tt][Tt][Pp][Ss]?|[Ff][Tt][Pp])://{_URL_CHARS}*{_URL_END}"
+        rf"|(?<![A-Za-z0-9.])[Ww][Ww][Ww]\.{_URL_CHARS}*{_URL_END}"
+        rf"|(?<![A-Za-z0-9@.\-])[A-Za-z0-9][A-Za-z0-9\-]*(?:\.[A-Za-z0-9\-]+)*\.{_TLDS}"
+        rf"(?![A-Za-z0-9\-])(?:/{_URL_CHARS}*{_URL_END})?",
+    ),
+    (
+        "ipv6",
+        rf"(?<![0-9A-Za-z:]){_HEX}{{1,4}}(?::{_HEX}{{0,4}}){{2,7}}(?![0-9A-Za-z:])"
+        rf"|(?<![0-9A-Za-z:])::{_HEX}{{1,4}}(?::{_HEX}{{1,4}}){{0,6}}(?![0-9A-Za-z:])",
+    ),
+)
+_NET = re.compile("|".join(f"(?:{rx})(?P<{key}>)" for key, rx in _NET_ALTERNATIVES))
+# Permissive on purpose (any ".xx" to ".xxxx"): the pass itself checks the domain.
+_TLD_GATE = re.compile(r"\.[A-Za-z]{2,4}(?![A-Za-z0-9\-])")
+
+
+def _net_gate(text: str) -> bool:
+    return (
+        "@" in text
+        or "://" in text
+        or "www." in text
+        or "WWW." in text
+        or "::" in text
+        or text.count(":") >= 7
+        or _TLD_GATE.search(text) is not None
+    )
+
+
+_KEY_KIND: dict[str, Kind] = {
+    "email": Kind.EMAIL,
+    "url": Kind.URL,
+    "ipv4": Kind.IP,
+    "ipv6": Kind.IP,
+    "rrn": Kind.RRN,
+    "rrn_plain": Kind.RRN,
+    "phone": Kind.PHONE,
+    "phone_intl": Kind.PHONE,
+    "phone_labelled": Kind.PHONE,
+    "ssn": Kind.ID,
+    "date_compact": Kind.DATE,
+    "date_sep": Kind.DATE,
+    "date_kr": Kind.DATE,
+    "date_partial": Kind.DATE,
+    "date_dmy": Kind.DATE,
+    "date_en": Kind.DATE,
+    "date_yy": Kind.DATE,
+    "age": Kind.AGE,
+    "id_labelled": Kind.ID,
+    "zip_labelled": Kind.ADDRESS,
+    "long_number": Kind.ID,
+}
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    regex: re.Pattern[str]
+    keys: dict[str, tuple[str, str | None]]  # marker group -> (handler key, value group)
+
+
+def _hoisted(befores: list[str]) -> str | None:
+    """A check all alternatives of one first character make, done once for them: digits never
+    start inside a number, Latin letters never inside a word."""
+    for cls in ("[0-9]", "[A-Za-z]"):
+        if all(cls[1:-1] in b for b in befores):
+            return cls
+    return None
+
+
+@lru_cache(maxsize=16)
+def _compiled(options: ScrubOptions) -> _Compiled:
+    """Group the alternatives by first character: ``c(?:rest1|rest2...)`` for each ``c``.
+
+    Every top-level alternative then starts with a literal, so ``re`` skips characters that
+    start nothing (most Hangul) in C, and tries only the few alternatives of the others."""
+    by_first: dict[str, list[str]] = {}
+    befores: dict[str, list[str]] = {}
+    keys: dict[str, tuple[str, str | None]] = {}
+    alternatives = _alternatives(options)
+    for alt in alternatives:
+        for c in alt.first:
+            befores.setdefault(c, []).append(alt.not_after or "")
+    for n, alt in enumerate(alternatives):
+        for c in alt.first:
+            g = f"g{n}_{ord(c)}_"
+            rest = alt.rest.replace("{g}", g)
+            behind = ""
+            hoisted = _hoisted(befores[c])
+            if alt.not_after and alt.not_after != hoisted:
+                behind = f"(?<!{alt.not_after}{re.escape(c)}{alt.second})"
+            by_first.setdefault(c, []).append(f"{alt.second}{behind}{rest}(?P<{g}m>)")
+            keys[f"{g}m"] = (alt.key, f"{g}v" if f"(?P<{g}v>" in rest else None)
+    parts = []
+    for c, rests in by_first.items():
+        hoisted = _hoisted(befores[c])
+        behind = f"(?<!{hoisted}{re.escape(c)})" if hoisted else ""
+        parts.append(f"{re.escape(c)}{behind}(?:{'|'.join(rests)})")
+    return _Compiled(re.compile("|".join(parts)), keys)
+
+
+# -- checks and date shifting ------------------------------------------------------------------
+
+_CENTURY = {"1": 1900, "2": 1900, "5": 1900, "6": 1900, "3": 2000, "4": 2000, "7": 2000,
+            "8": 2000, "9": 1800, "0": 1800}  # fmt: skip
+_DIGITS = re.compile("[0-9]+")
+_RRN_VALUE = re.compile(f"[0-9]{{2}}{_MM}{_DD}-?[0-9]{{7}}")
+_ALPHA = re.compile("[A-Za-z]+")
+
+
+def _valid(year: int, month: int, day: int) -> date | None:
+    try:
+        return date(year, month, day)
+    except ValueError:
+        return None
+
+
+def _plausible_rrn(s: str) -> bool:
+    """A 13-digit run without hyphen is an RRN only if YYMMDD is a real date in the century its
+    gender digit gives (1/2/5/6: 1900s, 3/4/7/8: 2000s, 9/0: 1800s)."""
+    digits = "".join(_DIGITS.findall(s))
+    year = _CENTURY[digits[6]] + int(digits[:2])
+    return _valid(year, int(digits[2:4]), int(digits[4:6])) is not None
+
+
+def _valid_ip(s: str) -> bool:
+    try:
+        ipaddress.ip_address(s)
+    except ValueError:
+        return False
+    return True
+
+
+def _valid_ssn(s: str) -> bool:
+    a, b, c = _DIGITS.findall(s)
+    return a not in ("000", "666") and b != "00" and c != "0000"
+
+
+def _pad(old: str, value: int, padded: bool) -> str:
+    """Two digits when the original had a leading zero, or two digits in a numeric format."""
+    return f"{value:02d}" if old[:1] == "0" or (padded and len(old) == 2) else str(value)
+
+
+def _month_name(month: int, like: str) -> str:
+    """The month's English name in the style of ``like`` (abbreviated or not, case)."""
+    core = like.rstrip(".")
+    full = _MONTHS[month - 1]
+    name = full[:3] if len(core) <= 3 or core.lower() == "sept" else full
+    if core.isupper():
+        return name.upper()
+    return name.capitalize() if core[:1].isupper() else name
+
+
+def _replace_spans(s: str, spans: list[tuple[int, int, str]]) -> str:
+    for a, b, new in sorted(spans, reverse=True):
+        s = s[:a] + new + s[b:]
+    return s
+
+
+def _date_of(key: str, s: str) -> tuple[date, list[tuple[int, int, str]], str] | None:
+    """Parse a date match: (date, [(start, end, kind)] of its year/month/day parts, style)."""
+    if key == "date_compact":
+        d = _valid(int(s[:4]), int(s[4:6]), int(s[6:8]))
+        return None if d is None else (d, [(0, 4, "Y"), (4, 6, "m"), (6, 8, "d")], "")
+    runs = list(_DIGITS.finditer(s))
+    if key in ("date_sep", "date_kr", "date_yy"):
+        y, m, dd = runs[0], runs[1], runs[2]
+        year = int(y.group())
+        if len(y.group()) == 2:
+            year += 2000 if year < 50 else 1900
+        d = _valid(year, int(m.group()), int(dd.group()))
+        parts = [(y.start(), y.end(), "Y" if len(y.group()) == 4 else "y")]
+        parts += [(m.start(), m.end(), "m"), (dd.start(), dd.end(), "d")]
+        return None if d is None else (d, parts, "")
+    if key == "date_dmy":
+        a, b, y = runs[0], runs[1], runs[2]
+        # US order (M/D/Y) when the first number can be a month, else D/M/Y.
+        m, dd = (a, b) if int(a.group()) <= 12 else (b, a)
+        d = _valid(int(y.group()), int(m.group()), int(dd.group()))
+        parts = [(y.start(), y.end(), "Y"), (m.start(), m.end(), "m"), (dd.start(), dd.end(), "d")]
+        return None if d is None else (d, parts, "")
+    if key == "date_en":
+        word = next(w for w in _ALPHA.finditer(s) if w.group()[:3].lower() in _MONTH_PREFIXES)
+        days = [r for r in runs if len(r.group()) <= 2]
+        years = [r for r in runs if len(r.group()) == 4]
+        if not days:
+            return None  # month and year only
+        month = _MONTH_PREFIXES[word.group()[:3].lower()]
+        d = _valid(int(years[0].group()), month, int(days[0].group()))
+        parts = [(years[0].start(), years[0].end(), "Y"), (days[0].start(), days[0].end(), "d")]
+        parts.append((word.start(), word.end(), "b"))
+        return None if d is None else (d, parts, word.group())
+    return None
+
+
+_MONTH_PREFIXES = {m[:3]: i for i, m in enumerate(_MONTHS, start=1)}
+
+
+def _shift(key: str, s: str, shift: Callable[[date], date]) -> str | None:
+    """The date text shifted and formatted like the original; None for partial or bad dates."""
+    parsed = _date_of(key, s)
+    if parsed is None:
+        return None
+    old, parts, style = parsed
+    new = shift(old)
+    padded = key not in ("date_kr", "date_en")  # 2026년 12월 7일, Dec 7: no zero
+    spans = []
+    for a, b, what in parts:
+        text = s[a:b]
+        if what == "Y":
+            spans.append((a, b, f"{new.year:04d}"))
+        elif what == "y":
+            spans.append((a, b, f"{new.year % 100:02d}"))
+        elif what == "m":
+            spans.append((a, b, _pad(text, new.month, padded)))
+        elif what == "d":
+            spans.append((a, b, _pad(text, new.day, padded)))
+        else:
+            spans.append((a, b, _month_name(new.month, style)))
+    return _replace_spans(s, spans)
+
+
+def _enough_digits(s: str) -> bool:
+    return sum(ch.isdigit() for ch in s) >= 8
+
+
+def _valid_partial(s: str) -> bool:
+    """``M월 D일`` needs a month 1-12 (the regex lets 0 and 13-99 through)."""
+    if "년" in s:
+        return True
+    month = int(_DIGITS.findall(s)[0])
+    return 1 <= month <= 12
+
+
+# Matches the regex cannot judge alone; a failed check leaves the text as it was.
+_CHECKS: dict[str, Callable[[str], bool]] = {
+    "ipv4": _valid_ip,
+    "ipv6": _valid_ip,
+    "ssn": _valid_ssn,
+    "phone_intl": _enough_digits,
+    "date_partial": _valid_partial,
+}
+
+
+def _net_pass(text: str, counts: dict[Kind, int]) -> str:
+    def replace(m: re.Match[str]) -> str:
+        key = m.lastgroup or ""
+        if key == "ipv6" and not _valid_ip(m.group()):
+            return m.group()
+        kind = _KEY_KIND[key]
+        counts[kind] = counts.get(kind, 0) + 1
+        return PLACEHOLDERS[kind]
+
+    return _NET.sub(replace, text)
+
+
+def apply_patterns(
+    text: str,
+    counts: dict[Kind, int],
+    shift_date: Callable[[date], date] | None,
+    options: ScrubOptions,
+) -> str:
+    """Replace pattern matches in ``text``, adding to ``counts``."""
+    if _net_gate(text):
+        text = _net_pass(text, counts)
+    compiled = _compiled(options)
+    keys = compiled.keys
+    long_n = options.long_number_digits
+
+    def replace(m: re.Match[str]) -> str:
+        key, value_group = keys[m.lastgroup or ""]
+        s = m.group()
+        kind = _KEY_KIND[key]
+        if key == "rrn_plain" and not _plausible_rrn(s):
+            if long_n is None or long_n > 13 or not s.isdigit():
+                return s
+            kind = Kind.ID  # a long number, not an RRN
+        elif key in _CHECKS and not _CHECKS[key](s):
+            return s
+        elif kind == Kind.DATE and shift_date is not None:
+            shifted = _shift(key, s, shift_date)
+            if shifted is not None:
+                counts[kind] = counts.get(kind, 0) + 1
+                return shifted
+        if value_group is not None:
+            cut = m.start(value_group) - m.start()
+            if key == "id_labelled" and _RRN_VALUE.fullmatch(s[cut:]) and _plausible_rrn(s[cut:]):
+                kind = Kind.RRN  # 주민등록번호 1234561234567: an RRN behind an id label
+            counts[kind] = counts.get(kind, 0) + 1
+            return s[:cut] + PLACEHOLDERS[kind]
+        counts[kind] = counts.get(kind, 0) + 1
+        return PLACEHOLDERS[kind]
+
+    return compiled.regex.sub(replace, text)
