@@ -29,7 +29,7 @@ from rich.table import Table
 
 from hl7bus.ops import kafka_clients, local_kafka, topics
 from hl7bus.ops.config import Settings
-from hl7bus.ops.sending import read_messages, send_with_progress
+from hl7bus.ops.sending import read_messages, send_and_report
 from hl7bus.schemas import codec
 
 DEMO_FEED = "demo"
@@ -157,6 +157,7 @@ def _run(
         "HL7BUS_MLLP_FEED": DEMO_FEED,
         "HL7BUS_MLLP_METRICS_PORT": str(metrics_port),
         "HL7BUS_WORKER_DATA_DIR": str(out_dir / "worker"),
+        "HL7BUS_WORKER_METRICS_PORT": str(_free_port()),
         "HL7BUS_WAREHOUSE_PATH": str(warehouse),
         # A fresh random key per demo run, held only by the worker process.
         "HL7BUS_DEID_KEY": secrets.token_hex(32),
@@ -168,7 +169,7 @@ def _run(
     console.print(f"[green]✓[/] listener on 127.0.0.1:{mllp_port}, worker and sink started")
 
     messages = read_messages([feed_file or sample_feed_path()])
-    summary = send_with_progress(console, "127.0.0.1", mllp_port, messages, window=8)
+    summary = send_and_report(console, "127.0.0.1", mllp_port, messages, window=8).summary
 
     names = {tid: catalog.name(tid) for tid in catalog.specs}
     research = [n for tid, n in names.items() if tid.startswith("research.")]

@@ -40,36 +40,6 @@ def read_messages(paths: list[Path]) -> list[bytes]:
     return messages
 
 
-def send_with_progress(
-    console: Console,
-    host: str,
-    port: int,
-    messages: list[bytes],
-    window: int = 1,
-    connections: int = 1,
-    rate: float | None = None,
-    ack_timeout: float = 30.0,
-    *,
-    ssl: ssl_module.SSLContext | None = None,
-    progress: bool = True,
-    table: bool = True,
-) -> SendSummary:
-    """Send, show a progress bar (``progress``) and the summary table (``table``)."""
-    return send_and_report(
-        console,
-        host,
-        port,
-        messages,
-        window=window,
-        connections=connections,
-        rate=rate,
-        ack_timeout=ack_timeout,
-        ssl=ssl,
-        progress=progress,
-        table=table,
-    ).summary
-
-
 @dataclass(frozen=True)
 class SendReport:
     """A send run: the ACK summary plus where it went and how long it took."""
