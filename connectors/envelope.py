@@ -15,7 +15,16 @@ from hl7bus.hl7v2 import Hl7CharsetError, Hl7ParseError, Message, decode_bytes, 
 from hl7bus.schemas import codec
 from hl7bus.schemas.keys import patient_key
 
-__all__ = ["Built", "Route", "build_envelope", "dlq_headers", "raw_headers"]
+__all__ = [
+    "SIZE_HEADER",
+    "Built",
+    "Route",
+    "build_envelope",
+    "dlq_headers",
+    "header_fields",
+    "msh_segment",
+    "raw_headers",
+]
 
 
 @dataclass(frozen=True)
@@ -78,14 +87,46 @@ def build_envelope(
     return Built(record, message)
 
 
+def msh_segment(raw: bytes) -> bytes:
+    """The first segment of ``raw`` with its terminator (CR or LF), or ``b""`` when ``raw`` -- a
+    frame's head -- ends before that segment does: a cut MSH would echo a cut MSH-10."""
+    cr, lf = raw.find(b"\r"), raw.find(b"\n")
+    ends = [i for i in (cr, lf) if i >= 0]
+    return raw[: min(ends) + 1] if ends else b""
+
+
+def header_fields(
+    raw: bytes, *, charset: str | None = None, fallback: str | None = None
+) -> dict[str, Any]:
+    """``control_id`` and ``message_type`` of the MSH that starts ``raw`` (a frame's head, for a
+    DLQ record of a message kept only in part); empty when that MSH cannot be read."""
+    msh = msh_segment(raw)
+    if not msh.startswith(b"MSH"):
+        return {}
+    try:
+        text, codec_name = decode_bytes(msh, charset=charset, fallback=fallback)
+        message = parse(text, charset=codec_name)
+    except Hl7ParseError:
+        return {}
+    return {"control_id": message.control_id, "message_type": message.message_type}
+
+
 def raw_headers() -> list[tuple[str, bytes]]:
     """Headers of an hl7.raw record."""
     return [(codec.EVENT_TYPE_HEADER, b"RawMessage")]
 
 
-def dlq_headers(stage: str, reason: str, detail: str | None = None) -> list[tuple[str, bytes]]:
+SIZE_HEADER = "hl7bus.size_bytes"
+
+
+def dlq_headers(
+    stage: str, reason: str, detail: str | None = None, *, size_bytes: int | None = None
+) -> list[tuple[str, bytes]]:
     """Headers of an hl7.dlq record: stage and reason code, plus an optional PHI-free detail
-    (an :class:`Hl7ParseError`'s text names what and where, never values)."""
+    (an :class:`Hl7ParseError`'s text names what and where, never values).
+
+    ``size_bytes`` is the size of the message as received, for records that keep only part of
+    it (an oversize frame keeps its head): ``hl7bus.size_bytes``, decimal ASCII."""
     headers = [
         (codec.EVENT_TYPE_HEADER, b"RawMessage"),
         ("hl7bus.stage", stage.encode()),
@@ -93,4 +134,6 @@ def dlq_headers(stage: str, reason: str, detail: str | None = None) -> list[tupl
     ]
     if detail:
         headers.append(("hl7bus.detail", detail[:500].encode("utf-8", "replace")))
+    if size_bytes is not None:
+        headers.append((SIZE_HEADER, str(size_bytes).encode("ascii")))
     return headers

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -98,15 +99,57 @@ class DeliveryError(RuntimeError):
 Headers = Sequence[tuple[str, bytes]]
 
 
+class _Mailbox:
+    """Delivery reports bound for one event loop, handed over with one wake-up per batch.
+
+    Callbacks run on whichever thread serves librdkafka (the poller, or a caller of flush()).
+    Each appends its report; only the first one after a drain wakes the loop
+    (``call_soon_threadsafe``, a self-pipe write), so one ``poll()`` that serves 200 reports
+    costs one wake-up, not 200. The drain clears the flag *before* it empties the queue: a report
+    appended meanwhile is either taken by this drain or schedules the next one.
+    """
+
+    __slots__ = ("loop", "reports", "scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.reports: deque[tuple[asyncio.Future[Any], Any, bool]] = deque()
+        self.scheduled = False
+
+    def post(self, future: asyncio.Future[Any], value: Any, failed: bool) -> None:
+        self.reports.append((future, value, failed))
+        if not self.scheduled:
+            self.scheduled = True
+            try:
+                self.loop.call_soon_threadsafe(self.drain)
+            except RuntimeError:  # the loop is closed: nobody waits for these futures
+                self.scheduled = False
+
+    def drain(self) -> None:
+        self.scheduled = False
+        reports = self.reports
+        while reports:
+            future, value, failed = reports.popleft()
+            if future.done():  # cancelled by its waiter
+                continue
+            if failed:
+                future.set_exception(value)
+            else:
+                future.set_result(value)
+
+
 class AsyncProducer:
     """A plain librdkafka Producer whose delivery reports resolve asyncio futures.
 
     confluent-kafka's own AIOProducer rejects headers, so the callbacks of the plain producer are
-    bridged with call_soon_threadsafe; one thread polls for them.
+    bridged to the event loop; one thread polls for them, and the reports of one poll reach the
+    loop in one wake-up (:class:`_Mailbox`).
     """
 
     def __init__(self, config: dict[str, Any]) -> None:
         self._producer = Producer(config)
+        self._mailboxes: dict[asyncio.AbstractEventLoop, _Mailbox] = {}
+        self._mailboxes_lock = threading.Lock()
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._poll_loop, name="kafka-poll", daemon=True)
         self._poller.start()
@@ -115,20 +158,29 @@ class AsyncProducer:
         while not self._stop.is_set():
             self._producer.poll(0.05)
 
+    def _mailbox(self, loop: asyncio.AbstractEventLoop) -> _Mailbox:
+        box = self._mailboxes.get(loop)
+        if box is None:
+            with self._mailboxes_lock:
+                # A producer may outlive event loops (tests run several): forget closed ones.
+                for old in [old for old in self._mailboxes if old.is_closed()]:
+                    del self._mailboxes[old]
+                box = self._mailboxes.setdefault(loop, _Mailbox(loop))
+        return box
+
     async def send(
         self, topic: str, value: bytes, key: bytes | None = None, headers: Headers = ()
     ) -> tuple[int, int]:
         """Write one record; return (partition, offset) once the broker has it, or raise."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[tuple[int, int]] = loop.create_future()
+        post = self._mailbox(loop).post
 
         def on_delivery(err: KafkaError | None, msg: Message) -> None:
             if err is not None:
-                exc = DeliveryError(err.name(), err.retriable())
-                loop.call_soon_threadsafe(_set_exception, future, exc)
+                post(future, DeliveryError(err.name(), err.retriable()), True)
             else:
-                result = (msg.partition() or 0, msg.offset() or 0)
-                loop.call_soon_threadsafe(_set_result, future, result)
+                post(future, (msg.partition() or 0, msg.offset() or 0), False)
 
         while True:
             try:
@@ -157,16 +209,6 @@ class AsyncProducer:
         except Exception:
             return False
         return True
-
-
-def _set_result(future: asyncio.Future[tuple[int, int]], value: tuple[int, int]) -> None:
-    if not future.done():
-        future.set_result(value)
-
-
-def _set_exception(future: asyncio.Future[tuple[int, int]], exc: BaseException) -> None:
-    if not future.done():
-        future.set_exception(exc)
 
 
 def _partitions(consumer: Consumer, topic_names: Sequence[str], timeout: float) -> list[Any]:

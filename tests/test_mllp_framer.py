@@ -37,7 +37,7 @@ def run(
 def shape(events: list[FrameEvent]) -> list[tuple[object, ...]]:
     """Events without the human-readable reason, for comparing with the reference model."""
     return [
-        ("frame", e.payload) if isinstance(e, Frame) else (e.code, e.skipped_bytes, e.head)
+        ("frame", e.payload) if isinstance(e, Frame) else (e.code, e.skipped_bytes, e.head, e.data)
         for e in events
     ]
 
@@ -52,16 +52,17 @@ def reference(stream: bytes, max_frame_bytes: int) -> list[tuple[object, ...]]:
 
     def flush_junk() -> None:
         if junk.translate(None, b"\r\n\t \x00"):
-            out.append(("junk", len(junk), bytes(junk[:head_limit])))
+            out.append(("junk", len(junk), bytes(junk[:head_limit]), b""))
         junk.clear()
 
     def finish(complete: bool) -> None:
         if len(payload) > max_frame_bytes:
-            out.append(("oversize", len(payload), bytes(payload[:head_limit])))
+            out.append(("oversize", len(payload), bytes(payload[:head_limit]), b""))
         elif complete:
             out.append(("frame", bytes(payload)))
         else:
-            out.append(("truncated", len(payload), bytes(payload[:head_limit])))
+            # A truncated frame keeps all its bytes (bounded by max_frame_bytes) for the DLQ.
+            out.append(("truncated", len(payload), bytes(payload[:head_limit]), bytes(payload)))
 
     i = 0
     while i < len(stream):
@@ -131,20 +132,21 @@ def test_end_block_split_across_reads() -> None:
 def test_junk_between_frames_is_reported_once_per_run() -> None:
     events = run(b"garbage" + encode_frame(b"x") + b"\r\nmore" + encode_frame(b"y") + b"tail")
     assert shape(events) == [
-        ("junk", 7, b"garbage"),
+        ("junk", 7, b"garbage", b""),
         ("frame", b"x"),
-        ("junk", 6, b"\r\nmore"),
+        ("junk", 6, b"\r\nmore", b""),
         ("frame", b"y"),
-        ("junk", 4, b"tail"),
+        ("junk", 4, b"tail", b""),
     ]
 
 
 def test_new_start_block_truncates_open_frame() -> None:
     events = run(SB + b"half a mess" + encode_frame(MSG))
     assert isinstance(events[0], FramingError)
-    assert (events[0].code, events[0].skipped_bytes, events[0].head) == (
+    assert (events[0].code, events[0].skipped_bytes, events[0].head, events[0].data) == (
         "truncated",
         11,
+        b"half a mess",
         b"half a mess",
     )
     assert events[1:] == [Frame(MSG)]
@@ -155,7 +157,12 @@ def test_eof_inside_frame_is_truncated() -> None:
     assert framer.feed(SB + b"abc\x1c") == []
     (event,) = framer.close()
     assert isinstance(event, FramingError)
-    assert (event.code, event.skipped_bytes, event.head) == ("truncated", 4, b"abc\x1c")
+    assert (event.code, event.skipped_bytes, event.head, event.data) == (
+        "truncated",
+        4,
+        b"abc\x1c",
+        b"abc\x1c",
+    )
     # close() resets: the framer is usable again.
     assert framer.feed(encode_frame(b"ok")) == [Frame(b"ok")]
 
@@ -163,12 +170,12 @@ def test_eof_inside_frame_is_truncated() -> None:
 def test_oversize_discarded_and_resynced_at_end_block() -> None:
     big = b"B" * 100
     events = run(encode_frame(big) + encode_frame(b"small"), [7] * 10, max_frame_bytes=50)
-    assert shape(events) == [("oversize", 100, b"B" * 50), ("frame", b"small")]
+    assert shape(events) == [("oversize", 100, b"B" * 50, b""), ("frame", b"small")]
 
 
 def test_oversize_resynced_at_next_start_block() -> None:
     events = run(SB + b"B" * 100 + encode_frame(b"small"), max_frame_bytes=50)
-    assert shape(events) == [("oversize", 100, b"B" * 50), ("frame", b"small")]
+    assert shape(events) == [("oversize", 100, b"B" * 50, b""), ("frame", b"small")]
 
 
 def test_frame_of_exactly_max_bytes_is_accepted() -> None:
@@ -288,6 +295,6 @@ def test_oversize_frames_never_hide_their_neighbours(
     sized = [p + b"O" * (limit + 1 - len(p)) if big else p for p, big in items]
     stream = b"".join(encode_frame(p) for p in sized)
     expected: list[tuple[object, ...]] = [
-        ("oversize", len(p), p[:limit]) if len(p) > limit else ("frame", p) for p in sized
+        ("oversize", len(p), p[:limit], b"") if len(p) > limit else ("frame", p) for p in sized
     ]
     assert shape(run(stream, chunks, limit)) == expected

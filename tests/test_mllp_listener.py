@@ -14,7 +14,8 @@ from kafka_helpers import apply_catalog, read_topic
 from samples import first
 
 from hl7bus.connectors.mllp.client import send_messages
-from hl7bus.connectors.mllp.server import MllpConfig, MllpListener, Route
+from hl7bus.connectors.mllp.framer import encode_frame
+from hl7bus.connectors.mllp.server import DLQ_FAILURES, MllpConfig, MllpListener, Route
 from hl7bus.hl7v2 import parse
 from hl7bus.ops import kafka_clients, topics
 from hl7bus.ops.kafka_clients import KafkaConfig
@@ -131,18 +132,126 @@ def test_undecodable_bytes_get_ae_and_a_dlq_record(kafka_bootstrap: str, unique_
     assert len(raw) == 1
 
 
-def test_oversize_message_gets_ar_and_the_stream_goes_on(
-    kafka_bootstrap: str, unique_name: str
+def _dlq_headers(record: Any) -> dict[str, bytes]:
+    out: dict[str, bytes] = {k: bytes(v or b"") for k, v in record.headers() or []}
+    return out
+
+
+@pytest.mark.parametrize("enhanced", [False, True])
+def test_oversize_message_gets_ae_and_its_head_in_the_dlq(
+    kafka_bootstrap: str, unique_name: str, enhanced: bool
 ) -> None:
+    """AE/CE, not AR: the same bytes would be refused again, so the sender must not resend them
+    forever; the head (MSH included) is kept in hl7.dlq with the size, and the stream goes on."""
     small = first("ADT^A01").to_bytes()
-    big = first("ORU^R01").to_bytes() + b"NTE|1||" + b"x" * 5000 + b"\r"
+    oru = first("ORU^R01")
+    if enhanced:
+        oru.set("MSH-15", "AL")
+    big = oru.to_bytes() + b"NTE|1||" + b"x" * 6000 + b"\r"
 
     async def body(bus: Bus) -> Any:
-        return await send_messages("127.0.0.1", bus.listener.port, [big, small])
+        return await send_messages("127.0.0.1", bus.listener.port, [big, small, big])
 
     results = run(kafka_bootstrap, unique_name, body, max_frame_bytes=4096)
-    assert [r.code for r in results] == ["AR", "AA"]
-    assert parse(results[0].ack or b"").get("MSA-2") == first("ORU^R01").control_id
+    nak_code = "CE" if enhanced else "AE"
+    assert [r.code for r in results] == [nak_code, "AA", nak_code]
+    nak = parse(results[0].ack or b"")
+    assert nak.get("MSA-2") == oru.control_id
+    assert nak.get("ERR-3.1") == "104"
+    assert f"{len(big)} bytes" in (nak.get("MSA-3") or "")
+
+    dlq = read_topic(kafka_bootstrap, f"{unique_name}.hl7.dlq", expected=2)
+    assert len(dlq) == 2
+    for record in dlq:
+        headers = _dlq_headers(record)
+        assert headers["hl7bus.stage"] == b"receiving"
+        assert headers["hl7bus.reason"] == b"oversize"
+        assert headers["hl7bus.size_bytes"] == str(len(big)).encode()
+        # No values of the message in the headers (DESIGN §5): names, codes and sizes only.
+        control_id = (oru.control_id or "").encode()
+        for value in headers.values():
+            assert control_id not in value
+            assert b"xxxx" not in value
+        assert record.key() == b"unit"
+        _, env = codec.decode(record.value() or b"")
+        assert env["raw"] == big[:4096]  # the head the framer kept, byte for byte
+        assert env["control_id"] == oru.control_id
+        assert env["message_type"] == "ORU^R01"
+        assert env["feed"] == "unit"
+    raw = read_topic(kafka_bootstrap, f"{unique_name}.hl7.raw", expected=1)
+    assert len(raw) == 1
+
+
+def test_oversize_gets_ar_when_the_dlq_write_fails(kafka_bootstrap: str, unique_name: str) -> None:
+    """Nothing stored, so the sender must resend: AR."""
+    catalog = apply_catalog(kafka_bootstrap, unique_name)
+    producer = kafka_clients.AsyncProducer(
+        kafka_clients.producer_config(KafkaConfig(delivery_timeout_ms=3000), kafka_bootstrap)
+    )
+    oru = first("ORU^R01")
+    big = oru.to_bytes() + b"NTE|1||" + b"x" * 6000 + b"\r"
+    small = first("ADT^A01").to_bytes()
+    # A DLQ topic that does not exist (the broker does not auto-create topics).
+    route = Route(catalog.name(topics.RAW), f"{unique_name}.no-such-dlq")
+
+    async def main() -> Any:
+        cfg = MllpConfig(port=0, feed="unit", metrics_port=None, max_frame_bytes=4096)
+        listener = MllpListener(cfg, producer, route)
+        await listener.start()
+        before = DLQ_FAILURES.labels("unit", "oversize")._value.get()
+        try:
+            results = await send_messages(
+                "127.0.0.1", listener.port, [small, big, small], ack_timeout=30
+            )
+        finally:
+            await listener.stop()
+        return results, DLQ_FAILURES.labels("unit", "oversize")._value.get() - before
+
+    try:
+        results, failures = asyncio.run(main())
+    finally:
+        producer.close()
+    assert [r.code for r in results] == ["AA", "AR", "AA"]
+    assert parse(results[1].ack or b"").get("MSA-2") == oru.control_id
+    assert failures == 1
+
+
+def test_truncated_frames_go_to_the_dlq_without_an_ack(
+    kafka_bootstrap: str, unique_name: str
+) -> None:
+    """A frame cut by a new start block, and one cut by the end of the connection: all their
+    bytes go to hl7.dlq (reason truncated); no ACK for them, so the ACK of the next message
+    is the next ACK the sender reads."""
+    adt = first("ADT^A01").to_bytes()
+    oru = first("ORU^R01").to_bytes()
+    abandoned = oru[: len(oru) // 2]
+    unfinished = adt[:100]
+
+    async def body(bus: Bus) -> Any:
+        reader, writer = await asyncio.open_connection("127.0.0.1", bus.listener.port)
+        writer.write(b"\x0b" + abandoned + encode_frame(oru))
+        await writer.drain()
+        first_ack = await asyncio.wait_for(reader.readuntil(b"\x1c\x0d"), 20)
+        writer.write(b"\x0b" + unfinished)
+        writer.write_eof()  # the sender stops inside a frame
+        rest = await asyncio.wait_for(reader.read(), 20)
+        writer.close()
+        return first_ack, rest
+
+    first_ack, rest = run(kafka_bootstrap, unique_name, body)
+    ack = parse(first_ack.strip(b"\x0b\x1c\x0d"))
+    assert (ack.get("MSA-1"), ack.get("MSA-2")) == ("AA", first("ORU^R01").control_id)
+    assert rest == b""  # nothing for the unfinished frame; the listener closed cleanly
+
+    dlq = read_topic(kafka_bootstrap, f"{unique_name}.hl7.dlq", expected=2)
+    assert len(dlq) == 2
+    by_raw = {codec.decode(r.value() or b"")[1]["raw"]: _dlq_headers(r) for r in dlq}
+    assert set(by_raw) == {abandoned, unfinished}  # kept whole
+    for raw, headers in by_raw.items():
+        assert headers["hl7bus.reason"] == b"truncated"
+        assert headers["hl7bus.stage"] == b"receiving"
+        assert headers["hl7bus.size_bytes"] == str(len(raw)).encode()
+    assert len(read_topic(kafka_bootstrap, f"{unique_name}.hl7.raw", expected=1)) == 1
 
 
 def test_python_hl7_mllp_send_interoperates(

@@ -23,6 +23,8 @@ Wire rules (HL7 v2 MLLP, release 2):
 
 Errors carry ``head``: the first bytes of what was dropped (at most 4 KiB), enough to find MSH-10
 for a NAK and to put something useful in the dead-letter record without buffering the whole frame.
+A truncated frame also carries ``data``, *all* its bytes: they were held anyway (a truncated frame
+is never bigger than ``max_frame_bytes``), so the dead-letter record can keep them whole.
 
 Invariant (fuzzed in tests): for any byte stream, any chunking of it fed to ``feed`` followed by
 ``close`` yields the same list of events, and never raises.
@@ -67,13 +69,16 @@ class FramingError:
     """Bytes the framer could not deliver as a frame.
 
     ``code`` is one of ``"oversize"``, ``"truncated"``, ``"junk"``; ``skipped_bytes`` counts the
-    dropped payload (or junk) bytes, framing blocks excluded; ``head`` is a prefix of them.
+    dropped payload (or junk) bytes, framing blocks excluded; ``head`` is a prefix of them (at
+    most 4 KiB); ``data`` holds all of them for ``"truncated"`` (bounded by ``max_frame_bytes``)
+    and is empty otherwise.
     """
 
     reason: str
     code: str
     skipped_bytes: int
     head: bytes = b""
+    data: bytes = b""
 
 
 FrameEvent: TypeAlias = Frame | FramingError
@@ -222,13 +227,15 @@ class Framer:
             events.append(self._oversize_error())
         else:
             where = "end of stream" if at_eof else "a new start block"
+            data = bytes(self._buf)
             events.append(
                 FramingError(
                     reason=f"frame truncated by {where} before its end block "
-                    f"({len(self._buf)} bytes dropped)",
+                    f"({len(data)} bytes dropped)",
                     code="truncated",
-                    skipped_bytes=len(self._buf),
-                    head=bytes(self._buf[: self._head_limit]),
+                    skipped_bytes=len(data),
+                    head=data[: self._head_limit],
+                    data=data,
                 )
             )
         self._state = _State.OUTSIDE

@@ -19,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import itertools
 import logging
+import secrets
 import ssl
 import time
 from collections import deque
@@ -38,8 +40,21 @@ from pydantic import (
     model_validator,
 )
 
-from hl7bus.connectors.envelope import Route, build_envelope, dlq_headers, raw_headers
-from hl7bus.connectors.mllp.framer import DEFAULT_MAX_FRAME_BYTES, Frame, Framer, encode_frame
+from hl7bus.connectors.envelope import (
+    Route,
+    build_envelope,
+    dlq_headers,
+    header_fields,
+    msh_segment,
+    raw_headers,
+)
+from hl7bus.connectors.mllp.framer import (
+    DEFAULT_MAX_FRAME_BYTES,
+    Frame,
+    Framer,
+    FramingError,
+    encode_frame,
+)
 from hl7bus.hl7v2 import ACK_CODES, AckError, Hl7CharsetError, Message, build_ack, codec_for, parse
 from hl7bus.ops.kafka_clients import AsyncProducer, DeliveryError
 from hl7bus.schemas import codec
@@ -165,7 +180,11 @@ class ListenerConfig(BaseModel):
     max_frame_bytes: int = Field(
         DEFAULT_MAX_FRAME_BYTES,
         ge=1024,
-        description="Largest accepted message; bigger ones get an AR NAK and are dropped.",
+        description=(
+            "Largest accepted message. A bigger one is not stored in hl7.raw: its first 4 KiB go "
+            "to hl7.dlq (reason oversize, its size in a header) and the sender gets AE/CE (AR/CR "
+            "if even that DLQ write fails)."
+        ),
     )
     max_in_flight: int = Field(
         256,
@@ -173,7 +192,12 @@ class ListenerConfig(BaseModel):
         description="Messages one connection may have awaiting Kafka before reading pauses.",
     )
     idle_timeout_s: float = Field(
-        600.0, gt=0, description="Close a connection that sent nothing for this long."
+        600.0,
+        gt=0,
+        description=(
+            "Close a connection that sent nothing for this long while no message of it awaited "
+            "its ACK (an unfinished frame is then kept in hl7.dlq as truncated)."
+        ),
     )
     allowed_networks: list[IPvAnyNetwork] = Field(
         default_factory=lambda: list(_ANY_NETWORK),
@@ -296,7 +320,18 @@ MESSAGES = Counter("hl7bus_mllp_messages_total", "Frames received.", ["feed"])
 BYTES = Counter("hl7bus_mllp_received_bytes_total", "Payload bytes received.", ["feed"])
 ACKS = Counter("hl7bus_mllp_acks_total", "ACKs sent, by MSA-1 code.", ["feed", "code"])
 FRAMING_ERRORS = Counter("hl7bus_mllp_framing_errors_total", "Framing errors.", ["feed", "reason"])
-DLQ = Counter("hl7bus_mllp_dlq_total", "Messages sent to the DLQ.", ["feed", "reason"])
+DLQ = Counter("hl7bus_mllp_dlq_total", "Records written to the DLQ.", ["feed", "reason"])
+DLQ_FAILURES = Counter(
+    "hl7bus_mllp_dlq_failures_total",
+    "DLQ writes that Kafka did not confirm (the sender got AR/CR, or no ACK was owed).",
+    ["feed", "reason"],
+)
+CLOSED = Counter(
+    "hl7bus_mllp_closed_connections_total",
+    "Connections that ended, by reason: idle (closed by the listener after idle_timeout_s), "
+    "peer (the sender closed), error (reset or other socket error).",
+    ["feed", "reason"],
+)
 REFUSED = Counter(
     "hl7bus_mllp_refused_connections_total",
     "Connections closed before any message: client network not allowed, or TLS failed.",
@@ -367,6 +402,12 @@ class MllpListener:
         self._stopping = False
         #: Messages received and not yet answered, over all connections (tests, /readyz).
         self.in_flight = 0
+        #: Bytes taken off all connections so far (tests: reading stops under backpressure).
+        self.read_bytes = 0
+        # ACK control ids (MSH-10, 20 characters): a random prefix per listener and a counter,
+        # instead of a uuid4 (an urandom syscall) per message.
+        self._ack_prefix = secrets.token_hex(6).upper()
+        self._ack_seq = itertools.count()
         self._metrics.watch(self)
 
     @property
@@ -470,9 +511,6 @@ class MllpListener:
 
     async def _accept(self, payload: bytes, peer: str) -> bytes:
         """Store one message durably, then answer. Never raises: every path ends in an ACK."""
-        m = self._metrics
-        m.messages.inc()
-        m.bytes.inc(len(payload))
         self.in_flight += 1
         try:
             return await self._store(payload, peer)
@@ -527,28 +565,80 @@ class MllpListener:
             codec.encode("RawMessage", built.record)  # same CPU work, no Kafka
         return self._ack(built.message, "delivered", None)
 
-    async def _reject_framing(self, code: str, head: bytes) -> bytes:
-        DLQ.labels(self.cfg.feed, f"framing_{code}").inc()
-        text = f"frame {code}: message dropped (limit {self.cfg.max_frame_bytes} bytes)"
-        return self._ack(head, "rejected", AckError(code=207, text=text), "latin-1")
+    async def _accept_framing(self, event: FramingError, peer: str) -> bytes:
+        """An oversize or truncated frame: what the framer kept goes to hl7.dlq.
 
-    async def _to_dlq(self, record: dict[str, Any], reason: str, detail: str | None) -> bool:
-        DLQ.labels(self.cfg.feed, reason).inc()
+        Oversize: the head (at most 4 KiB) is stored, the full size in a header, and the sender
+        gets AE/CE with its MSH echoed from the head -- the same bytes would fail the same way,
+        so they must not be resent; if even the DLQ write fails, nothing is stored and the
+        answer is AR/CR. Truncated (a new start block or the end of the connection came before
+        the end block): all its bytes are stored and no ACK is owed -- the sender abandoned that
+        frame, and an extra ACK would shift every later ACK of a pipelining sender. Returns the
+        ACK, or ``b""`` for none. Never raises.
+        """
+        cfg = self.cfg
+        self.in_flight += 1
+        try:
+            size = event.skipped_bytes
+            self._metrics.bytes.inc(size)
+            record: dict[str, Any] = {
+                "feed": cfg.feed,
+                "received_at": datetime.now(UTC),
+                "peer": peer,
+                "raw": event.data or event.head,
+                **header_fields(event.head, charset=cfg.charset, fallback=cfg.fallback_charset),
+            }
+            if event.code != "oversize":
+                detail = f"frame of {size} bytes ended without its end block"
+                await self._to_dlq(record, event.code, detail, size_bytes=size)
+                return b""
+            self._metrics.messages.inc()
+            limit = cfg.max_frame_bytes
+            detail = f"frame of {size} bytes exceeds max_frame_bytes {limit}; first bytes kept"
+            stored = await self._to_dlq(record, "oversize", detail, size_bytes=size)
+            text = f"message of {size} bytes exceeds the limit of {limit} bytes; " + (
+                "not accepted, kept for review" if stored else "not stored"
+            )
+            error = AckError(code=104, text=text)
+            status = "errored" if stored else "rejected"
+            return self._ack(msh_segment(event.head), status, error, "latin-1")
+        except Exception as exc:  # a bug; answer like _accept does
+            log.error("mllp feed %s: unexpected %s", cfg.feed, type(exc).__name__)
+            if event.code != "oversize":
+                return b""
+            error = AckError(code=207, text="internal error")
+            return self._ack(msh_segment(event.head), "rejected", error, "latin-1")
+        finally:
+            self.in_flight -= 1
+
+    async def _to_dlq(
+        self,
+        record: dict[str, Any],
+        reason: str,
+        detail: str | None,
+        *,
+        size_bytes: int | None = None,
+    ) -> bool:
+        """Write one hl7.dlq record; True once Kafka confirmed it (always, without Kafka)."""
         if not self._kafka:
             return True
         assert self.producer is not None
+        feed = self.cfg.feed
         try:
             await self.producer.send(
                 self.route.dlq_topic,
                 codec.encode("RawMessage", record),
-                key=self.cfg.feed.encode("utf-8"),
-                headers=dlq_headers("receiving", reason, detail),
+                key=feed.encode("utf-8"),
+                headers=dlq_headers("receiving", reason, detail, size_bytes=size_bytes),
             )
-        except DeliveryError:
-            return False
         except Exception as exc:
-            log.error("mllp feed %s: DLQ record failed (%s)", self.cfg.feed, type(exc).__name__)
+            DLQ_FAILURES.labels(feed, reason).inc()
+            if isinstance(exc, DeliveryError):
+                log.warning("mllp feed %s: DLQ delivery failed (%s)", feed, exc.code)
+            else:
+                log.error("mllp feed %s: DLQ record failed (%s)", feed, type(exc).__name__)
             return False
+        DLQ.labels(feed, reason).inc()
         return True
 
     def _ack(
@@ -559,9 +649,28 @@ class MllpListener:
         charset: str | None = None,
     ) -> bytes:
         forced = _FORCED_CODES.get(self.cfg.ack_mode)
-        ack = build_ack(source, forced[status] if forced else status, error, charset=charset)
+        ack = build_ack(
+            source,
+            forced[status] if forced else status,
+            error,
+            charset=charset,
+            now=_now(),
+            control_id=f"{self._ack_prefix}{next(self._ack_seq) & 0xFFFFFFFF:08X}",
+        )
         self._metrics.ack(_msa1(ack, charset))
         return ack
+
+
+_clock: list[Any] = [0, None]  # [second, local time of that second]
+
+
+def _now() -> datetime:
+    """The local time for ACK timestamps (MSH-7 has second precision), computed once a second."""
+    second = int(time.time())
+    if _clock[0] != second:
+        _clock[0], _clock[1] = second, datetime.now(UTC).astimezone()
+    now: datetime = _clock[1]
+    return now
 
 
 def _msa1(ack: bytes, charset: str | None) -> str:
@@ -617,8 +726,17 @@ class _Connection:
             self._reading.cancel()
 
     def _push(self, item: tuple[asyncio.Task[bytes], float] | None) -> None:
-        self.pending.append(item)
-        self.wakeup.set()
+        pending = self.pending
+        pending.append(item)
+        if len(pending) == 1:  # a new head: the writer may be waiting for one
+            self.wakeup.set()
+
+    def _done(self, task: asyncio.Task[bytes]) -> None:
+        """A message's task finished: wake the writer if it is the one the writer waits for (the
+        others are collected when their turn comes). Cheaper than asyncio.wait per message."""
+        pending = self.pending
+        if pending and (head := pending[0]) is not None and head[0] is task:
+            self.wakeup.set()
 
     async def run(self) -> None:
         ack_writer = asyncio.create_task(self._write_acks())
@@ -637,18 +755,46 @@ class _Connection:
                 with contextlib.suppress(ConnectionError, OSError, TimeoutError):
                     await asyncio.wait_for(self.writer.wait_closed(), 1.0)
 
+    async def _next_chunk(self) -> bytes:
+        """The next bytes from the sender; ``b""`` once the connection is over for reading.
+
+        Idle means: nothing received for idle_timeout_s while no message of this connection
+        awaits its ACK (a send-and-wait sender waiting on a slow Kafka is not idle).
+        """
+        feed = self.listener.cfg.feed
+        idle_s = self.listener.cfg.idle_timeout_s
+        while True:
+            try:
+                async with asyncio.timeout(idle_s):
+                    chunk = await self.reader.read(_READ_CHUNK)
+            except TimeoutError:
+                if self.pending:
+                    continue
+                CLOSED.labels(feed, "idle").inc()
+                return b""
+            except (ConnectionError, OSError):
+                CLOSED.labels(feed, "error").inc()
+                return b""
+            if not chunk:
+                CLOSED.labels(feed, "peer").inc()
+            return chunk
+
     async def _read(self) -> None:
         listener = self.listener
         cfg = listener.cfg
         budget = listener._budget
+        metrics = listener._metrics
         framer = Framer(cfg.max_frame_bytes)
         while True:
-            try:
-                async with asyncio.timeout(cfg.idle_timeout_s):
-                    chunk = await self.reader.read(_READ_CHUNK)
-            except (TimeoutError, ConnectionError, OSError):
-                return
+            chunk = await self._next_chunk()
+            listener.read_bytes += len(chunk)
+            # At the end (peer closed, idle, error), an unfinished frame becomes a "truncated"
+            # event: its bytes go to the DLQ like any other framing error's.
             events = framer.feed(chunk) if chunk else framer.close()
+            frames = [len(e.payload) for e in events if isinstance(e, Frame)]
+            if frames:  # counted as received, once per read, before admission may block
+                metrics.messages.inc(len(frames))
+                metrics.bytes.inc(sum(frames))
             for event in events:
                 received = time.monotonic()
                 if isinstance(event, Frame):
@@ -657,7 +803,7 @@ class _Connection:
                     FRAMING_ERRORS.labels(cfg.feed, event.code).inc()
                     if event.code == "junk":
                         continue
-                    work = listener._reject_framing(event.code, event.head)
+                    work = listener._accept_framing(event, self.peer)
                 try:
                     await self.slots.acquire()
                     if budget is not None:
@@ -665,7 +811,9 @@ class _Connection:
                 except asyncio.CancelledError:
                     work.close()  # never started: no ACK owed, nothing stored
                     raise
-                self._push((asyncio.create_task(work), received))
+                task = asyncio.create_task(work)
+                task.add_done_callback(self._done)
+                self._push((task, received))
             if not chunk:
                 return
 
@@ -674,15 +822,14 @@ class _Connection:
         latency = self.listener._metrics.latency
         pending = self.pending
         while True:
-            if not pending:
+            # Sleep until the oldest message has its answer (_done) or a first one arrives
+            # (_push); no await between this check and the wait, so no wake-up is lost.
+            if not pending or ((head := pending[0]) is not None and not head[0].done()):
                 self.wakeup.clear()
                 await self.wakeup.wait()
                 continue
-            head = pending[0]
             if head is None:
                 return
-            if not head[0].done():
-                await asyncio.wait([head[0]])
             frames: list[bytes] = []
             received: list[float] = []
             while pending and (item := pending[0]) is not None and item[0].done():
@@ -690,9 +837,11 @@ class _Connection:
                 self.slots.release()
                 if budget is not None:
                     budget.release()
-                frames.append(_frame(item[0].result()))
-                received.append(item[1])
-            if self.broken:
+                ack = item[0].result()
+                if ack:  # b"": no ACK owed (a truncated frame)
+                    frames.append(_frame(ack))
+                    received.append(item[1])
+            if self.broken or not frames:
                 continue
             try:
                 self.writer.write(b"".join(frames))
