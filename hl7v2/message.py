@@ -3,7 +3,9 @@
 The parser only splits the text into segments and checks the structure; fields
 are split the first time a segment is read, components on each access. Most
 consumers read a dozen fields of a message, so splitting everything up front
-(as python-hl7 does) would be wasted work.
+(as python-hl7 does) would be wasted work. A segment with no repetition separator,
+subcomponent separator or escape character in it (most OBX, OBR, ORC, PV1) is read
+on a fast path that only selects the field and component (``_plain``).
 
 Text normalization (the only differences between input and ``to_er7()``):
 
@@ -80,12 +82,31 @@ def parse_path(path: str) -> Path:
     return Path(seg.upper() if seg else None, occ or 1, field, rep, comp, sub)
 
 
+# path -> (segment id or None, occurrence index (0-based), field, repetition, component,
+# subcomponent): parse_path unpacked, looked up with one dict access on the hot path.
+_Steps = tuple[str | None, int, int, int, int, int]
+_STEPS: dict[str, _Steps] = {}
+
+
+def _steps(path: str) -> _Steps:
+    p = parse_path(path)
+    steps = (p.segment, p.occurrence - 1, p.field, p.repetition, p.component, p.subcomponent)
+    if len(_STEPS) >= 4096:
+        _STEPS.clear()  # programs use a few dozen paths; this only bounds a pathological caller
+    _STEPS[path] = steps
+    return steps
+
+
 def _split_segments(text: str) -> list[str]:
     if text[:1] == "\ufeff":
         text = text[1:]
     if "\n" in text:
         text = text.replace("\r\n", "\r").replace("\n", "\r")
-    segs = [s for s in text.split("\r") if s and not s.isspace()]
+    segs = text.split("\r")
+    if segs[-1] == "":
+        segs.pop()  # the terminator of the last segment
+    if "" in segs or any(map(str.isspace, segs)):
+        segs = [s for s in segs if s and not s.isspace()]
     if segs and segs[0][:1].isspace():
         segs[0] = segs[0].lstrip()
     return segs
@@ -110,9 +131,6 @@ def segment_offset(data: bytes, segment_index: int) -> int | None:
             return m.start() + (len(line) - len(line.lstrip())) if i == 0 else m.start()
         i += 1
     return None
-
-
-_KNOWN_IDS: set[str] = set()
 
 
 def _valid_segment_id(name: str) -> bool:
@@ -154,16 +172,42 @@ class Segment:
     def get(self, path: str, default: str | None = None) -> str | None:
         """Value at a field path relative to this segment (``"5"``, ``"3[2].1"``);
         a full path (``"OBX-5"``) is accepted when its segment id matches."""
-        p = parse_path(path)
-        if p.segment is not None and p.segment != self.name:
+        seg, _, f, r, c, s = _STEPS.get(path) or _steps(path)
+        if seg is not None and seg != self.name:
             raise ValueError(f"path {path!r} does not address a {self.name} segment")
-        return self._msg._value(self.index, p, default)
+        msg = self._msg
+        i = self.index
+        if msg._plain[i]:
+            # The fast path of _read, inlined (keep the two in step: a property test
+            # compares both with a plain reference reader, test_hl7v2_differential.py).
+            fields: list[str] = msg._fields[i]  # type: ignore[assignment]
+            if f >= len(fields):
+                return default
+            v = fields[f]
+            if not v or r > 1:
+                return default
+            if not c:
+                return v
+            if s > 1:
+                return default
+            cs = msg._delims[1]
+            j = v.find(cs)
+            if j < 0:
+                return v if c == 1 else default
+            if c == 1:
+                return v[:j] or default
+            comps = v.split(cs)
+            return (comps[c - 1] or default) if c <= len(comps) else default
+        return _read(msg, i, f, r, c, s, default)
 
     def __str__(self) -> str:
         return self._msg._segs[self.index]
 
     def __repr__(self) -> str:
         return f"<Segment {self.name} #{self.index}>"
+
+
+_new_view = object.__new__
 
 
 class Message:
@@ -184,7 +228,7 @@ class Message:
       component separator. Address components to get decoded text.
     """
 
-    __slots__ = ("_codec", "_fields", "_index", "_segs", "encoding")
+    __slots__ = ("_codec", "_delims", "_fields", "_index", "_plain", "_segs", "encoding")
 
     def __init__(
         self,
@@ -195,9 +239,14 @@ class Message:
     ) -> None:
         self._segs = segments
         self._fields: list[list[str] | None] = [None] * len(segments)
+        # Per segment: its fields are split and it holds no repetition, subcomponent or
+        # escape character, so a read needs no check but the component separator.
+        # Always False for the MSH, whose MSH-1/MSH-2 are not data.
+        self._plain = [False] * len(segments)
         self._index = index
         self._codec = codec
         self.encoding = encoding
+        self._delims = _delims(encoding)
 
     # -- structure ---------------------------------------------------------
 
@@ -210,14 +259,24 @@ class Message:
                 # MSH-1 is the separator itself, so HL7 numbering is off by one
                 # against the split; inserting it makes fields[n] == MSH-n.
                 fields.insert(1, fs)
+            else:
+                seg = self._segs[i]
+                rs, _, ss, esc = self._delims
+                self._plain[i] = rs not in seg and ss not in seg and esc not in seg
             self._fields[i] = fields
         return fields
 
     def segments(self, name: str | None = None) -> Iterator[Segment]:
         """Segments in order, or only those with segment id ``name``."""
-        if name is None:
-            return (Segment(self, i) for i in range(len(self._segs)))
-        return (Segment(self, i) for i in self._index.get(name.upper(), ()))
+        found = range(len(self._segs)) if name is None else self._index.get(name.upper(), ())
+        views = []
+        for i in found:
+            # Segment(self, i) without the __init__ call (a mapper makes many views).
+            view = _new_view(Segment)
+            view._msg = self
+            view.index = i
+            views.append(view)
+        return iter(views)
 
     def segment(self, name: str, occurrence: int = 1) -> Segment | None:
         """The ``occurrence``-th (1-based) segment with id ``name``, or None."""
@@ -249,13 +308,17 @@ class Message:
         the first segment. ``MSH-1`` is the field separator, ``MSH-2`` the
         encoding characters (never split or unescaped).
         """
-        p = parse_path(path)
-        if p.segment is None:
-            raise ValueError(f"path {path!r} names no segment")
-        found = self._index.get(p.segment)
-        if found is None or p.occurrence > len(found):
+        seg, occ, f, r, c, s = _STEPS.get(path) or _steps(path)
+        found = self._index.get(seg)  # type: ignore[arg-type]
+        if found is None:
+            if seg is None:
+                raise ValueError(f"path {path!r} names no segment")
             return default
-        return self._value(found[p.occurrence - 1], p, default)
+        if occ:
+            if occ >= len(found):
+                return default
+            return _read(self, found[occ], f, r, c, s, default)
+        return _read(self, found[0], f, r, c, s, default)
 
     def get_all(self, path: str) -> list[str]:
         """Every repetition of a field, each read like :meth:`get` would, with
@@ -274,57 +337,12 @@ class Message:
         count = fields[p.field].count(rs) + 1 if rs and not (i == 0 and p.field <= 2) else 1
         out = []
         for r in range(1, count + 1):
-            v = self._value(i, p._replace(repetition=r), "")
+            v = self._value(i, p.field, r, p.component, p.subcomponent, "")
             out.append("" if v is None else v)
         return out
 
-    def _value(self, i: int, p: Path, default: str | None) -> str | None:
-        fields = self._fields_of(i)
-        if p.field >= len(fields):
-            return default
-        v = fields[p.field]
-        if i == 0 and p.field <= 2:
-            # MSH-1/MSH-2 are delimiters, not data: no splitting, no unescaping.
-            deeper = p.repetition > 1 or p.component > 1 or p.subcomponent > 1
-            return default if deeper else v
-        if not v:
-            return default
-        enc = self.encoding
-        rs = enc.repetition
-        if rs and rs in v:
-            reps = v.split(rs)
-            if p.repetition > len(reps):
-                return default
-            v = reps[p.repetition - 1 if p.repetition else 0]
-        elif p.repetition > 1:
-            return default
-        cs, ss = enc.component, enc.subcomponent
-        if p.component:
-            if cs and cs in v:
-                comps = v.split(cs)
-                if p.component > len(comps):
-                    return default
-                v = comps[p.component - 1]
-            elif p.component > 1:
-                return default
-            if p.subcomponent:
-                if ss and ss in v:
-                    subs = v.split(ss)
-                    if p.subcomponent > len(subs):
-                        return default
-                    v = subs[p.subcomponent - 1]
-                elif p.subcomponent > 1:
-                    return default
-            elif ss and ss in v:
-                return v
-        elif (cs and cs in v) or (ss and ss in v):
-            return v
-        if not v:
-            return default
-        esc = enc.escape
-        if esc and esc in v:
-            return unescape(v, enc, self.charset)
-        return v
+    def _value(self, i: int, f: int, r: int, c: int, s: int, default: str | None) -> str | None:
+        return _read(self, i, f, r, c, s, default)
 
     def set(self, path: str, value: str, *, raw: bool = False) -> None:
         """Set the value at ``path``, escaping it unless ``raw``.
@@ -361,7 +379,9 @@ class Message:
         fields[p.field] = enc.repetition.join(reps)
         fs = enc.field
         self._segs[i] = fs.join(fields[:1] + fields[2:]) if i == 0 else fs.join(fields)
-        self._fields[i] = fields
+        # Split again on the next read, which also decides the fast path anew.
+        self._fields[i] = None
+        self._plain[i] = False
 
     # -- header shortcuts ----------------------------------------------------
 
@@ -454,6 +474,90 @@ class Message:
         return f"<Message {self.message_type} segments={len(self._segs)}>"
 
 
+def _read(msg: Message, i: int, f: int, r: int, c: int, s: int, default: str | None) -> str | None:
+    """The value of field ``f``, repetition ``r``, component ``c``, subcomponent ``s``
+    (1-based, 0 = not given) of segment ``i`` (the hot path of every read)."""
+    fields = msg._fields[i]
+    if fields is None:
+        fields = msg._fields_of(i)
+    if msg._plain[i]:
+        # Fast path: the segment holds no repetition separator, subcomponent separator
+        # or escape character (nor is it the MSH), so only components need splitting.
+        # Inlined in Segment.get.
+        if f >= len(fields):
+            return default
+        v = fields[f]
+        if not v or r > 1:
+            return default
+        if not c:
+            return v
+        if s > 1:
+            return default
+        cs = msg._delims[1]
+        j = v.find(cs)
+        if j < 0:
+            return v if c == 1 else default
+        if c == 1:
+            return v[:j] or default
+        comps = v.split(cs)
+        return (comps[c - 1] or default) if c <= len(comps) else default
+    if f >= len(fields):
+        return default
+    v = fields[f]
+    if f <= 2 and i == 0:
+        # MSH-1/MSH-2 are delimiters, not data: no splitting, no unescaping.
+        return default if r > 1 or c > 1 or s > 1 else v
+    if not v:
+        return default
+    # Undeclared delimiters are "\r" here, which never occurs inside a segment.
+    rs, cs, ss, esc = msg._delims
+    if rs in v:
+        if r > 1:
+            reps = v.split(rs)
+            if r > len(reps):
+                return default
+            v = reps[r - 1]
+        else:
+            v = v[: v.index(rs)]
+    elif r > 1:
+        return default
+    if c:
+        if cs in v:
+            if c > 1:
+                comps = v.split(cs)
+                if c > len(comps):
+                    return default
+                v = comps[c - 1]
+            else:
+                v = v[: v.index(cs)]
+        elif c > 1:
+            return default
+        if ss in v:
+            if not s:
+                return v
+            subs = v.split(ss)
+            if s > len(subs):
+                return default
+            v = subs[s - 1]
+        elif s > 1:
+            return default
+    elif cs in v or ss in v:
+        return v
+    if not v:
+        return default
+    if esc in v:
+        return unescape(v, msg.encoding, msg.charset)
+    return v
+
+
+@lru_cache(maxsize=64)
+def _delims(enc: Encoding) -> tuple[str, str, str, str]:
+    """(repetition, component, subcomponent, escape) with ``"\\r"`` for an undeclared one:
+    segments never contain it, so ``d in v`` needs no emptiness check."""
+    rs, cs, ss, esc = enc.repetition, enc.component, enc.subcomponent, enc.escape
+    return (rs or "\r", cs or "\r", ss or "\r", esc or "\r")
+
+
 def _split_to(value: str, sep: str, n: int) -> list[str]:
     parts = value.split(sep) if sep and value else [value]
     if n > len(parts):
@@ -461,6 +565,25 @@ def _split_to(value: str, sep: str, n: int) -> list[str]:
             raise ValueError("the message declares no delimiter for this level")
         parts.extend([""] * (n - len(parts)))
     return parts
+
+
+def _check_segment_ids(segs: list[str], fs: str, base: int) -> None:
+    """Raise :class:`Hl7ParseError` at the first segment whose id is invalid (or not
+    followed by the field separator)."""
+    for i, s in enumerate(segs):
+        if not _valid_segment_id(s[:3]):
+            # The id is not echoed: an invalid one is usually the rest of a text
+            # field cut by a stray line break, i.e. patient data.
+            raise Hl7ParseError("invalid segment id", segment_index=base + i)
+    for i, s in enumerate(segs):
+        if s[3:4] not in (fs, ""):
+            raise Hl7ParseError("invalid segment id", segment_index=base + i)
+
+
+# Per field separator, segment heads (id + separator, or a bare id) already found valid.
+_KNOWN_HEADS: dict[str, set[str]] = {}
+# The first ten characters of an MSH -> its delimiters (they decide read_encoding).
+_ENCODINGS: dict[str, Encoding] = {}
 
 
 def _build(segs: list[str], codec: str | None, base: int = 0) -> Message:
@@ -471,30 +594,39 @@ def _build(segs: list[str], codec: str | None, base: int = 0) -> Message:
     first = segs[0]
     if first[:3] != "MSH":
         raise Hl7ParseError("first segment is not MSH", segment_index=base)
-    enc = read_encoding(first, segment_index=base)
+    # read_encoding reads at most MSH[:10] (a longer MSH-2 is an error, never cached).
+    enc = _ENCODINGS.get(first[:10])
+    if enc is None:
+        enc = read_encoding(first, segment_index=base)
+        if len(_ENCODINGS) < 256:
+            _ENCODINGS[first[:10]] = enc
     fs = enc.field
-    names = [s[:3] for s in segs]
-    # Set operations keep the per-segment checks in C for the common case.
-    if not _KNOWN_IDS.issuperset(names):
-        for i, name in enumerate(names):
-            if name not in _KNOWN_IDS:
-                if not _valid_segment_id(name):
-                    # The id is not echoed: an invalid one is usually the rest of
-                    # a text field cut by a stray line break, i.e. patient data.
-                    raise Hl7ParseError("invalid segment id", segment_index=base + i)
-                if len(_KNOWN_IDS) < 4096:
-                    _KNOWN_IDS.add(name)
-    if not {s[3:4] for s in segs} <= {fs, ""}:
-        for i, s in enumerate(segs):
-            if s[3:4] not in (fs, ""):
-                raise Hl7ParseError("invalid segment id", segment_index=base + i)
-    index: dict[str, list[int]] = {}
-    for i, name in enumerate(names):
-        found = index.get(name)
+    # Group by head ("OBX|"): one pass, and the checks run on the few distinct heads.
+    heads: dict[str, list[int]] = {}
+    for i, s in enumerate(segs):
+        head = s[:4]
+        found = heads.get(head)
         if found is None:
-            index[name] = [i]
+            heads[head] = [i]
         else:
             found.append(i)
+    known = _KNOWN_HEADS.get(fs)
+    if known is None or not known.issuperset(heads):
+        _check_segment_ids(segs, fs, base)
+        if known is None:
+            known = set()
+            if len(_KNOWN_HEADS) < 64:
+                _KNOWN_HEADS[fs] = known
+        if len(known) < 4096:
+            known.update(heads)
+    index = {head[:3]: found for head, found in heads.items()}
+    if len(index) < len(heads):
+        # One id both bare and with fields ("ZZZ" and "ZZZ|..."): merge, in order.
+        index = {}
+        for head, found in heads.items():
+            index.setdefault(head[:3], []).extend(found)
+        for found in index.values():
+            found.sort()
     if len(index["MSH"]) > 1:
         raise Hl7ParseError(
             "second MSH segment: several messages, use parse_batch",
