@@ -73,6 +73,16 @@ def load_settings(path: Path | None) -> Settings:
         fail(str(exc), code=2)
 
 
+def load_catalog(settings: Settings) -> Any:
+    """The topic catalog, with the value codec set up for it (single-object or registry)."""
+    from hl7bus.ops import topics
+    from hl7bus.schemas import codec
+
+    catalog = topics.TopicCatalog.load(settings.topics)
+    codec.configure(settings.schemas, {tid: spec.name for tid, spec in catalog.specs.items()})
+    return catalog
+
+
 # -- kafka --------------------------------------------------------------------------------------
 
 
@@ -240,7 +250,7 @@ async def _serve_mllp(settings: Settings, mllp_cfg: Any) -> None:
     from hl7bus.ops import kafka_clients, topics
 
     bootstrap = config_mod.bootstrap(settings)
-    catalog = topics.TopicCatalog.load(settings.topics)
+    catalog = load_catalog(settings)
     producer = kafka_clients.AsyncProducer(kafka_clients.producer_config(settings.kafka, bootstrap))
     service = MllpService(
         mllp_cfg, producer, Route(catalog.name(topics.RAW), catalog.name(topics.DLQ))
@@ -375,7 +385,7 @@ def ingest(
         files_cfg = settings.files.model_validate({**settings.files.model_dump(), **overrides})
     except ValueError as exc:
         fail(str(exc), code=2)
-    catalog = topics.TopicCatalog.load(settings.topics)
+    catalog = load_catalog(settings)
     route = Route(catalog.name(topics.RAW), catalog.name(topics.DLQ))
     producer_cfg = kafka_clients.producer_config(settings.kafka, config_mod.bootstrap(settings))
     if watch:
@@ -476,7 +486,7 @@ def worker(
         key = deidentify.load_key(settings.deid)
     except (deidentify.PolicyError, OSError) as exc:
         fail(str(exc), code=2)
-    catalog = topics.TopicCatalog.load(settings.topics)
+    catalog = load_catalog(settings)
     from hl7bus.ops import kafka_clients
 
     runtime.declare_changelog(
@@ -501,10 +511,10 @@ def worker(
 def sink_warehouse(config: ConfigOption = None) -> None:
     """Write research events into the OMOP-shaped warehouse (DuckDB by default)."""
     from hl7bus.connectors.warehouse.duckdb_sink import run_sink
-    from hl7bus.ops import kafka_clients, topics
+    from hl7bus.ops import kafka_clients
 
     settings = load_settings(config)
-    catalog = topics.TopicCatalog.load(settings.topics)
+    catalog = load_catalog(settings)
     consumer_cfg = kafka_clients.consumer_config(
         settings.kafka, config_mod.bootstrap(settings), settings.warehouse.group_id
     )
@@ -726,6 +736,107 @@ def _print_findings(msg: Any, level: str, where: str) -> bool:
     return any(f.severity == "error" for f in findings)
 
 
+# -- deid ---------------------------------------------------------------------------------------
+
+
+@app.command("deid")
+def deid_files(
+    files: Annotated[
+        list[Path],
+        typer.Argument(
+            help="HL7 files (batch files and concatenations are split).",
+            exists=True,
+            dir_okay=False,
+        ),
+    ],
+    policy_ref: Annotated[
+        str | None,
+        typer.Option(
+            "--policy",
+            "-p",
+            help="Profile name (kr-pseudonym, safe-harbor, limited) or policy file "
+            "(default: deid.policy of the config).",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of tables.")] = False,
+    sink: Annotated[str | None, typer.Option(help="Use this sink's key (deid.sink_keys).")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Review a policy offline: each event's research form beside a field-by-field account of
+    the actions (field, PHI class, action, before -> after). The account shows IDENTIFIED
+    values: for a privacy officer, on test data, never to be stored or shared."""
+    import secrets
+    from zoneinfo import ZoneInfo
+
+    from hl7bus.hl7v2 import Hl7ParseError
+    from hl7bus.streams import deid_review, deidentify
+
+    settings = load_settings(config)
+    try:
+        policy = deidentify.Policy.load(policy_ref or settings.deid.policy)
+    except (deidentify.PolicyError, OSError) as exc:
+        fail(str(exc), code=2)
+    try:
+        key = deidentify.load_key(settings.deid, sink=sink)
+    except deidentify.PolicyError:
+        # No key configured: an ephemeral one, so the review runs; pseudonyms and date shifts
+        # then differ from the live worker's.
+        key = deidentify.Pseudonymizer(secrets.token_bytes(32), "ephemeral")
+        err_console.print("[yellow]no deid key configured: using an ephemeral key[/]")
+    except OSError as exc:
+        fail(f"deid key: {exc}", code=2)
+    zone = ZoneInfo(settings.worker.timezone)
+    reviewed: list[Any] = []
+    for file in files:
+        try:
+            reviewed += deid_review.review(file.read_bytes(), policy, key, zone)
+        except (OSError, Hl7ParseError) as exc:
+            fail(f"{_esc(str(file))}: {getattr(exc, 'reason', None) or exc}")
+    if as_json:
+        out = deid_review.as_json(reviewed, policy, key)
+        typer.echo(json.dumps(out, ensure_ascii=False, indent=1))
+        return
+    _print_review(reviewed, policy, key)
+
+
+def _print_review(reviewed: list[Any], policy: Any, key: Any) -> None:
+    from rich.markup import escape as markup_escape
+    from rich.table import Table
+
+    from hl7bus.streams import deid_review
+
+    console.print(f"[bold reverse red] {deid_review.WARNING} [/]")
+    console.print(
+        f"policy [bold]{markup_escape(policy.name)}[/] ({markup_escape(policy.source)}), "
+        f"hash {policy.digest}, key id {markup_escape(key.key_id)}"
+    )
+
+    def show(value: Any) -> str:
+        if value is None:
+            return ""
+        text = json.dumps(deid_review.jsonable(value), ensure_ascii=False)
+        text = text[1:-1] if text.startswith('"') else text
+        return markup_escape(text if len(text) <= 120 else text[:117] + "...")
+
+    for r in reviewed:
+        outcome = (
+            "[green]research[/]"
+            if r.research is not None
+            else f"[red]DLQ {markup_escape(r.error or '')}[/]: {markup_escape(r.reason or '')}"
+        )
+        table = Table(
+            title=f"message {r.message}: {r.event_type} -> {outcome}", title_justify="left"
+        )
+        table.add_column("field", no_wrap=True, overflow="fold")
+        table.add_column("PHI", no_wrap=True)
+        table.add_column("action", no_wrap=True, min_width=len("generalize:kr_postal3"))
+        table.add_column("before (identified)", overflow="fold")
+        table.add_column("after (research)", overflow="fold")
+        for s in r.steps:
+            table.add_row(s.field, s.phi, markup_escape(s.action), show(s.before), show(s.after))
+        console.print(table)
+
+
 # -- bench --------------------------------------------------------------------------------------
 # One sub-app for all benchmarks (bench/<name>.py, run from a source checkout); each prints
 # JSON with its figure and a named peer's figure from the same run (DESIGN §8, BENCHMARKS.md).
@@ -767,7 +878,8 @@ def bench_parse(
         bool, typer.Option("--profile", help="Print a cProfile of hl7bus's walk instead.")
     ] = False,
 ) -> None:
-    """Parse + read every field: hl7bus vs python-hl7 vs hl7apy vs bare str.split."""
+    """Parse + read the fields an event mapper reads, and every field: hl7bus vs python-hl7 vs
+    hl7apy vs bare str.split (the floor)."""
     bench = _bench_module("parse")
     if profile:
         typer.echo(bench.profile(messages))
@@ -809,6 +921,48 @@ def bench_mllp(
         result = bench.run(
             messages, counts, window=window, rate=rate, rate_seconds=rate_seconds, profile=profile
         )
+    typer.echo(json.dumps(result, indent=2))
+
+
+@bench_app.command("deid")
+def bench_deid(
+    messages: Annotated[
+        int, typer.Option(min=1, help="ORU^R01 messages with a free-text NTE in the corpus.")
+    ] = 100,
+    seconds: Annotated[
+        float, typer.Option(min=0.0, help="Time budget per contender and round.")
+    ] = 1.0,
+    rounds: Annotated[int, typer.Option(min=1, help="Interleaved rounds.")] = 3,
+    policy_ref: Annotated[
+        str, typer.Option("--policy", help="Profile or policy file.")
+    ] = "kr-pseudonym",
+) -> None:
+    """De-identification (every event of a message, to research form) vs parse+normalize of the
+    same messages, events/s per core; target: deid at most 50 % of parse+normalize time."""
+    bench = _bench_module("deid")
+    with err_console.status("benchmarking deid vs parse+normalize..."):
+        result = bench.run(messages, seconds, rounds, policy_ref)
+    typer.echo(json.dumps(result, indent=2))
+
+
+@bench_app.command("stream")
+def bench_stream(
+    messages: Annotated[
+        int, typer.Option(min=100, help="ORU^R01 messages (10 OBX each) per contender and round.")
+    ] = 3000,
+    rounds: Annotated[int, typer.Option(min=1, help="Interleaved rounds (forward, parse).")] = 3,
+    profile: Annotated[
+        bool, typer.Option("--profile", help="Add a cProfile of one more parse worker run.")
+    ] = False,
+) -> None:
+    """Events/s of parse+normalize in one worker through a real broker vs the bare
+    consume->produce loop of the same runtime. Starts its own broker."""
+    bench = _bench_module("stream")
+    with err_console.status("benchmarking the stream worker (starts a Kafka broker)..."):
+        result = bench.run(messages, rounds, profile=profile)
+    profile_text = result.pop("profile", None)
+    if profile_text:
+        err_console.print(profile_text, markup=False)
     typer.echo(json.dumps(result, indent=2))
 
 

@@ -23,6 +23,7 @@ from hl7bus.connectors.warehouse.duckdb_sink import WarehouseConfig
 from hl7bus.ops.kafka_clients import DEFAULT_BOOTSTRAP, KafkaConfig
 from hl7bus.ops.local_kafka import LocalKafkaConfig, running_bootstrap
 from hl7bus.ops.topics import TopicsConfig
+from hl7bus.schemas.codec import SchemasConfig
 from hl7bus.streams.deidentify import DeidConfig
 from hl7bus.streams.runtime import WorkerConfig
 
@@ -53,6 +54,10 @@ class Settings(BaseSettings):
     )
     worker: WorkerConfig = Field(default_factory=WorkerConfig, description="Stream processors.")
     deid: DeidConfig = Field(default_factory=DeidConfig, description="De-identification.")
+    schemas: SchemasConfig = Field(
+        default_factory=SchemasConfig,
+        description="Value encoding: Avro single-object (default) or a schema registry.",
+    )
     warehouse: WarehouseConfig = Field(
         default_factory=WarehouseConfig, description="The warehouse sink."
     )

@@ -1,8 +1,16 @@
-"""Avro single-object encoding of the packaged event schemas (the embedded default).
+"""Avro encoding of the packaged event schemas: single-object (the default) or a schema registry.
 
-Every value on an hl7bus topic is `C3 01` + the 8-byte little-endian CRC-64-AVRO fingerprint of
-the writer schema's canonical form + the Avro binary body (Avro specification, "Single object
-encoding"), so any Avro library that holds our published `*.avsc` files can decode it.
+Embedded default: every value on an hl7bus topic is `C3 01` + the 8-byte little-endian
+CRC-64-AVRO fingerprint of the writer schema's canonical form + the Avro binary body (Avro
+specification, "Single object encoding"), so any Avro library that holds our published `*.avsc`
+files can decode it.
+
+With a schema registry configured (`schemas.registry_url`, see `configure`): values use the
+Confluent wire format through confluent-kafka's SchemaRegistryClient and AvroSerializer, one
+subject per topic and record (`<topic>-hl7bus.v1.Patient`, the TopicRecordNameStrategy, since
+hl7.events carries several record types). In production mode nothing is registered by the bus:
+the serializer uses the latest version registered under the subject, and a subject that is not
+registered raises RegistryError. `decode` reads both formats, so a topic can be migrated.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from typing import Any
 
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
+from pydantic import BaseModel, ConfigDict, Field
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 # Kafka header that names the event type, so consumers can route without decoding.
@@ -26,6 +35,39 @@ _HEADER_LEN = len(SINGLE_OBJECT_MAGIC) + 8
 
 class CodecError(ValueError):
     """A value that is not a single-object-encoded record of a known schema."""
+
+
+class RegistryError(RuntimeError):
+    """The schema registry cannot serve a subject or schema (a deployment problem, not bad data:
+    it is not a CodecError, so it is not sent to the DLQ as one)."""
+
+
+class SchemasConfig(BaseModel):
+    """How values are encoded: Avro single-object encoding, or a Confluent schema registry."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    registry_url: str | None = Field(
+        None,
+        description=(
+            "Schema registry URL (http(s)://host:8081). Unset: Avro single-object encoding with "
+            "the packaged schemas, no registry."
+        ),
+    )
+    auto_register: bool = Field(
+        False,
+        description=(
+            "Register the packaged schemas on first use (development only). Off: the latest "
+            "version registered under each subject is used; an unregistered subject is an error."
+        ),
+    )
+    client: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Extra SchemaRegistryClient properties (basic.auth.user.info, ssl.*); values whose "
+            "key mentions password or secret are masked in `config show`."
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -97,7 +139,16 @@ def schema(event_type: str) -> EventSchema:
         ) from None
 
 
-def encode(event_type: str, record: Mapping[str, Any]) -> bytes:
+def encode(event_type: str, record: Mapping[str, Any], topic: str | None = None) -> bytes:
+    """Encode a record of a packaged schema for `topic` (a topic name or catalog id; only the
+    registry mode uses it, for the subject; default: hl7.raw for RawMessage, else hl7.events)."""
+    registry = _registry
+    if registry is not None:
+        return registry.encode(event_type, record, topic)
+    return encode_single_object(event_type, record)
+
+
+def encode_single_object(event_type: str, record: Mapping[str, Any]) -> bytes:
     target = schema(event_type)
     out = io.BytesIO()
     out.write(SINGLE_OBJECT_MAGIC)
@@ -106,8 +157,20 @@ def encode(event_type: str, record: Mapping[str, Any]) -> bytes:
     return out.getvalue()
 
 
-def decode(data: bytes) -> tuple[str, dict[str, Any]]:
-    """Return (event type, record) of a single-object-encoded value."""
+def decode(data: bytes, topic: str | None = None) -> tuple[str, dict[str, Any]]:
+    """Return (event type, record) of a single-object or (registry mode) Confluent value."""
+    if data[:1] == CONFLUENT_MAGIC:
+        registry = _registry
+        if registry is None:
+            raise CodecError(
+                f"not an Avro single-object value ({len(data)} bytes, bad magic: Confluent "
+                "wire format, but no schema registry is configured)"
+            )
+        return registry.decode(data, topic)
+    return decode_single_object(data)
+
+
+def decode_single_object(data: bytes) -> tuple[str, dict[str, Any]]:
     if len(data) < _HEADER_LEN or data[:2] != SINGLE_OBJECT_MAGIC:
         raise CodecError(f"not an Avro single-object value ({len(data)} bytes, bad magic)")
     fp = data[2:_HEADER_LEN]
@@ -126,3 +189,157 @@ def decode(data: bytes) -> tuple[str, dict[str, Any]]:
     if not isinstance(record, dict):
         raise CodecError(f"{writer.name} body did not decode to a record")
     return writer.name, record
+
+
+# -- schema registry mode -------------------------------------------------------------------------
+
+CONFLUENT_MAGIC = b"\x00"
+_registry: _Registry | None = None
+
+
+def configure(cfg: SchemasConfig, topic_names: Mapping[str, str] | None = None) -> None:
+    """Select the encoding for this process: registry mode when cfg.registry_url is set.
+
+    topic_names maps catalog ids (raw, events, research.patient, ...) to topic names, so that
+    callers may name topics by id. Components call this once at start (the CLI does).
+    """
+    global _registry
+    if cfg.registry_url is None:
+        _registry = None
+        return
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    conf = {**cfg.client, "url": cfg.registry_url}
+    if cfg.registry_url.startswith("mock://"):
+        client = SchemaRegistryClient.new_client(conf)  # tests: the in-process mock registry
+    else:
+        client = SchemaRegistryClient(conf)
+    _registry = _Registry(client, cfg.auto_register, dict(topic_names or {}))
+
+
+def use_registry_client(
+    client: Any, auto_register: bool, topic_names: Mapping[str, str] | None = None
+) -> None:
+    """Registry mode with a given SchemaRegistryClient (tests)."""
+    global _registry
+    _registry = _Registry(client, auto_register, dict(topic_names or {}))
+
+
+def reset() -> None:
+    """Back to single-object encoding."""
+    global _registry
+    _registry = None
+
+
+def subject(topic: str, event_type: str) -> str:
+    """The subject of a record type on a topic (TopicRecordNameStrategy)."""
+    definition = schema(event_type).definition
+    namespace = definition.get("namespace")
+    full = f"{namespace}.{definition['name']}" if namespace else definition["name"]
+    return f"{topic}-{full}"
+
+
+class _Registry:
+    def __init__(self, client: Any, auto_register: bool, topic_names: dict[str, str]) -> None:
+        self.client = client
+        self.auto_register = auto_register
+        self.topic_names = topic_names
+        self._serializers: dict[str, Any] = {}
+        self._deserializers: dict[str, Any] = {}
+        self._names: dict[int, str] = {}
+
+    def topic(self, event_type: str, topic: str | None) -> str:
+        if topic is None:
+            topic = "raw" if event_type == "RawMessage" else "events"
+            return self.topic_names.get(topic, f"hl7.{topic}")
+        return self.topic_names.get(topic, topic)
+
+    def _serializer(self, event_type: str) -> Any:
+        found = self._serializers.get(event_type)
+        if found is None:
+            from confluent_kafka.schema_registry import topic_record_subject_name_strategy
+            from confluent_kafka.schema_registry.avro import AvroSerializer
+
+            found = AvroSerializer(
+                self.client,
+                json.dumps(schema(event_type).definition),
+                conf={
+                    "auto.register.schemas": self.auto_register,
+                    "use.latest.version": not self.auto_register,
+                    "subject.name.strategy": topic_record_subject_name_strategy,
+                },
+            )
+            self._serializers[event_type] = found
+        return found
+
+    def encode(self, event_type: str, record: Mapping[str, Any], topic: str | None) -> bytes:
+        from confluent_kafka.serialization import MessageField, SerializationContext
+
+        name = self.topic(event_type, topic)
+        serializer = self._serializer(event_type)
+        try:
+            value = serializer(dict(record), SerializationContext(name, MessageField.VALUE))
+        except Exception as exc:
+            if _is_registry_error(exc):
+                raise RegistryError(
+                    f"schema registry: subject {subject(name, event_type)!r} is not usable "
+                    f"({_registry_reason(exc)}); register the schema (hl7bus schemas docs "
+                    "lists them) or set schemas.auto_register in development"
+                ) from None
+            raise CodecError(f"{event_type} record does not fit its schema: {exc}") from exc
+        if value is None:
+            raise CodecError(f"{event_type} record encoded to nothing")
+        return bytes(value)
+
+    def _name_of(self, schema_id: int) -> str:
+        name = self._names.get(schema_id)
+        if name is None:
+            try:
+                registered = self.client.get_schema(schema_id)
+            except Exception as exc:
+                if _is_registry_error(exc):
+                    raise RegistryError(
+                        f"schema registry: schema id {schema_id} not found "
+                        f"({_registry_reason(exc)})"
+                    ) from None
+                raise
+            name = str(json.loads(registered.schema_str)["name"])
+            self._names[schema_id] = name
+        return name
+
+    def decode(self, data: bytes, topic: str | None) -> tuple[str, dict[str, Any]]:
+        from confluent_kafka.schema_registry.avro import AvroDeserializer
+        from confluent_kafka.serialization import MessageField, SerializationContext
+
+        if len(data) < 5:
+            raise CodecError(f"not a Confluent wire-format value ({len(data)} bytes)")
+        # Only to pick the reader schema: the deserializer parses the header itself.
+        name = self._name_of(int.from_bytes(data[1:5], "big"))
+        if name not in schemas():
+            raise CodecError(f"registered schema {name!r} is not one of ours")
+        deserializer = self._deserializers.get(name)
+        if deserializer is None:
+            deserializer = AvroDeserializer(self.client, json.dumps(schema(name).definition))
+            self._deserializers[name] = deserializer
+        ctx = SerializationContext(self.topic(name, topic), MessageField.VALUE)
+        try:
+            record = deserializer(data, ctx)
+        except Exception as exc:
+            if _is_registry_error(exc):
+                raise RegistryError(f"schema registry: {_registry_reason(exc)}") from None
+            raise CodecError(f"corrupt {name} body: {type(exc).__name__}") from exc
+        if not isinstance(record, dict):
+            raise CodecError(f"{name} body did not decode to a record")
+        return name, record
+
+
+def _is_registry_error(exc: BaseException) -> bool:
+    from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+    return isinstance(exc, SchemaRegistryError)
+
+
+def _registry_reason(exc: BaseException) -> str:
+    message = getattr(exc, "error_message", None) or str(exc)
+    code = getattr(exc, "error_code", None)
+    return f"{message} (error {code})" if code else str(message)

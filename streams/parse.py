@@ -9,9 +9,10 @@ from __future__ import annotations
 from datetime import tzinfo
 from typing import Any
 
-from hl7bus.hl7v2 import parse
+from hl7bus.hl7v2 import Message, parse
 from hl7bus.streams import map_adt, map_clinical, map_generic, map_results
 from hl7bus.streams.mapping import Context, Event, Mapper, Routing, default_routing
+from hl7bus.streams.scrub import identifiers_of
 from hl7bus.streams.terminology import Terminology, default_terminology
 
 __all__ = ["MAPPERS", "Event", "events_from_raw"]
@@ -54,4 +55,23 @@ def events_from_raw(
     events: list[Event] = []
     for name in names:
         events.extend(MAPPERS[name](ctx))
+    # The message's own names and identifiers ride along on the identified (restricted) topic,
+    # so the de-identify stage can scrub free text and run its leak check against the whole
+    # message without re-reading it (streams/deidentify.py). Computed once per message; no
+    # policy names this field, so it never reaches a research topic.
+    if events:
+        carried = message_identifiers(message)
+        for event in events:
+            event.record["message_identifiers"] = carried
     return events
+
+
+def message_identifiers(message: Message) -> str | None:
+    """identifiers_of(message) as the events' message_identifiers field: ``KIND<TAB>value``
+    lines, sorted; None when the message has none. Tabs and line breaks inside a value (never
+    seen in real identifiers) become spaces."""
+    needles = identifiers_of(message).needles
+    if not needles:
+        return None
+    clean = str.maketrans("\t\n\r", "   ")
+    return "\n".join(sorted(f"{kind}\t{value.translate(clean)}" for kind, value in needles))

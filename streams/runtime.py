@@ -1,14 +1,21 @@
 """The one module that imports faust: it wires the pure steps of streams/steps.py to Kafka.
 
-Processing is at-least-once: faust commits an offset only after the agent has finished with
-the record, and each output is awaited until Kafka confirms it. Sinks upsert by event id, so a
-redelivered record changes nothing.
+Processing is at-least-once: each stage takes records in batches (take_events), sends all
+their outputs, waits until Kafka has confirmed every one, and only then are the batch's offsets
+acked for faust's periodic commit. Sinks upsert by event id, so a redelivered record changes
+nothing. A killed worker re-emits at most the records past the last commit
+(tests/test_worker_faults.py says exactly what is guaranteed).
+
+The worker serves /metrics, /healthz and /readyz (ready: source partitions assigned, no
+rebalance or table recovery going on, no partition stalled) on worker.metrics_port.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -19,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from hl7bus.ops import topics
 from hl7bus.ops.topics import TopicCatalog
 from hl7bus.streams.deidentify import Policy, Pseudonymizer
-from hl7bus.streams.steps import Output, dedupe_check, deidentify_step, parse_step
+from hl7bus.streams.steps import Output, Sighting, dedupe_check, deidentify_step, parse_step
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +51,13 @@ LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
 
-# Duplicate sends are recognized for this long after the first sighting.
+# Duplicate sends are recognized for this long after the first sighting (WorkerConfig default).
 DEDUPE_WINDOW_S = 7 * 24 * 3600
 DEDUPE_TABLE = "dedupe"
+
+
+# Loggers that write record keys and values at DEBUG.
+_VALUE_LOGGERS = ("faust.topics", "faust.transport.drivers.aiokafka")
 
 
 def changelog_topic(app_id: str) -> str:
@@ -96,6 +107,50 @@ class WorkerConfig(BaseModel):
     stream_buffer_maxsize: int = Field(
         4096, ge=16, description="Records faust buffers per partition before pausing fetch."
     )
+    dedupe_window_s: int = Field(
+        DEDUPE_WINDOW_S,
+        ge=1,
+        description=(
+            "Duplicate sends (same feed and MSH-10) are counted and not re-emitted for this "
+            "many seconds after the first sighting."
+        ),
+    )
+    session_timeout_s: float = Field(
+        45.0,
+        ge=6.0,
+        le=300.0,
+        description=(
+            "How long the broker waits for a silent worker before giving its partitions to the "
+            "others; a killed worker's partitions resume after at most this."
+        ),
+    )
+    metrics_host: str = Field(
+        "127.0.0.1", description="Address of /metrics, /healthz, /readyz (0.0.0.0 for all)."
+    )
+    metrics_port: int | None = Field(
+        9465, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz; null: off."
+    )
+    batch_max_records: int = Field(
+        500,
+        ge=1,
+        description=(
+            "Records a stage takes at once; their outputs are confirmed by Kafka together "
+            "before the batch's offsets may be committed."
+        ),
+    )
+    batch_wait_ms: float = Field(
+        10.0,
+        gt=0,
+        description="How long a stage waits to fill a batch when records trickle in.",
+    )
+    stall_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description=(
+            "/readyz fails when an assigned partition has records waiting and none of them was "
+            "processed for this long (a stalled partition)."
+        ),
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -109,6 +164,43 @@ class WorkerConfig(BaseModel):
         return value
 
 
+class Progress:
+    """Where each source partition got to, for /readyz.
+
+    A partition is stalled when records are waiting in it (high watermark beyond the next
+    offset to process) and none of them was processed for the timeout: a partition that stopped
+    fetching after a rebalance (faust #629) or an agent that died (#523). An idle partition
+    is never stalled; its clock starts when records begin to wait.
+    """
+
+    def __init__(self) -> None:
+        self._next: dict[Any, int] = {}
+        self._since: dict[Any, float] = {}
+
+    def processed(self, tp: Any, offset: int, now: float) -> None:
+        self._next[tp] = offset + 1
+        self._since[tp] = now
+
+    def stalled(
+        self,
+        highwaters: Mapping[Any, int | None],
+        committed: Mapping[Any, int | None],
+        now: float,
+        timeout: float,
+    ) -> list[Any]:
+        found = []
+        for tp, high in highwaters.items():
+            start = self._next.get(tp)
+            if start is None:
+                start = committed.get(tp) or 0
+            if high is None or high <= start:
+                self._since[tp] = now
+                continue
+            if now - self._since.setdefault(tp, now) > timeout:
+                found.append(tp)
+        return found
+
+
 def build_app(
     cfg: WorkerConfig,
     bootstrap: str,
@@ -116,7 +208,11 @@ def build_app(
     policy: Policy,
     pseudonymize: Pseudonymizer,
     leak_check: bool,
+    stages: tuple[str, ...] = ("parse", "deidentify"),
 ) -> Any:
+    """The faust app of the worker. `stages` selects the agents: parse (hl7.raw -> hl7.events),
+    deidentify (hl7.events -> research.*) and, for `hl7bus bench stream` only, forward (hl7.raw
+    -> hl7.events, bytes unchanged: the bare consume->produce loop of this runtime)."""
     import faust
 
     brokers = ";".join(f"kafka://{host}" for host in bootstrap.split(","))
@@ -132,6 +228,8 @@ def build_app(
         stream_buffer_maxsize=cfg.stream_buffer_maxsize,
         producer_acks=-1,
         topic_allow_declare=False,
+        broker_session_timeout=cfg.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, cfg.session_timeout_s / 3),
     )
     zone = ZoneInfo(cfg.timezone)
 
@@ -154,43 +252,133 @@ def build_app(
         value_type=int,
         help="First sighting of each feed|MSH-10, for duplicate-send detection.",
     )
-    window_us = DEDUPE_WINDOW_S * 1_000_000
+    window_us = cfg.dedupe_window_s * 1_000_000
+    progress = Progress()
+    sources = {catalog.name(topics.RAW), catalog.name(topics.EVENTS)}
 
     async def emit(stage: str, produced: list[Output]) -> None:
+        """Send every output of a batch, then wait for all of Kafka's confirmations.
+
+        The batch's offsets are acked only after this returns (take_events acks after the
+        loop body), so at-least-once holds; a failed delivery raises, the agent crashes and
+        the records are redelivered. One wait per batch instead of one per record lets the
+        producer put many records in one request.
+        """
+        pending = []
         for out in produced:
             sent = await outputs[out.topic_id].send(
                 key=out.key, value=out.value, headers=out.headers
             )
-            await sent  # wait for Kafka's confirmation before the offset may be committed
+            pending.append((out, sent))
+        for out, sent in pending:
+            await sent
             if out.topic_id == topics.DLQ:
                 RECORDS.labels(stage, "dlq").inc()
                 ERRORS.labels(stage, dict(out.headers).get("hl7bus.reason", b"?").decode()).inc()
             else:
                 RECORDS.labels(stage, "ok").inc()
 
-    @app.agent(outputs[topics.RAW], name="parse")
-    async def parse_agent(stream: Any) -> None:
-        async for event in stream.events():
-            started = time.perf_counter()
-            RECORDS_IN.labels("parse").inc()
-            sighting, duplicate = dedupe_check(event.value, seen.get, window_us)
-            if duplicate:
-                DUPLICATES.labels(_feed_label(event.value)).inc()
-                continue
-            await emit("parse", parse_step(event.key, event.value, zone))
-            if sighting is not None:
-                # Remembered only after the outputs are delivered: a crash in between re-emits
-                # (same event ids, sinks upsert) rather than losing the message.
-                seen[sighting.key] = sighting.received_us
-            LATENCY.labels("parse").observe(time.perf_counter() - started)
+    def batches(stream: Any) -> Any:
+        return stream.take_events(cfg.batch_max_records, cfg.batch_wait_ms / 1000.0)
 
-    @app.agent(outputs[topics.EVENTS], name="deidentify")
-    async def deidentify_agent(stream: Any) -> None:
-        async for event in stream.events():
+    def done(stage: str, batch: list[Any], started: float) -> None:
+        now = time.monotonic()
+        LATENCY.labels(stage).observe(time.perf_counter() - started)
+        for event in batch:
+            progress.processed(event.message.tp, event.message.offset, now)
+
+    async def parse_agent(stream: Any) -> None:
+        in_batch: dict[str, int] = {}  # sightings of the current batch, not yet in the table
+
+        def first_seen(key: str) -> int | None:
+            found = in_batch.get(key)
+            return found if found is not None else seen.get(key)
+
+        async for batch in batches(stream):
             started = time.perf_counter()
-            RECORDS_IN.labels("deidentify").inc()
-            await emit("deidentify", deidentify_step(event.value, policy, pseudonymize, leak_check))
-            LATENCY.labels("deidentify").observe(time.perf_counter() - started)
+            RECORDS_IN.labels("parse").inc(len(batch))
+            produced: list[Output] = []
+            sightings: list[tuple[Any, Sighting]] = []
+            in_batch.clear()
+            for event in batch:
+                sighting, duplicate = dedupe_check(event.value, first_seen, window_us)
+                if duplicate:
+                    DUPLICATES.labels(_feed_label(event.value)).inc()
+                    continue
+                produced += parse_step(event.key, event.value, zone)
+                if sighting is not None:
+                    in_batch[sighting.key] = sighting.received_us
+                    sightings.append((event, sighting))
+            await emit("parse", produced)
+            # Remembered only after the outputs are delivered: a crash in between re-emits
+            # (same event ids, sinks upsert) rather than losing the message.
+            for event, sighting in sightings:
+                # The table writes its changelog to the partition of the current event.
+                _set_current_event(event)
+                seen[sighting.key] = sighting.received_us
+            done("parse", batch, started)
+
+    async def deidentify_agent(stream: Any) -> None:
+        async for batch in batches(stream):
+            started = time.perf_counter()
+            RECORDS_IN.labels("deidentify").inc(len(batch))
+            produced: list[Output] = []
+            for event in batch:
+                produced += deidentify_step(event.value, policy, pseudonymize, leak_check)
+            await emit("deidentify", produced)
+            done("deidentify", batch, started)
+
+    async def forward_agent(stream: Any) -> None:
+        async for batch in batches(stream):
+            started = time.perf_counter()
+            RECORDS_IN.labels("forward").inc(len(batch))
+            await emit("forward", [Output(topics.EVENTS, e.key, e.value) for e in batch])
+            done("forward", batch, started)
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def quiet_value_logs() -> None:
+        # faust logs every sent key and value at DEBUG (PHI in logs, and costly even when the
+        # record is dropped later): never below INFO for these loggers, whatever --loglevel.
+        for name in _VALUE_LOGGERS:
+            logger = logging.getLogger(name)
+            logger.setLevel(max(logging.INFO, logger.getEffectiveLevel()))
+
+    agents = {
+        "parse": (topics.RAW, parse_agent),
+        "deidentify": (topics.EVENTS, deidentify_agent),
+        "forward": (topics.RAW, forward_agent),
+    }
+    for stage in stages:
+        source, agent = agents[stage]
+        app.agent(outputs[source], name=stage)(agent)
+
+    async def ready() -> bool:
+        """Source partitions assigned, no rebalance or table recovery going on, none stalled."""
+        consumer = app.consumer
+        assigned = [tp for tp in consumer.assignment() if tp.topic in sources]
+        if not assigned or app.rebalancing or getattr(app, "in_recovery", False):
+            return False
+        committed = getattr(consumer, "_committed_offset", {})
+        highwaters = {tp: consumer.highwater(tp) for tp in assigned}
+        return not progress.stalled(
+            highwaters,
+            {tp: committed.get(tp) for tp in assigned},
+            time.monotonic(),
+            cfg.stall_timeout_s,
+        )
+
+    if cfg.metrics_port is not None:
+        port = cfg.metrics_port
+
+        @app.task  # type: ignore[untyped-decorator]
+        async def serve_health() -> None:
+            from hl7bus.ops.health import start_http
+
+            runner = await start_http(cfg.metrics_host, port, ready)
+            try:
+                await asyncio.Event().wait()
+            finally:
+                await runner.cleanup()
 
     return app
 
@@ -200,6 +388,15 @@ def run(app: Any, loglevel: str = "warning") -> None:
     import faust
 
     faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
+
+
+def _set_current_event(event: Any) -> None:
+    """Make `event` faust's current event (tables pick the changelog partition from it)."""
+    import weakref
+
+    from faust.streams import _current_event
+
+    _current_event.set(weakref.ref(event))
 
 
 def _feed_label(value: bytes) -> str:

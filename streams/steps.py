@@ -9,12 +9,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import tzinfo
+from typing import Any
 
 from fastavro.validation import ValidationError as AvroValidationError
 
 from hl7bus.hl7v2 import Hl7ParseError
 from hl7bus.ops import topics
 from hl7bus.schemas import codec
+from hl7bus.streams import deidentify as deid_metrics
 from hl7bus.streams.deidentify import DeidError, Policy, Pseudonymizer, deidentify
 from hl7bus.streams.parse import events_from_raw
 
@@ -81,7 +83,7 @@ def parse_step(key: bytes | None, value: bytes, zone: tzinfo) -> list[Output]:
             Output(
                 topics.EVENTS,
                 e.key.encode("utf-8") if e.key else key,
-                codec.encode(e.type, e.record),
+                codec.encode(e.type, e.record, topic=topics.EVENTS),
                 [(codec.EVENT_TYPE_HEADER, e.type.encode())],
             )
             for e in events
@@ -92,6 +94,8 @@ def parse_step(key: bytes | None, value: bytes, zone: tzinfo) -> list[Output]:
         return [_dlq(key, value, "parsing", "hl7_parse_error")]
     except (AvroValidationError, ValueError, TypeError):
         return [_dlq(key, value, "normalizing", "event_invalid")]
+    except codec.RegistryError:
+        raise  # a deployment problem (unregistered subject): stop, do not DLQ every record
     except Exception:
         # A mapping bug must not stop the partition: the record waits in the DLQ for a replay.
         return [_dlq(key, value, "parsing", "internal_error")]
@@ -101,19 +105,30 @@ def parse_step(key: bytes | None, value: bytes, zone: tzinfo) -> list[Output]:
 def deidentify_step(
     value: bytes, policy: Policy, pseudonymize: Pseudonymizer, leak_check: bool
 ) -> list[Output]:
-    """hl7.events record -> its research form, or one DLQ record. Fails closed."""
+    """hl7.events record -> its research form, or one DLQ record (restricted hl7.dlq, stage
+    deidentifying, an error code). Fails closed. Counts refusals by code, leaks, and actions
+    per (action, PHI class) (streams/deidentify.py metrics; never values)."""
+    counts: dict[tuple[str, str], int] = {}
     try:
         event_type, record = codec.decode(value)
-        research = deidentify(event_type, record, policy, pseudonymize, leak_check)
+        research = deidentify(event_type, record, policy, pseudonymize, leak_check, counts=counts)
         encoded = codec.encode(event_type, research)
         key = research.get("patient_key")
     except DeidError as exc:
-        return [_dlq(None, value, "deidentifying", exc.code)]
+        return [_deid_dlq(value, exc.code)]
     except codec.CodecError:
-        return [_dlq(None, value, "deidentifying", "undecodable_event")]
+        return [_deid_dlq(value, "undecodable_event")]
+    except (AvroValidationError, ValueError, TypeError):
+        # e.g. a policy that drops a required field: the research form does not encode.
+        return [_deid_dlq(value, "unencodable_research_event")]
     except Exception:
         # Fail closed: whatever went wrong, nothing reaches a research topic.
-        return [_dlq(None, value, "deidentifying", "internal_error")]
+        return [_deid_dlq(value, "internal_error")]
+    for label, n in counts.items():
+        child = _ACTION_COUNTERS.get(label)
+        if child is None:
+            child = _ACTION_COUNTERS[label] = deid_metrics.ACTIONS_DONE.labels(*label)
+        child.inc(n)
     return [
         Output(
             topics.research(event_type),
@@ -125,3 +140,13 @@ def deidentify_step(
             ],
         )
     ]
+
+
+_ACTION_COUNTERS: dict[tuple[str, str], Any] = {}  # (action, PHI class) -> counter child
+
+
+def _deid_dlq(value: bytes, code: str) -> Output:
+    deid_metrics.ERRORS.labels(code).inc()
+    if code == "leak":
+        deid_metrics.LEAKS.inc()
+    return _dlq(None, value, "deidentifying", code)

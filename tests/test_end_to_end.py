@@ -56,6 +56,7 @@ def test_mllp_to_warehouse(kafka_bootstrap: str, unique_name: str, tmp_path: Pat
         "HL7BUS_MLLP_METRICS_PORT": str(_free_port()),
         "HL7BUS_WORKER_APP_ID": f"{unique_name}-worker",
         "HL7BUS_WORKER_DATA_DIR": str(tmp_path / "worker"),
+        "HL7BUS_WORKER_METRICS_PORT": str(_free_port()),
         "HL7BUS_WAREHOUSE_PATH": str(warehouse),
         "HL7BUS_WAREHOUSE_GROUP_ID": f"{unique_name}-warehouse",
         "HL7BUS_DEID_KEY": secrets.token_hex(32),
