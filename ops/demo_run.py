@@ -297,7 +297,14 @@ def _print_pair(console: Console, pair: tuple[dict[str, Any], dict[str, Any]] | 
     table.add_column("identified")
     table.add_column("de-identified")
     for name in source:
-        table.add_row(name, phi[name], _show(source[name]), _show(research.get(name)))
+        before, after = source[name], research.get(name)
+        if before in (None, "", []) and after in (None, "", []):
+            continue  # fields this message does not carry
+        if name == "message_identifiers":
+            # The parse stage's carrier of the message's identifiers for the leak check and
+            # text scrubbing: many lines, never on a research topic.
+            before = f"({len(str(before).splitlines())} identifier values of the message)"
+        table.add_row(name, phi[name], _show(before), _show(after))
     console.print(table)
     research_text = " ".join(str(v) for v in research.values() if v is not None)
     leaks = [
