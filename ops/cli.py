@@ -319,7 +319,7 @@ def send(
     import ssl
 
     from hl7bus.connectors.mllp.client import client_ssl_context
-    from hl7bus.ops.sending import read_messages, send_and_report
+    from hl7bus.connectors.mllp.sending import read_messages, send_and_report
 
     try:
         messages = read_messages(paths)

@@ -27,9 +27,9 @@ from confluent_kafka import Consumer
 from rich.console import Console
 from rich.table import Table
 
+from hl7bus.connectors.mllp.sending import read_messages, send_and_report
 from hl7bus.ops import kafka_clients, local_kafka, topics
 from hl7bus.ops.config import Settings
-from hl7bus.ops.sending import read_messages, send_and_report
 from hl7bus.schemas import codec
 
 DEMO_FEED = "demo"
