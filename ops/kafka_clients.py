@@ -198,9 +198,15 @@ class AsyncProducer:
         return int(self._producer.flush(timeout))
 
     def close(self, timeout: float = 30.0) -> int:
+        """Flush, stop polling and release the client (no reconnect attempts linger on)."""
+        if self._stop.is_set():
+            return 0
         pending = self.flush(timeout)
         self._stop.set()
         self._poller.join(timeout=5)
+        if pending == 0:
+            # With messages still queued, close() would block on a flush of its own.
+            self._producer.close()
         return pending
 
     def cluster_reachable(self, timeout: float = 2.0) -> bool:
