@@ -97,6 +97,7 @@ def observations(ctx: Context) -> list[Event]:
     obr: Segment | None = None
     last: dict[str, Any] | None = None
     notes: list[str | None] = []
+    group: tuple[str | None, ...] | None = None  # _group(orc, obr), read at its first OBX
 
     def flush() -> None:
         if last is not None:
@@ -107,7 +108,9 @@ def observations(ctx: Context) -> list[Event]:
         name = segment.name
         if name == "OBX":
             flush()
-            last, notes = _observation(ctx, orc, obr, segment), []
+            if group is None:
+                group = _group(orc, obr)
+            last, notes = _observation(ctx, group, segment), []
             continue
         if name == "NTE":
             if last is not None:
@@ -116,22 +119,35 @@ def observations(ctx: Context) -> list[Event]:
         flush()
         last, notes = None, []
         if name == "ORC":
-            orc, obr = segment, None
+            orc, obr, group = segment, None, None
         elif name == "OBR":
-            obr = segment
+            obr, group = segment, None
     flush()
     return events
 
 
-def _observation(
-    ctx: Context, orc: Segment | None, obr: Segment | None, obx: Segment
-) -> dict[str, Any]:
+def _group(orc: Segment | None, obr: Segment | None) -> tuple[str | None, ...]:
+    """What every OBX of one ORC/OBR group reads of them: placer, filler, OBR-7.1, OBR-4.1..3."""
+
     def order(orc_path: str, obr_path: str) -> str | None:
         value = orc.get(orc_path) if orc is not None else None
         return value or (obr.get(obr_path) if obr is not None else None)
 
-    placer, filler = order("2.1", "2.1"), order("3.1", "3.1")
-    when = ctx.first_instant(obx.get("14.1"), obr.get("7.1") if obr else None) or ctx.message_time
+    if obr is None:
+        return order("2.1", "2.1"), order("3.1", "3.1"), None, None, None, None
+    return (
+        order("2.1", "2.1"),
+        order("3.1", "3.1"),
+        obr.get("7.1"),
+        obr.get("4.1"),
+        obr.get("4.2"),
+        obr.get("4.3"),
+    )
+
+
+def _observation(ctx: Context, group: tuple[str | None, ...], obx: Segment) -> dict[str, Any]:
+    placer, filler, obr_time, order_code, order_code_text, order_code_system = group
+    when = ctx.first_instant(obx.get("14.1"), obr_time) or ctx.message_time
     record = ctx.common("Observation", obx.index, when)
     value_type = obx.get("2")
     value = _value_text(ctx, obx)
@@ -154,9 +170,9 @@ def _observation(
     number = filler or placer
     coded = value_type in _CODED
     record.update(
-        order_code=obr.get("4.1") if obr else None,
-        order_code_text=obr.get("4.2") if obr else None,
-        order_code_system=obr.get("4.3") if obr else None,
+        order_code=order_code,
+        order_code_text=order_code_text,
+        order_code_system=order_code_system,
         order_key=ctx.order_key(placer, filler),
         result_key=join_key(ctx.feed, number, code or "", sub_id or "") if number else None,
         encounter_key=ctx.encounter_key(),

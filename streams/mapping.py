@@ -69,8 +69,10 @@ class Context:
     control_id: str | None = field(init=False)
     patient_key: str | None = field(init=False)
     message_time: Instant | None = field(init=False)
+    _cache: dict[str, Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        self._cache = {}
         self.message_type = self.message.message_type or ""
         self.control_id = self.message.control_id
         self.patient_key = patient_key(self.feed, self.message)
@@ -95,9 +97,22 @@ class Context:
 
     def event_instant(self, *values: str | None) -> Instant | None:
         """The first timestamp present among values, then EVN-2, then MSH-7."""
-        return self.first_instant(*values, self.message.get("EVN-2.1")) or self.message_time
+        return self.first_instant(*values, self._evn_time()) or self.message_time
+
+    def _evn_time(self) -> str | None:
+        # The message does not change while it is mapped: read EVN-2.1 once.
+        found = self._cache.get("EVN-2.1", _UNSET)
+        if found is _UNSET:
+            found = self._cache["EVN-2.1"] = self.message.get("EVN-2.1")
+        return found  # type: ignore[no-any-return]
 
     def encounter_key(self) -> str | None:
+        found = self._cache.get("encounter_key", _UNSET)
+        if found is _UNSET:
+            found = self._cache["encounter_key"] = self._encounter_key()
+        return found  # type: ignore[no-any-return]
+
+    def _encounter_key(self) -> str | None:
         visit = self.message.get("PV1-19.1")
         if not visit:
             return None
@@ -132,26 +147,30 @@ class Context:
 
     def event(self, event_type: str, record: dict[str, Any]) -> Event:
         """The event with every field of its schema, in schema order ('' and '""' -> None)."""
-        names = field_names(event_type)
-        unknown = record.keys() - set(names)
-        if unknown:  # a mapper bug, not bad input
+        names, known = _fields(event_type)
+        if not known.issuperset(record):  # a mapper bug, not bad input
+            unknown = record.keys() - known
             raise KeyError(f"{event_type} has no field(s) {', '.join(sorted(unknown))}")
-        clean = blank_to_none({name: record.get(name) for name in names})
+        get = record.get
+        # blank_to_none over every schema field, in one pass.
+        clean = {name: (None if (value := get(name)) in _BLANKS else value) for name in names}
         return Event(event_type, clean["patient_key"], clean)
 
     def coded(
         self, segment: Segment, number: int, when: datetime | None, prefix: str = ""
     ) -> dict[str, Any]:
         """CWE/CE field `number` of a segment as code, text, system and its standard coding."""
-        code = segment.get(f"{number}.1")
-        system = segment.get(f"{number}.3")
+        code_path, text_path, system_path = _coded_paths(number)
+        code = segment.get(code_path)
+        system = segment.get(system_path)
         standard = self.terms.standard(self.feed, system, code, when)
+        k_code, k_text, k_system, k_std_code, k_std_system = _coded_keys(prefix)
         return {
-            f"{prefix}code": code,
-            f"{prefix}code_text": segment.get(f"{number}.2"),
-            f"{prefix}code_system": system,
-            f"{prefix}standard_code": standard.code if standard else None,
-            f"{prefix}standard_system": standard.system if standard else None,
+            k_code: code,
+            k_text: segment.get(text_path),
+            k_system: system,
+            k_std_code: standard.code if standard else None,
+            k_std_system: standard.system if standard else None,
         }
 
 
@@ -163,13 +182,39 @@ def field_names(event_type: str) -> tuple[str, ...]:
     return tuple(f["name"] for f in codec.schema(event_type).definition["fields"])
 
 
+@cache
+def _fields(event_type: str) -> tuple[tuple[str, ...], frozenset[str]]:
+    names = field_names(event_type)
+    return names, frozenset(names)
+
+
+@cache
+def _coded_paths(number: int) -> tuple[str, str, str]:
+    return f"{number}.1", f"{number}.2", f"{number}.3"
+
+
+@cache
+def _coded_keys(prefix: str) -> tuple[str, str, str, str, str]:
+    return (
+        f"{prefix}code",
+        f"{prefix}code_text",
+        f"{prefix}code_system",
+        f"{prefix}standard_code",
+        f"{prefix}standard_system",
+    )
+
+
+_BLANKS = ("", HL7_NULL)
+_UNSET: Any = object()
+
+
 def _value(value: str | None) -> str | None:
     return None if value == HL7_NULL else value
 
 
 def blank_to_none(record: dict[str, Any]) -> dict[str, Any]:
     """'' and the HL7 null '""' are 'no value' in an event."""
-    return {k: (None if v in ("", HL7_NULL) else v) for k, v in record.items()}
+    return {k: (None if v in _BLANKS else v) for k, v in record.items()}
 
 
 def repetitions(message: Message, segment: Segment, number: int) -> int:

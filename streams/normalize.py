@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from functools import lru_cache
 
 # YYYY[MM[DD[HH[MM[SS[.S[S[S[S]]]]]]]]][+/-ZZZZ] (HL7 v2 DTM / TS.1)
 _DTM = re.compile(
@@ -22,30 +23,53 @@ def to_utc(value: str | None, default_zone: tzinfo) -> datetime | None:
     """
     if not value:
         return None
+    found = _read_dtm(value, default_zone)
+    return found.utc if found is not None else None
+
+
+@lru_cache(maxsize=8192)
+def _offset_zone(offset: str) -> tzinfo:
+    sign = 1 if offset[0] == "+" else -1
+    hours, minutes = int(offset[1:3]), int(offset[3:5])
+    return timezone(sign * timedelta(hours=hours, minutes=minutes))
+
+
+@lru_cache(maxsize=65536)
+def _read_dtm(value: str, default_zone: tzinfo) -> Instant | None:
+    """to_utc and read_dtm of a non-empty value (cached: a message repeats its timestamps, and
+    the result is immutable)."""
     match = _DTM.match(value.strip())
     if match is None:
         return None
-    parts = match.groupdict()
-    fraction = parts["fraction"] or ""
-    zone: tzinfo = default_zone
-    if parts["offset"]:
-        sign = 1 if parts["offset"][0] == "+" else -1
-        hours, minutes = int(parts["offset"][1:3]), int(parts["offset"][3:5])
-        zone = timezone(sign * timedelta(hours=hours, minutes=minutes))
+    year, month, day, hour, minute, second, fraction, offset = match.groups()
+    zone: tzinfo = _offset_zone(offset) if offset else default_zone
     try:
         local = datetime(
-            int(parts["year"]),
-            int(parts["month"] or 1),
-            int(parts["day"] or 1),
-            int(parts["hour"] or 0),
-            int(parts["minute"] or 0),
-            int(parts["second"] or 0),
+            int(year),
+            int(month or 1),
+            int(day or 1),
+            int(hour or 0),
+            int(minute or 0),
+            int(second or 0),
             int(fraction.ljust(6, "0")) if fraction else 0,
             tzinfo=zone,
         )
     except ValueError:
         return None
-    return local.astimezone(UTC)
+    mask = "YYYY"
+    if month:
+        mask += "MM"
+    if day:
+        mask += "DD"
+    if hour:
+        mask += "HH"
+    if minute:
+        mask += "MM"
+    if second:
+        mask += "SS"
+        if fraction:
+            mask += "." + "S" * len(fraction)
+    return Instant(local.astimezone(UTC), offset, mask)
 
 
 def iso_date(value: str | None) -> str | None:
@@ -78,22 +102,11 @@ class Instant:
     precision: str  # HL7 DTM mask of what was sent, e.g. "YYYYMMDDHHMM" or "YYYYMMDDHHMMSS.SS"
 
 
-_MASK = (("year", "YYYY"), ("month", "MM"), ("day", "DD"), ("hour", "HH"), ("minute", "MM"))
-
-
 def read_dtm(value: str | None, default_zone: tzinfo) -> Instant | None:
     """:func:`to_utc`, keeping the source offset and precision beside the instant."""
-    utc = to_utc(value, default_zone)
-    if utc is None or value is None:
+    if not value:
         return None
-    match = _DTM.match(value.strip())
-    assert match is not None  # to_utc matched the same pattern
-    mask = "".join(part for group, part in _MASK if match[group])
-    if match["second"]:
-        mask += "SS"
-        if match["fraction"]:
-            mask += "." + "S" * len(match["fraction"])
-    return Instant(utc, match["offset"], mask)
+    return _read_dtm(value, default_zone)
 
 
 # "10-20", "10 - 20", "-1.5-2", "<200", ">=40", "0.70-1.30"
