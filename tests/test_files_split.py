@@ -129,10 +129,10 @@ def test_one_undecodable_message_does_not_fail_the_file() -> None:
     envelopes = [build_envelope(p, feed="f", peer="p") for p in parts]
     assert [e.reason for e in envelopes] == [None, "charset", None]
     with pytest.raises(Hl7ParseError):
-        parse_batch(data)  # decoding the file as a whole fails
+        parse_batch(data)  # parse_batch fails the whole file on one bad message
 
 
-# -- agreement with hl7v2.parse_batch on the file structure ------------------------------------
+# -- split_file (FileFormatError codes) agrees with hl7v2.parse_batch --------------------------
 
 _SEGMENTS = st.sampled_from(
     [
