@@ -15,7 +15,11 @@ from hl7bus.hl7v2 import Hl7CharsetError, Hl7ParseError, Message, decode_bytes, 
 from hl7bus.schemas import codec
 from hl7bus.schemas.keys import patient_key
 
+# What a feed name may be: it is stamped on envelopes and is part of every patient key.
+FEED_NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
+
 __all__ = [
+    "FEED_NAME_PATTERN",
     "SIZE_HEADER",
     "Built",
     "Route",

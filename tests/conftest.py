@@ -32,6 +32,14 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No HL7BUS_* variable of the calling shell leaks into a config test."""
+    for name in list(os.environ):
+        if name.startswith("HL7BUS_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
 def unique_name(request: pytest.FixtureRequest) -> str:
     """A topic / consumer-group name prefix no other test (or earlier run) uses.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 import uuid
 
@@ -9,6 +10,14 @@ from confluent_kafka import Consumer, Message
 
 from hl7bus.ops import kafka_clients, topics
 from hl7bus.ops.kafka_clients import KafkaConfig
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def apply_catalog(bootstrap: str, prefix: str) -> topics.TopicCatalog:

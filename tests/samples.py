@@ -24,12 +24,16 @@ def first(message_type: str) -> Message:
     return next(m for m in feed() if m.message_type == message_type)
 
 
-def envelope(message: Message, feed_name: str = "test") -> dict[str, Any]:
+def envelope(
+    message: Message,
+    feed_name: str = "test",
+    received_at: datetime = datetime(2026, 11, 27, 3, 0, tzinfo=UTC),
+) -> dict[str, Any]:
     """The RawMessage envelope the listener would have written for this message."""
     return {
         "schema_version": 1,
         "feed": feed_name,
-        "received_at": datetime(2026, 11, 27, 3, 0, tzinfo=UTC),
+        "received_at": received_at,
         "peer": "127.0.0.1:5000",
         "charset": "utf-8",
         "control_id": message.control_id,

@@ -4,11 +4,10 @@ Kafka does not hold; after the restart every message that got AA is in hl7.raw."
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
 
 import pytest
-from kafka_helpers import apply_catalog, read_topic
+from kafka_helpers import apply_catalog, free_port, read_topic
 from samples import feed
 
 from hl7bus.connectors.mllp.client import AckResult, send_messages
@@ -21,13 +20,6 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 TOTAL = 300
 KILL_AFTER = 60
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _messages() -> list[bytes]:
@@ -43,7 +35,7 @@ def _messages() -> list[bytes]:
 def test_broker_killed_mid_stream(tmp_path: Path) -> None:
     # A broker of this test's own, on a fixed port so clients find it again after the restart.
     cfg = local_kafka.LocalKafkaConfig(
-        port=_free_port(), data_root=tmp_path, name="aac", start_timeout_s=90
+        port=free_port(), data_root=tmp_path, name="aac", start_timeout_s=90
     )
     broker = local_kafka.up(cfg)
     try:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import socket
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from confluent_kafka import Producer
-from kafka_helpers import apply_catalog, read_topic
+from kafka_helpers import apply_catalog, free_port, read_topic
 from prometheus_client.parser import text_string_to_metric_families
 from samples import envelope, feed
 
@@ -30,13 +29,6 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 SEOUL = ZoneInfo("Asia/Seoul")
 MESSAGES = 30
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _header(record: Any, name: str) -> bytes:
@@ -84,7 +76,7 @@ def test_worker_deidentifies_and_fails_closed(
         producer.produce(events_topic, value=value, key=observation.key)
     assert producer.flush(30) == 0
 
-    metrics_port = _free_port()
+    metrics_port = free_port()
     env = {
         **os.environ,
         "HL7BUS_KAFKA_BOOTSTRAP": kafka_bootstrap,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from kafka_helpers import free_port
 from samples import feed
 
 from hl7bus.ops import kafka_clients
@@ -25,13 +25,6 @@ from hl7bus.ops.kafka_clients import KafkaConfig
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 MESSAGES = 80
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -45,7 +38,7 @@ def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 
 def test_mllp_to_warehouse(kafka_bootstrap: str, unique_name: str, tmp_path: Path) -> None:
-    mllp_port = _free_port()
+    mllp_port = free_port()
     warehouse = tmp_path / "warehouse.duckdb"
     env = {
         **os.environ,
@@ -53,10 +46,10 @@ def test_mllp_to_warehouse(kafka_bootstrap: str, unique_name: str, tmp_path: Pat
         "HL7BUS_TOPICS_PREFIX": f"{unique_name}.",
         "HL7BUS_MLLP_PORT": str(mllp_port),
         "HL7BUS_MLLP_FEED": "e2e",
-        "HL7BUS_MLLP_METRICS_PORT": str(_free_port()),
+        "HL7BUS_MLLP_METRICS_PORT": str(free_port()),
         "HL7BUS_WORKER_APP_ID": f"{unique_name}-worker",
         "HL7BUS_WORKER_DATA_DIR": str(tmp_path / "worker"),
-        "HL7BUS_WORKER_METRICS_PORT": str(_free_port()),
+        "HL7BUS_WORKER_METRICS_PORT": str(free_port()),
         "HL7BUS_WAREHOUSE_PATH": str(warehouse),
         "HL7BUS_WAREHOUSE_GROUP_ID": f"{unique_name}-warehouse",
         "HL7BUS_DEID_KEY": secrets.token_hex(32),

@@ -20,6 +20,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from samples import envelope
 
 from hl7bus.hl7v2 import parse
 from hl7bus.schemas import codec
@@ -35,19 +36,8 @@ CASES = sorted(p.stem for p in GOLDEN.glob("*.hl7"))
 
 
 def golden_envelope(name: str) -> dict[str, Any]:
-    data = (GOLDEN / f"{name}.hl7").read_bytes()
-    message = parse(data)
-    return {
-        "schema_version": 1,
-        "feed": "golden",
-        "received_at": datetime(2026, 3, 5, 3, 0, tzinfo=UTC),
-        "peer": "127.0.0.1:5000",
-        "charset": "utf-8",
-        "control_id": message.control_id,
-        "message_type": message.message_type,
-        "patient_key": None,
-        "raw": message.to_bytes(),
-    }
+    message = parse((GOLDEN / f"{name}.hl7").read_bytes())
+    return envelope(message, "golden", received_at=datetime(2026, 3, 5, 3, 0, tzinfo=UTC))
 
 
 def terminology() -> Terminology:

@@ -10,14 +10,7 @@ import pytest
 from hl7bus.connectors.mllp.server import MllpConfig
 from hl7bus.ops import config
 
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
-
-    for name in list(os.environ):
-        if name.startswith("HL7BUS_"):
-            monkeypatch.delenv(name)
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 def load(tmp_path: Path, text: str) -> MllpConfig:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import time
 import urllib.request
 from collections import Counter
@@ -21,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-from kafka_helpers import apply_catalog, read_topic
+from kafka_helpers import apply_catalog, free_port, read_topic
 from prometheus_client.parser import text_string_to_metric_families
 from samples import envelope, feed
 
@@ -38,13 +37,6 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 SEOUL = ZoneInfo("Asia/Seoul")
 KAFKA = KafkaConfig()
 RESEARCH_IDS = [tid for tid in topics.TopicCatalog.load(topics.TopicsConfig()).specs if "." in tid]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True)
@@ -189,7 +181,7 @@ def test_kill_9_mid_stream_loses_nothing_and_duplicates_only_the_uncommitted_tai
     origin = {eid: p for p in produced for eid in p.event_ids}
 
     group = f"{unique_name}-worker"
-    env = _worker_env(kafka_bootstrap, unique_name, tmp_path / "worker", _free_port())
+    env = _worker_env(kafka_bootstrap, unique_name, tmp_path / "worker", free_port())
     logs = tmp_path / "logs"
     logs.mkdir()
     procs = Processes(logs)
@@ -294,7 +286,7 @@ def test_resent_message_is_counted_not_re_emitted_across_a_restart(
     logs = tmp_path / "logs"
     logs.mkdir()
     procs = Processes(logs)
-    port = _free_port()
+    port = free_port()
     env = _worker_env(kafka_bootstrap, unique_name, tmp_path / "worker-1", port)
     produced = _produce_raw(kafka_bootstrap, raw_topic, first_batch, "resend")
     first_events = sum(len(p.event_ids) for p in produced)

@@ -38,6 +38,7 @@ from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field
 
 from hl7bus.connectors.envelope import (
+    FEED_NAME_PATTERN,
     Built,
     Route,
     build_envelope,
@@ -62,7 +63,7 @@ class FilesConfig(BaseModel):
 
     feed: str = Field(
         "files",
-        pattern=r"^[A-Za-z0-9_.-]+$",
+        pattern=FEED_NAME_PATTERN,
         description="Feed name stamped on every envelope; part of the patient key.",
     )
     drop_dir: Path | None = Field(

@@ -41,6 +41,7 @@ from pydantic import (
 )
 
 from hl7bus.connectors.envelope import (
+    FEED_NAME_PATTERN,
     Route,
     build_envelope,
     dlq_headers,
@@ -157,7 +158,7 @@ class ListenerConfig(BaseModel):
     port: int = Field(2575, ge=0, le=65535, description="TCP port; 0 picks a free one.")
     feed: str = Field(
         "default",
-        pattern=r"^[A-Za-z0-9_.-]+$",
+        pattern=FEED_NAME_PATTERN,
         description="Feed name stamped on every envelope; part of the patient key.",
     )
     charset: str | None = Field(
@@ -224,7 +225,7 @@ class FeedConfig(ListenerConfig):
     """One entry of `mllp.feeds`; keys left out are taken from the `mllp` section."""
 
     feed: str = Field(
-        pattern=r"^[A-Za-z0-9_.-]+$",
+        pattern=FEED_NAME_PATTERN,
         description="Feed name stamped on every envelope; part of the patient key.",
     )
     port: int = Field(ge=0, le=65535, description="TCP port of this feed; 0 picks a free one.")
