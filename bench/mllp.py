@@ -20,7 +20,8 @@ sender is bound by its round trip, not by the listener), then a fixed offered ra
 messages/s) for the p99 ACK latency under a steady load. The sender runs in a separate process so
 it does not share the listener's event loop. Each step also reports the listener process's CPU
 time per message (all its threads, librdkafka's included; the broker and the sender are other
-processes), which moves much less than wall-clock figures when the machine is shared. Machines
+processes), which moves much less than wall-clock figures when the machine is shared; the
+sender's and the broker's CPU per message too, since all three share the machine's cores. Machines
 are shared and noisy: read the ratios, not the absolute figures.
 """
 
@@ -98,6 +99,7 @@ def _send_job(
     from hl7bus.connectors.mllp.client import send_many, summarize
 
     messages = corpus(count, tag)
+    cpu = time.process_time()
     started = time.perf_counter()
     results = asyncio.run(
         send_many(
@@ -111,6 +113,7 @@ def _send_job(
         )
     )
     elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu
     summary = summarize(results)
     return {
         "messages": summary.total,
@@ -123,6 +126,8 @@ def _send_job(
         "ack_p99_ms": _ms(summary.latency_p99_s),
         "ack_max_ms": _ms(summary.latency_max_s),
         "mean_bytes": round(sum(map(len, messages)) / len(messages)),
+        # The sender shares the machine's cores with the listener and the broker.
+        "sender_cpu_us_per_message": round(cpu / max(count, 1) * 1e6, 1),
     }
 
 
@@ -134,6 +139,18 @@ def _loadavg() -> str | None:
         return None
 
 
+def _process_cpu_s(pid: int | None) -> float | None:
+    """User + system CPU seconds of another process so far (Linux procfs), or None."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    # After the command name: state is field 3, utime and stime are fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 2)
 
@@ -142,7 +159,9 @@ def _ms(seconds: float | None) -> float | None:
 
 
 class _Bench:
-    def __init__(self, bootstrap: str, pool: concurrent.futures.Executor) -> None:
+    def __init__(
+        self, bootstrap: str, pool: concurrent.futures.Executor, broker_pid: int | None = None
+    ) -> None:
         from hl7bus.connectors.envelope import Route
         from hl7bus.ops import kafka_clients, topics
         from hl7bus.ops.kafka_clients import KafkaConfig
@@ -157,6 +176,7 @@ class _Bench:
             kafka_clients.producer_config(self.kafka_cfg, bootstrap)
         )
         self.pool = pool
+        self.broker_pid = broker_pid
         self.runs = 0
 
     async def measure(
@@ -176,6 +196,7 @@ class _Bench:
         self.runs += 1
         loop = asyncio.get_running_loop()
         cpu = time.process_time()
+        broker_cpu = _process_cpu_s(self.broker_pid)
         try:
             if profiler is not None:
                 profiler.enable()
@@ -193,8 +214,14 @@ class _Bench:
             if profiler is not None:
                 profiler.disable()
             cpu = time.process_time() - cpu
+            broker_after = _process_cpu_s(self.broker_pid)
             await listener.stop(5)
         result["listener_cpu_us_per_message"] = round(cpu / max(count, 1) * 1e6, 1)
+        if broker_cpu is not None and broker_after is not None:
+            # Clock ticks (10 ms): a coarse figure, and it includes the broker's idle work.
+            result["broker_cpu_us_per_message"] = round(
+                (broker_after - broker_cpu) / max(count, 1) * 1e6, 1
+            )
         return result
 
     def close(self) -> None:
@@ -284,7 +311,7 @@ def run(
                 max_workers=1, mp_context=multiprocessing.get_context("spawn")
             ) as pool,
         ):
-            bench = _Bench(broker.bootstrap, pool)
+            bench = _Bench(broker.bootstrap, pool, broker.pid)
             try:
                 body = asyncio.run(
                     _run(
