@@ -535,6 +535,7 @@ def status(config: ConfigOption = None) -> None:
     from rich.table import Table
 
     from hl7bus.ops import kafka_clients, topics
+    from hl7bus.streams.runtime import source_topics
 
     settings = load_settings(config)
     bootstrap = config_mod.bootstrap(settings)
@@ -548,7 +549,7 @@ def status(config: ConfigOption = None) -> None:
                 settings.kafka,
                 bootstrap,
                 settings.worker.app_id,
-                [catalog.name(topics.RAW), catalog.name(topics.EVENTS)],
+                [catalog.name(tid) for tid in source_topics(settings.worker.stages)],
             ),
             f"warehouse sink ({settings.warehouse.group_id})": kafka_clients.group_lag(
                 settings.kafka, bootstrap, settings.warehouse.group_id, research

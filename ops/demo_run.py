@@ -31,6 +31,7 @@ from hl7bus.connectors.mllp.sending import read_messages, send_and_report
 from hl7bus.ops import kafka_clients, local_kafka, topics
 from hl7bus.ops.config import Settings
 from hl7bus.schemas import codec
+from hl7bus.streams.runtime import source_topics
 
 DEMO_FEED = "demo"
 _WAIT_S = 120.0
@@ -173,7 +174,7 @@ def _run(
 
     names = {tid: catalog.name(tid) for tid in catalog.specs}
     research = [n for tid, n in names.items() if tid.startswith("research.")]
-    worker_topics = [names[topics.RAW], names[topics.EVENTS]]
+    worker_topics = [names[tid] for tid in source_topics(settings.worker.stages)]
     with console.status("waiting for the worker and the sink to catch up..."):
         _wait_for(
             "the worker to process every record",

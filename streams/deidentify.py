@@ -453,35 +453,34 @@ def deidentify(
     out: dict[str, Any] = dict.fromkeys(_field_kinds(event_type))  # schema fields only
     haystack: list[str] = []
     released: set[str] = set()  # quasi values the policy releases on purpose (limited: city)
+    tally: dict[tuple[str, str], int] = {} if counts is None else counts
     get = record.get
-    for name, action, phi, label, searched in plan:
+    # Kept and dropped fields go by group (one per action and PHI class): most of an event's
+    # fields are kept as they are, and this is the per-event hot loop of the research stage.
+    for group in plan.groups:
+        values = [get(name) for name in group.names]
+        present = len(values) - values.count(None)
+        if not present:
+            continue
+        tally[group.label] = tally.get(group.label, 0) + present
+        if group.keep:
+            out.update(zip(group.names, values, strict=True))
+            if group.searched:
+                _collect(values, haystack, released if group.quasi else None)
+    for name, action, label, searched, quasi in plan.acted:
         value = get(name)
         if value is None:
-            if account is not None:
-                account.append(Step(name, phi, action, None, None))
             continue
-        if action == "keep":
-            result = value
-        elif action == "drop":
-            result = None
-        else:
-            result = job.apply(name, action, value)
-        out[name] = result
-        if counts is not None:
-            counts[label] = counts.get(label, 0) + 1
-        if account is not None:
-            account.append(Step(name, phi, action, value, result))
+        result = out[name] = job.apply(name, action, value)
+        tally[label] = tally.get(label, 0) + 1
         if searched and result is not None:
-            if isinstance(result, str):
-                haystack.append(result)
-                if phi == "quasi":
-                    released.add(_normalized(result))
-            elif isinstance(result, list | dict):
-                _strings(result, haystack)
+            _collect((result,), haystack, released if quasi else None)
     if job.pseudonymized and "pseudonym_key_id" in out:
         out["pseudonym_key_id"] = pseudonymize.key_id
     if "deid_policy" in out:
         out["deid_policy"] = policy.digest
+    if account is not None:
+        account.extend(Step(n, phi, a, get(n), out[n]) for n, a, phi in plan.rows)
     # Required fields of the schema (ids, times) must be named; a policy that drops one makes
     # the event unencodable, caught by the caller.
     if leak_check:
@@ -491,11 +490,40 @@ def deidentify(
     return out
 
 
-PlanRow = tuple[str, str, str, tuple[str, str], bool]  # field, action, phi, label, searched
-_PLANS: dict[tuple[int, str], tuple[Policy, tuple[PlanRow, ...]]] = {}
+def _collect(values: Iterable[Any], haystack: list[str], released: set[str] | None) -> None:
+    """Output strings into the leak search's haystack (nested ones too); released quasi values
+    into ``released``."""
+    for value in values:
+        if isinstance(value, str):
+            haystack.append(value)
+            if released is not None:
+                released.add(_normalized(value))
+        elif isinstance(value, list | dict):
+            _strings(value, haystack)
 
 
-def _plan(policy: Policy, event_type: str) -> tuple[PlanRow, ...]:
+@dataclass(frozen=True)
+class _Group:
+    """Fields of one event type that share an action (keep or drop) and a PHI class."""
+
+    label: tuple[str, str]  # (action, PHI class), for the audit counts
+    names: tuple[str, ...]
+    keep: bool
+    searched: bool  # its output goes into the leak search
+    quasi: bool
+
+
+@dataclass(frozen=True)
+class _Plan:
+    rows: tuple[tuple[str, str, str], ...]  # every named field: (field, action, PHI class)
+    groups: tuple[_Group, ...]  # keep and drop
+    acted: tuple[tuple[str, str, tuple[str, str], bool, bool], ...]  # the other actions
+
+
+_PLANS: dict[tuple[int, str], tuple[Policy, _Plan]] = {}
+
+
+def _plan(policy: Policy, event_type: str) -> _Plan:
     """The policy's actions for one event type, prepared once (cached per policy object)."""
     cached = _PLANS.get((id(policy), event_type))
     if cached is not None and cached[0] is policy:
@@ -504,23 +532,30 @@ def _plan(policy: Policy, event_type: str) -> tuple[PlanRow, ...]:
     if actions is None:
         raise DeidError(f"policy {policy.name} has no entry for {event_type}", "no_policy")
     phi = _phi(event_type)
-    rows = tuple(
-        (
-            name,
-            action,
-            phi[name],
-            (action.split(":", 1)[0], phi[name]),
-            # Our own hashes are left out of the leak search: a short identifier can occur in
-            # a hex digest by chance and would block events for nothing.
-            action not in ("pseudonymize", "drop") and name != "event_id",
-        )
-        for name, action in actions.items()
-        if name not in ENGINE_FIELDS
+    rows = tuple((n, a, phi[n]) for n, a in actions.items() if n not in ENGINE_FIELDS)
+
+    def searched(name: str, action: str) -> bool:
+        # Our own hashes are left out of the leak search: a short identifier can occur in a
+        # hex digest by chance and would block events for nothing.
+        return action not in ("pseudonymize", "drop") and name != "event_id"
+
+    grouped: dict[tuple[str, str, bool], list[str]] = {}
+    acted = []
+    for name, action, cls in rows:
+        if action in ("keep", "drop"):
+            grouped.setdefault((action, cls, searched(name, action)), []).append(name)
+        else:
+            label = (action.split(":", 1)[0], cls)
+            acted.append((name, action, label, searched(name, action), cls == "quasi"))
+    groups = tuple(
+        _Group((action, cls), tuple(names), action == "keep", search, cls == "quasi")
+        for (action, cls, search), names in grouped.items()
     )
+    plan = _Plan(rows, groups, tuple(acted))
     if len(_PLANS) > 256:
         _PLANS.clear()
-    _PLANS[(id(policy), event_type)] = (policy, rows)
-    return rows
+    _PLANS[(id(policy), event_type)] = (policy, plan)
+    return plan
 
 
 @lru_cache(maxsize=64)
@@ -563,10 +598,7 @@ class _Job:
         return self._ids
 
     def apply(self, name: str, action: str, value: Any) -> Any:
-        if action == "keep":
-            return value
-        if action == "drop":
-            return None
+        """Every action but keep and drop (done by field group in :func:`deidentify`)."""
         if action == "pseudonymize":
             self.pseudonymized = True
             return self.key(str(value))

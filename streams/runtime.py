@@ -15,9 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from prometheus_client import Counter, Histogram
@@ -26,7 +26,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from hl7bus.ops import topics
 from hl7bus.ops.topics import TopicCatalog
 from hl7bus.streams.deidentify import Policy, Pseudonymizer
-from hl7bus.streams.steps import Output, Sighting, dedupe_check, deidentify_step, parse_step
+from hl7bus.streams.steps import (
+    DEID_STAGE,
+    DeidSettings,
+    Output,
+    Sighting,
+    dedupe_check,
+    deidentify_step,
+    parse_step,
+)
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +91,19 @@ def declare_changelog(admin: Any, app_id: str, partitions: int, replication: int
         except Exception as exc:  # created meanwhile by another worker
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise
+
+
+Stage = Literal["parse", "deidentify"]
+ALL_STAGES: tuple[Stage, ...] = ("parse", "deidentify")
+
+
+def source_topics(stages: Sequence[str]) -> list[str]:
+    """Catalog ids of the topics a worker running `stages` consumes (deidentify reads
+    hl7.events only when parse does not run in the same worker)."""
+    sources = [topics.RAW] if {"parse", "forward"} & set(stages) else []
+    if "deidentify" in stages and "parse" not in stages:
+        sources.append(topics.EVENTS)
+    return sources
 
 
 def _default_data_dir() -> Path:
@@ -142,6 +163,17 @@ class WorkerConfig(BaseModel):
         10.0,
         gt=0,
         description="How long a stage waits to fill a batch when records trickle in.",
+    )
+    stages: list[Stage] = Field(
+        default_factory=lambda: list(ALL_STAGES),
+        min_length=1,
+        description=(
+            "Stages this worker runs. Both (the default): each event's research form is made "
+            "in the parse stage from the event in memory, with no second decode. `deidentify` "
+            "alone reads hl7.events (stages scaled apart, or research topics re-made from "
+            "stored events under a new policy: give that worker its own app_id); `parse` alone "
+            "writes identified events only."
+        ),
     )
     stall_timeout_s: float = Field(
         60.0,
@@ -208,11 +240,12 @@ def build_app(
     policy: Policy,
     pseudonymize: Pseudonymizer,
     leak_check: bool,
-    stages: tuple[str, ...] = ("parse", "deidentify"),
+    stages: tuple[str, ...] | None = None,
 ) -> Any:
-    """The faust app of the worker. `stages` selects the agents: parse (hl7.raw -> hl7.events),
-    deidentify (hl7.events -> research.*) and, for `hl7bus bench stream` only, forward (hl7.raw
-    -> hl7.events, bytes unchanged: the bare consume->produce loop of this runtime)."""
+    """The faust app of the worker. `stages` (default: cfg.stages) selects the agents: parse
+    (hl7.raw -> hl7.events), deidentify (hl7.events -> research.*; with parse, it runs inside
+    the parse agent instead, on the events in memory) and, for `hl7bus bench stream` only,
+    forward (hl7.raw -> hl7.events, bytes unchanged: the bare consume->produce loop)."""
     import faust
 
     brokers = ";".join(f"kafka://{host}" for host in bootstrap.split(","))
@@ -253,8 +286,11 @@ def build_app(
         help="First sighting of each feed|MSH-10, for duplicate-send detection.",
     )
     window_us = cfg.dedupe_window_s * 1_000_000
+    selected = tuple(cfg.stages) if stages is None else stages
+    fused = "parse" in selected and "deidentify" in selected
+    deid = DeidSettings(policy, pseudonymize, leak_check)
     progress = Progress()
-    sources = {catalog.name(topics.RAW), catalog.name(topics.EVENTS)}
+    sources = {catalog.name(tid) for tid in source_topics(selected)}
 
     async def emit(stage: str, produced: list[Output]) -> None:
         """Send every output of a batch, then wait for all of Kafka's confirmations.
@@ -272,11 +308,13 @@ def build_app(
             pending.append((out, sent))
         for out, sent in pending:
             await sent
+            # The fused parse agent also emits de-identification's outputs: count them there.
+            by = "deidentify" if _deidentifying(out) else stage
             if out.topic_id == topics.DLQ:
-                RECORDS.labels(stage, "dlq").inc()
-                ERRORS.labels(stage, dict(out.headers).get("hl7bus.reason", b"?").decode()).inc()
+                RECORDS.labels(by, "dlq").inc()
+                ERRORS.labels(by, dict(out.headers).get("hl7bus.reason", b"?").decode()).inc()
             else:
-                RECORDS.labels(stage, "ok").inc()
+                RECORDS.labels(by, "ok").inc()
 
     def batches(stream: Any) -> Any:
         return stream.take_events(cfg.batch_max_records, cfg.batch_wait_ms / 1000.0)
@@ -305,10 +343,14 @@ def build_app(
                 if duplicate:
                     DUPLICATES.labels(_feed_label(event.value)).inc()
                     continue
-                produced += parse_step(event.key, event.value, zone)
+                produced += parse_step(event.key, event.value, zone, deid if fused else None)
                 if sighting is not None:
                     in_batch[sighting.key] = sighting.received_us
                     sightings.append((event, sighting))
+            if fused:
+                RECORDS_IN.labels("deidentify").inc(
+                    sum(1 for out in produced if out.topic_id == topics.EVENTS)
+                )
             await emit("parse", produced)
             # Remembered only after the outputs are delivered: a crash in between re-emits
             # (same event ids, sinks upsert) rather than losing the message.
@@ -324,7 +366,9 @@ def build_app(
             RECORDS_IN.labels("deidentify").inc(len(batch))
             produced: list[Output] = []
             for event in batch:
-                produced += deidentify_step(event.value, policy, pseudonymize, leak_check)
+                produced += deidentify_step(
+                    event.value, deid.policy, deid.pseudonymize, deid.leak_check
+                )
             await emit("deidentify", produced)
             done("deidentify", batch, started)
 
@@ -348,7 +392,9 @@ def build_app(
         "deidentify": (topics.EVENTS, deidentify_agent),
         "forward": (topics.RAW, forward_agent),
     }
-    for stage in stages:
+    for stage in selected:
+        if fused and stage == "deidentify":
+            continue  # done by the parse agent
         source, agent = agents[stage]
         app.agent(outputs[source], name=stage)(agent)
 
@@ -388,6 +434,12 @@ def run(app: Any, loglevel: str = "warning") -> None:
     import faust
 
     faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
+
+
+def _deidentifying(out: Output) -> bool:
+    if out.topic_id == topics.DLQ:
+        return dict(out.headers).get("hl7bus.stage") == DEID_STAGE.encode()
+    return out.topic_id.startswith("research.")
 
 
 def _set_current_event(event: Any) -> None:

@@ -31,6 +31,9 @@ class Output:
     headers: Headers = field(default_factory=list)
 
 
+DEID_STAGE = "deidentifying"  # the hl7bus.stage header of de-identification's DLQ records
+
+
 def _dlq(key: bytes | None, value: bytes, stage: str, reason: str) -> Output:
     # Reason headers name the stage and an error code; never a value from the message.
     return Output(
@@ -74,8 +77,24 @@ def dedupe_check(
     return sighting, False
 
 
-def parse_step(key: bytes | None, value: bytes, zone: tzinfo) -> list[Output]:
-    """hl7.raw record -> typed events for hl7.events, or one DLQ record."""
+@dataclass(frozen=True)
+class DeidSettings:
+    """What de-identification needs: the policy, the key ring, and whether the leak check runs."""
+
+    policy: Policy
+    pseudonymize: Pseudonymizer
+    leak_check: bool
+
+
+def parse_step(
+    key: bytes | None, value: bytes, zone: tzinfo, deid: DeidSettings | None = None
+) -> list[Output]:
+    """hl7.raw record -> typed events for hl7.events, or one DLQ record.
+
+    With ``deid`` (the worker runs both stages), the research form of each event follows its
+    identified form, made from the event in memory: the same result as :func:`deidentify_step`
+    on the encoded event (a test checks it), without decoding it again.
+    """
     try:
         _, envelope = codec.decode(value)
         events = events_from_raw(envelope, zone)
@@ -99,47 +118,68 @@ def parse_step(key: bytes | None, value: bytes, zone: tzinfo) -> list[Output]:
     except Exception:
         # A mapping bug must not stop the partition: the record waits in the DLQ for a replay.
         return [_dlq(key, value, "parsing", "internal_error")]
-    return encoded
+    if deid is None:
+        return encoded
+    research = [
+        research_output(e.type, e.record, out.value, deid)
+        for e, out in zip(events, encoded, strict=True)
+    ]
+    return encoded + research
 
 
 def deidentify_step(
     value: bytes, policy: Policy, pseudonymize: Pseudonymizer, leak_check: bool
 ) -> list[Output]:
-    """hl7.events record -> its research form, or one DLQ record (restricted hl7.dlq, stage
-    deidentifying, an error code). Fails closed. Counts refusals by code, leaks, and actions
-    per (action, PHI class) (streams/deidentify.py metrics; never values)."""
-    counts: dict[tuple[str, str], int] = {}
+    """hl7.events record -> its research form, or one DLQ record (see :func:`research_output`).
+
+    The stage on its own: a worker that runs it without the parse stage (re-making the research
+    topics from stored events under a new policy, or scaling the stages apart)."""
     try:
         event_type, record = codec.decode(value)
-        research = deidentify(event_type, record, policy, pseudonymize, leak_check, counts=counts)
+    except codec.CodecError:
+        return [_deid_dlq(value, "undecodable_event")]
+    return [
+        research_output(event_type, record, value, DeidSettings(policy, pseudonymize, leak_check))
+    ]
+
+
+def research_output(
+    event_type: str, record: dict[str, Any], source: bytes, deid: DeidSettings
+) -> Output:
+    """One identified event (``source``: its encoded form) -> its research form, or a DLQ record
+    (restricted hl7.dlq, stage deidentifying, an error code, ``source`` as the value). Fails
+    closed. Counts refusals by code, leaks, and actions per (action, PHI class)
+    (streams/deidentify.py metrics; never values)."""
+    counts: dict[tuple[str, str], int] = {}
+    policy = deid.policy
+    try:
+        research = deidentify(
+            event_type, record, policy, deid.pseudonymize, deid.leak_check, counts=counts
+        )
         encoded = codec.encode(event_type, research)
         key = research.get("patient_key")
     except DeidError as exc:
-        return [_deid_dlq(value, exc.code)]
-    except codec.CodecError:
-        return [_deid_dlq(value, "undecodable_event")]
+        return _deid_dlq(source, exc.code)
     except (AvroValidationError, ValueError, TypeError):
         # e.g. a policy that drops a required field: the research form does not encode.
-        return [_deid_dlq(value, "unencodable_research_event")]
+        return _deid_dlq(source, "unencodable_research_event")
     except Exception:
         # Fail closed: whatever went wrong, nothing reaches a research topic.
-        return [_deid_dlq(value, "internal_error")]
+        return _deid_dlq(source, "internal_error")
     for label, n in counts.items():
         child = _ACTION_COUNTERS.get(label)
         if child is None:
             child = _ACTION_COUNTERS[label] = deid_metrics.ACTIONS_DONE.labels(*label)
         child.inc(n)
-    return [
-        Output(
-            topics.research(event_type),
-            key.encode("utf-8") if isinstance(key, str) else None,
-            encoded,
-            [
-                (codec.EVENT_TYPE_HEADER, event_type.encode()),
-                ("hl7bus.policy", policy.digest.encode()),
-            ],
-        )
-    ]
+    return Output(
+        topics.research(event_type),
+        key.encode("utf-8") if isinstance(key, str) else None,
+        encoded,
+        [
+            (codec.EVENT_TYPE_HEADER, event_type.encode()),
+            ("hl7bus.policy", policy.digest.encode()),
+        ],
+    )
 
 
 _ACTION_COUNTERS: dict[tuple[str, str], Any] = {}  # (action, PHI class) -> counter child
@@ -149,4 +189,4 @@ def _deid_dlq(value: bytes, code: str) -> Output:
     deid_metrics.ERRORS.labels(code).inc()
     if code == "leak":
         deid_metrics.LEAKS.inc()
-    return _dlq(None, value, "deidentifying", code)
+    return _dlq(None, value, DEID_STAGE, code)

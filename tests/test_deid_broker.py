@@ -1,5 +1,6 @@
 """De-identification on the real broker: identified events on hl7.events in, research events
-out of the worker (`hl7bus worker`, run as the operator runs it), leak counter 0, and the
+out of a worker running the deidentify stage alone (`hl7bus worker`, run as the operator runs
+it), leak counter 0, and the
 restricted DLQ for forced errors (stage deidentifying, an error code, the identified record)."""
 
 from __future__ import annotations
@@ -86,6 +87,9 @@ def test_worker_deidentifies_and_fails_closed(
         "HL7BUS_WORKER_METRICS_PORT": str(metrics_port),
         "HL7BUS_DEID_KEY": secrets.token_hex(32),
         "HL7BUS_DEID_POLICY": "kr-pseudonym",
+        # The stage on its own, reading hl7.events (a worker running parse too de-identifies
+        # inside the parse stage: test_end_to_end and the demo run that one).
+        "HL7BUS_WORKER_STAGES": '["deidentify"]',
     }
     logs = tmp_path / "logs"
     logs.mkdir()

@@ -8,6 +8,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+import yaml
 from samples import envelope, feed, first
 
 from hl7bus.ops import topics
@@ -20,10 +21,11 @@ from hl7bus.streams.deidentify import (
     Pseudonymizer,
     deidentify,
     load_key,
+    profile_text,
 )
 from hl7bus.streams.normalize import iso_date, numeric_with_comparator, to_utc
 from hl7bus.streams.parse import events_from_raw
-from hl7bus.streams.steps import deidentify_step, parse_step
+from hl7bus.streams.steps import DeidSettings, deidentify_step, parse_step
 
 SEOUL = ZoneInfo("Asia/Seoul")
 KEY = Pseudonymizer(b"0123456789abcdef0123456789abcdef", "k1")
@@ -253,3 +255,50 @@ def test_key_loading(tmp_path: Path) -> None:
     key_file = tmp_path / "key"
     key_file.write_text("0123456789abcdef0123456789abcdef\n")
     assert load_key(DeidConfig(key_file=key_file, key_id="k9")).key_id == "k9"
+
+
+@pytest.mark.parametrize("profile", ["kr-pseudonym", "safe-harbor", "limited"])
+def test_fused_parse_makes_the_research_form_the_deidentify_stage_makes(profile: str) -> None:
+    """A worker running both stages de-identifies in the parse step, from the events in memory;
+    the research records are byte for byte those of the stage that decodes hl7.events."""
+    settings = DeidSettings(Policy.load(profile), KEY, leak_check=True)
+    research = 0
+    for message in feed():
+        raw = codec.encode("RawMessage", envelope(message))
+        identified = parse_step(None, raw, SEOUL)
+        fused = parse_step(None, raw, SEOUL, settings)
+        assert fused[: len(identified)] == identified
+        separate = [
+            o
+            for out in identified
+            for o in deidentify_step(out.value, settings.policy, KEY, leak_check=True)
+        ]
+        assert fused[len(identified) :] == separate
+        research += sum(1 for o in separate if o.topic_id.startswith("research."))
+    assert research > 1000
+
+
+def test_fused_parse_fails_closed_per_event() -> None:
+    """An event the policy cannot de-identify goes to the restricted DLQ as its identified
+    record; the message's other events and its identified forms are written as usual."""
+    raw = codec.encode("RawMessage", envelope(first("ORU^R01")))
+    identified = parse_step(None, raw, SEOUL)
+    shipped = yaml.safe_load(profile_text("kr-pseudonym"))
+    without_orders = {**shipped, "events": {**shipped["events"]}}
+    del without_orders["events"]["Order"]
+    policy = Policy.from_data(without_orders)
+    outs = parse_step(None, raw, SEOUL, DeidSettings(policy, KEY, leak_check=True))
+    assert outs[: len(identified)] == identified
+    research = outs[len(identified) :]
+    assert len(research) == len(identified)
+    for source, out in zip(identified, research, strict=True):
+        if dict(source.headers)[codec.EVENT_TYPE_HEADER] == b"Order":
+            assert out.topic_id == topics.DLQ
+            assert out.value == source.value
+            assert dict(out.headers) == {
+                "hl7bus.stage": b"deidentifying",
+                "hl7bus.reason": b"no_policy",
+            }
+        else:
+            assert out.topic_id == topics.research("Observation")
+    assert any(o.topic_id == topics.DLQ for o in research)
