@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from confluent_kafka import (
@@ -21,6 +22,8 @@ from confluent_kafka.admin import AdminClient
 from pydantic import BaseModel, ConfigDict, Field
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+
+log = logging.getLogger(__name__)
 
 
 class KafkaConfig(BaseModel):
@@ -99,6 +102,10 @@ class DeliveryError(RuntimeError):
 Headers = Sequence[tuple[str, bytes]]
 
 
+#: Called on the event loop with a delivery report: (partition, offset), or the DeliveryError.
+OnDelivery = Callable[[Any], None]
+
+
 class _Mailbox:
     """Delivery reports bound for one event loop, handed over with one wake-up per batch.
 
@@ -113,37 +120,48 @@ class _Mailbox:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.reports: deque[tuple[asyncio.Future[Any], Any, bool]] = deque()
+        self.reports: deque[tuple[OnDelivery, Any]] = deque()
         self.scheduled = False
 
-    def post(self, future: asyncio.Future[Any], value: Any, failed: bool) -> None:
-        self.reports.append((future, value, failed))
+    def post(self, on_delivery: OnDelivery, report: Any) -> None:
+        self.reports.append((on_delivery, report))
         if not self.scheduled:
             self.scheduled = True
             try:
                 self.loop.call_soon_threadsafe(self.drain)
-            except RuntimeError:  # the loop is closed: nobody waits for these futures
+            except RuntimeError:  # the loop is closed: nobody waits for these reports
                 self.scheduled = False
 
     def drain(self) -> None:
         self.scheduled = False
         reports = self.reports
         while reports:
-            future, value, failed = reports.popleft()
-            if future.done():  # cancelled by its waiter
-                continue
-            if failed:
-                future.set_exception(value)
-            else:
-                future.set_result(value)
+            on_delivery, report = reports.popleft()
+            try:
+                on_delivery(report)
+            except Exception:  # one faulty callback must not strand the reports behind it
+                log.exception("delivery callback failed")
+
+
+def _settle(future: asyncio.Future[tuple[int, int]]) -> OnDelivery:
+    def settle(report: Any) -> None:
+        if future.done():  # cancelled by its waiter
+            return
+        if isinstance(report, DeliveryError):
+            future.set_exception(report)
+        else:
+            future.set_result(report)
+
+    return settle
 
 
 class AsyncProducer:
-    """A plain librdkafka Producer whose delivery reports resolve asyncio futures.
+    """A plain librdkafka Producer whose delivery reports reach the event loop.
 
     confluent-kafka's own AIOProducer rejects headers, so the callbacks of the plain producer are
     bridged to the event loop; one thread polls for them, and the reports of one poll reach the
-    loop in one wake-up (:class:`_Mailbox`).
+    loop in one wake-up (:class:`_Mailbox`). :meth:`send` awaits one record; :meth:`submit`
+    queues one and calls back, for callers that keep many in flight without a task each.
     """
 
     def __init__(self, config: dict[str, Any]) -> None:
@@ -168,25 +186,40 @@ class AsyncProducer:
                 box = self._mailboxes.setdefault(loop, _Mailbox(loop))
         return box
 
+    def submit(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None,
+        headers: Headers,
+        on_delivery: OnDelivery,
+    ) -> None:
+        """Queue one record; ``on_delivery`` later runs on the calling event loop with
+        (partition, offset) once the broker has it, or with the :class:`DeliveryError`.
+
+        Raises BufferError when librdkafka's local queue is full (nothing queued, no callback),
+        and KafkaException for a record librdkafka refuses outright (e.g. too large).
+        """
+        post = self._mailbox(asyncio.get_running_loop()).post
+
+        def reported(err: KafkaError | None, msg: Message) -> None:
+            if err is not None:
+                post(on_delivery, DeliveryError(err.name(), err.retriable()))
+            else:
+                post(on_delivery, (msg.partition() or 0, msg.offset() or 0))
+
+        self._producer.produce(
+            topic, value=value, key=key, headers=list(headers), on_delivery=reported
+        )
+
     async def send(
         self, topic: str, value: bytes, key: bytes | None = None, headers: Headers = ()
     ) -> tuple[int, int]:
         """Write one record; return (partition, offset) once the broker has it, or raise."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[tuple[int, int]] = loop.create_future()
-        post = self._mailbox(loop).post
-
-        def on_delivery(err: KafkaError | None, msg: Message) -> None:
-            if err is not None:
-                post(future, DeliveryError(err.name(), err.retriable()), True)
-            else:
-                post(future, (msg.partition() or 0, msg.offset() or 0), False)
-
+        future: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
         while True:
             try:
-                self._producer.produce(
-                    topic, value=value, key=key, headers=list(headers), on_delivery=on_delivery
-                )
+                self.submit(topic, value, key, headers, _settle(future))
                 break
             except BufferError:
                 # The local queue is full: wait for deliveries instead of growing without bound.

@@ -104,10 +104,16 @@ class GatedProducer(AsyncProducer):
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
         self.gate = asyncio.Event()
+        self._held: set[asyncio.Future[Any]] = set()
 
-    async def send(self, *args: Any, **kwargs: Any) -> tuple[int, int]:
-        await self.gate.wait()
-        return await super().send(*args, **kwargs)
+    def submit(self, *args: Any, **kwargs: Any) -> None:
+        # Every write (send() too) goes through submit: hold it until the gate opens.
+        if self.gate.is_set():
+            super().submit(*args, **kwargs)
+            return
+        held = asyncio.ensure_future(self.gate.wait())
+        held.add_done_callback(lambda _: super(GatedProducer, self).submit(*args, **kwargs))
+        self._held.add(held)
 
 
 def test_in_flight_bound_holds_while_senders_flood(kafka_bootstrap: str, unique_name: str) -> None:

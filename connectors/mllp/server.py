@@ -1,10 +1,11 @@
 """The MLLP listener: frames in, RawMessage envelopes to hl7.raw, ACKs out only after commit.
 
-Each connection has a reader (framer -> one task per message, kept in arrival order) and a
-writer (awaits those tasks in order and writes their ACKs), so pipelined senders get their
-ACKs in order. In-flight messages are bounded per connection (``max_in_flight``) and per
-process (``max_in_flight_total``): when Kafka slows, the reader stops reading and TCP pushes
-back on the sender instead of the listener buffering without bound.
+Each connection has a reader task (framer -> envelope -> queued to the producer, the message
+kept in arrival order); each delivery report answers its message, and the ACKs that are ready in
+arrival order are written, so pipelined senders get their ACKs in order. In-flight messages are
+bounded per connection (``max_in_flight``) and per process (``max_in_flight_total``): when Kafka
+slows, the reader stops reading and TCP pushes back on the sender instead of the listener
+buffering without bound.
 
 One process serves every feed of the ``mllp`` config section (:class:`MllpService`): each feed
 is one :class:`MllpListener` on its own port, with its own charset policy, ACK mode, size limit,
@@ -25,8 +26,9 @@ import secrets
 import ssl
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Literal
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -42,6 +44,7 @@ from pydantic import (
 
 from hl7bus.connectors.envelope import (
     FEED_NAME_PATTERN,
+    Built,
     Route,
     build_envelope,
     dlq_headers,
@@ -399,6 +402,7 @@ class MllpListener:
         self._networks = [ipaddress.ip_network(str(n)) for n in cfg.allowed_networks]
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[bytes]] = set()  # the rare paths of messages (DLQ, ...)
         self._connections: set[_Connection] = set()
         self._stopping = False
         #: Messages received and not yet answered, over all connections (tests, /readyz).
@@ -509,20 +513,67 @@ class MllpListener:
         return any(ip in net for net in self._networks)
 
     # -- one message -----------------------------------------------------------------------------
+    #
+    # The common case -- a message that decodes, produced to hl7.raw -- runs without a task of
+    # its own: the envelope is built and queued in the reader, and the ACK is built in the
+    # delivery callback (a task per message cost more than the rest of the asyncio work). The
+    # rare paths (DLQ writes, a full producer queue) run as tasks.
 
-    async def _accept(self, payload: bytes, peer: str) -> bytes:
-        """Store one message durably, then answer. Never raises: every path ends in an ACK."""
+    def _begin(self, answer: Callable[[bytes], None]) -> Callable[[bytes], None]:
+        """Count one message in flight; the function returned answers it, once."""
         self.in_flight += 1
+        answered = False
+
+        def finish(ack: bytes) -> None:
+            nonlocal answered
+            if not answered:
+                answered = True
+                self.in_flight -= 1
+                answer(ack)
+
+        return finish
+
+    def _submit(self, payload: bytes, peer: str, answer: Callable[[bytes], None]) -> None:
+        """Store one message durably, then call ``answer`` with its ACK on the event loop (maybe
+        before this returns). Never raises: every path ends in exactly one answer."""
+        finish = self._begin(answer)
         try:
-            return await self._store(payload, peer)
+            self._store(payload, peer, finish)
         except Exception as exc:  # a bug; the sender still gets an answer, and resends
             log.error("mllp feed %s: unexpected %s", self.cfg.feed, type(exc).__name__)
-            error = AckError(code=207, text="internal error")
-            return self._ack(payload, "rejected", error, "latin-1")
-        finally:
-            self.in_flight -= 1
+            finish(self._internal_error(payload))
 
-    async def _store(self, payload: bytes, peer: str) -> bytes:
+    def _submit_framing(
+        self, event: FramingError, peer: str, answer: Callable[[bytes], None]
+    ) -> None:
+        """An oversize or truncated frame (:meth:`_accept_framing`); ``answer`` as for
+        :meth:`_submit`, with ``b""`` when no ACK is owed."""
+        echo = msh_segment(event.head) if event.code == "oversize" else None
+        self._spawn(self._accept_framing(event, peer), self._begin(answer), echo)
+
+    def _spawn(
+        self,
+        work: Coroutine[Any, Any, bytes],
+        finish: Callable[[bytes], None],
+        payload: bytes | None,
+    ) -> None:
+        """Run one message's rare path as a task; its result is the answer. ``payload``: what
+        an internal-error ACK would echo, None when no ACK is owed (a truncated frame)."""
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+
+        def done(task: asyncio.Task[bytes]) -> None:
+            self._tasks.discard(task)
+            if task.cancelled():  # the loop is going away: nobody waits for the ACK
+                finish(b"")
+            elif task.exception() is not None:  # the coroutines catch everything; a bug
+                finish(b"" if payload is None else self._internal_error(payload))
+            else:
+                finish(task.result())
+
+        task.add_done_callback(done)
+
+    def _store(self, payload: bytes, peer: str, finish: Callable[[bytes], None]) -> None:
         cfg = self.cfg
         try:
             built = build_envelope(
@@ -535,36 +586,70 @@ class MllpListener:
             )
         except Exception as exc:  # a bug, not the sender's: keep the bytes, say AE
             log.error("mllp feed %s: envelope failed (%s)", cfg.feed, type(exc).__name__)
-            record = {"feed": cfg.feed, "received_at": datetime.now(UTC), "peer": peer}
-            stored = await self._to_dlq({**record, "raw": payload}, "internal", None)
-            error = AckError(code=207, text="internal error; message kept for review")
-            return self._ack(payload, "errored" if stored else "rejected", error, "latin-1")
-        if built.message is None:
-            # Kept whole in the DLQ; AE tells the sender not to resend the same bytes. When even
-            # the DLQ write fails nothing is stored, so AR asks for a resend instead.
-            reason = built.reason or "parse"
-            detail = built.error.reason if built.error is not None else reason
-            is_charset = isinstance(built.error, Hl7CharsetError)
-            error = AckError(code=102 if is_charset else 100, text=detail)
-            stored = await self._to_dlq(built.record, reason, detail)
-            # latin-1 reads any bytes, so the ACK can still echo the sender's MSH.
-            return self._ack(payload, "errored" if stored else "rejected", error, "latin-1")
-        if self._kafka:
-            assert self.producer is not None
+            self._spawn(self._envelope_failed(payload, peer), finish, payload)
+            return
+        message = built.message
+        if message is None:
+            self._spawn(self._undecodable(built, payload), finish, payload)
+            return
+        value = codec.encode("RawMessage", built.record)
+        if not self._kafka:
+            finish(self._ack(message, "delivered", None))  # same CPU work, no Kafka
+            return
+        assert self.producer is not None
+
+        def delivered(report: Any) -> None:
             try:
-                await self.producer.send(
-                    self.route.raw_topic,
-                    codec.encode("RawMessage", built.record),
-                    key=built.key,
-                    headers=raw_headers(),
-                )
-            except DeliveryError as exc:
-                log.warning("hl7.raw delivery failed (%s); answering reject", exc.code)
-                error = AckError(code=207, text="storage unavailable")
-                return self._ack(built.message, "rejected", error)
-        else:
-            codec.encode("RawMessage", built.record)  # same CPU work, no Kafka
-        return self._ack(built.message, "delivered", None)
+                finish(self._delivered(message, report))
+            except Exception as exc:  # a bug; answer like _submit does
+                log.error("mllp feed %s: unexpected %s", cfg.feed, type(exc).__name__)
+                finish(self._internal_error(payload))
+
+        try:
+            self.producer.submit(self.route.raw_topic, value, built.key, raw_headers(), delivered)
+        except BufferError:
+            # librdkafka's local queue is full: wait for room in a task (send retries).
+            self._spawn(self._send_raw(message, value, built.key), finish, payload)
+
+    def _delivered(self, message: Message, report: Any) -> bytes:
+        """The ACK for a delivery report of hl7.raw: (partition, offset) or DeliveryError."""
+        if isinstance(report, DeliveryError):
+            log.warning("hl7.raw delivery failed (%s); answering reject", report.code)
+            error = AckError(code=207, text="storage unavailable")
+            return self._ack(message, "rejected", error)
+        return self._ack(message, "delivered", None)
+
+    async def _send_raw(self, message: Message, value: bytes, key: bytes | None) -> bytes:
+        assert self.producer is not None
+        try:
+            report: Any = await self.producer.send(
+                self.route.raw_topic, value, key=key, headers=raw_headers()
+            )
+        except DeliveryError as exc:
+            report = exc
+        return self._delivered(message, report)
+
+    async def _envelope_failed(self, payload: bytes, peer: str) -> bytes:
+        cfg = self.cfg
+        record = {"feed": cfg.feed, "received_at": datetime.now(UTC), "peer": peer}
+        stored = await self._to_dlq({**record, "raw": payload}, "internal", None)
+        error = AckError(code=207, text="internal error; message kept for review")
+        return self._ack(payload, "errored" if stored else "rejected", error, "latin-1")
+
+    async def _undecodable(self, built: Built, payload: bytes) -> bytes:
+        # Kept whole in the DLQ; AE tells the sender not to resend the same bytes. When even
+        # the DLQ write fails nothing is stored, so AR asks for a resend instead.
+        reason = built.reason or "parse"
+        detail = built.error.reason if built.error is not None else reason
+        is_charset = isinstance(built.error, Hl7CharsetError)
+        error = AckError(code=102 if is_charset else 100, text=detail)
+        stored = await self._to_dlq(built.record, reason, detail)
+        # latin-1 reads any bytes, so the ACK can still echo the sender's MSH.
+        return self._ack(payload, "errored" if stored else "rejected", error, "latin-1")
+
+    def _internal_error(self, payload: bytes) -> bytes:
+        error = AckError(code=207, text="internal error")
+        return self._ack(payload, "rejected", error, "latin-1")
 
     async def _accept_framing(self, event: FramingError, peer: str) -> bytes:
         """An oversize or truncated frame: what the framer kept goes to hl7.dlq.
@@ -578,7 +663,6 @@ class MllpListener:
         ACK, or ``b""`` for none. Never raises.
         """
         cfg = self.cfg
-        self.in_flight += 1
         try:
             size = event.skipped_bytes
             self._metrics.bytes.inc(size)
@@ -603,14 +687,11 @@ class MllpListener:
             error = AckError(code=104, text=text)
             status = "errored" if stored else "rejected"
             return self._ack(msh_segment(event.head), status, error, "latin-1")
-        except Exception as exc:  # a bug; answer like _accept does
+        except Exception as exc:  # a bug; answer like _submit does
             log.error("mllp feed %s: unexpected %s", cfg.feed, type(exc).__name__)
             if event.code != "oversize":
                 return b""
-            error = AckError(code=207, text="internal error")
-            return self._ack(msh_segment(event.head), "rejected", error, "latin-1")
-        finally:
-            self.in_flight -= 1
+            return self._internal_error(msh_segment(event.head))
 
     async def _to_dlq(
         self,
@@ -696,12 +777,23 @@ def _ssl_reason(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-class _Connection:
-    """One client connection: a reading task and an ACK-writing task.
+class _Pending:
+    """One message of a connection awaiting its answer: the ACK (``b""``: none owed), or None
+    while it is not known yet."""
 
-    Between them, a FIFO of the connection's messages (a task each, in arrival order). The writer
-    waits for the oldest; then it writes, in one go, every ACK that is ready in order behind it
-    (a pipelining sender gets one write per batch, not one per ACK).
+    __slots__ = ("ack", "received")
+
+    def __init__(self, received: float) -> None:
+        self.ack: bytes | None = None
+        self.received = received
+
+
+class _Connection:
+    """One client connection: a reading task, and ACKs written as their messages are answered.
+
+    ``pending`` holds the connection's messages in arrival order. When the oldest has its answer,
+    a flush writes, in one go, every ACK that is ready in order from there (a pipelining sender
+    gets one write per batch, not one per ACK); answers that arrive out of order wait their turn.
     """
 
     def __init__(
@@ -716,39 +808,32 @@ class _Connection:
         self.writer = writer
         self.peer = peer
         self.slots = asyncio.Semaphore(listener.cfg.max_in_flight)
-        self.pending: deque[tuple[asyncio.Task[bytes], float] | None] = deque()
-        self.wakeup = asyncio.Event()
+        self.pending: deque[_Pending] = deque()
         self.broken = False
+        self._loop = asyncio.get_running_loop()
         self._reading: asyncio.Task[None] | None = None
+        self._flush_scheduled = False
+        # While the sender does not read its ACKs and the transport's buffer is above its high
+        # mark, a task awaits drain(); ACKs (and so the in-flight slots) wait for it.
+        self._draining: asyncio.Task[None] | None = None
+        self._idle: asyncio.Future[None] | None = None  # run() waits for the last answer
 
     def stop_reading(self) -> None:
         """Graceful stop: read nothing more; what was received still gets its ACK."""
         if self._reading is not None:
             self._reading.cancel()
 
-    def _push(self, item: tuple[asyncio.Task[bytes], float] | None) -> None:
-        pending = self.pending
-        pending.append(item)
-        if len(pending) == 1:  # a new head: the writer may be waiting for one
-            self.wakeup.set()
-
-    def _done(self, task: asyncio.Task[bytes]) -> None:
-        """A message's task finished: wake the writer if it is the one the writer waits for (the
-        others are collected when their turn comes). Cheaper than asyncio.wait per message."""
-        pending = self.pending
-        if pending and (head := pending[0]) is not None and head[0] is task:
-            self.wakeup.set()
-
     async def run(self) -> None:
-        ack_writer = asyncio.create_task(self._write_acks())
         self._reading = asyncio.create_task(self._read())
         try:
             await asyncio.wait([self._reading])
-            self._push(None)
-            await ack_writer
+            if self.pending:  # every message received gets its answer first
+                self._idle = self._loop.create_future()
+                await self._idle
         finally:
             self._reading.cancel()
-            ack_writer.cancel()
+            if self._draining is not None:
+                self._draining.cancel()
             if self.broken or self.listener._stopping:
                 self.writer.transport.abort()
             else:
@@ -786,6 +871,8 @@ class _Connection:
         budget = listener._budget
         metrics = listener._metrics
         framer = Framer(cfg.max_frame_bytes)
+        pending = self.pending
+        answered = self._answered
         while True:
             chunk = await self._next_chunk()
             listener.read_bytes += len(chunk)
@@ -798,62 +885,79 @@ class _Connection:
                 metrics.bytes.inc(sum(frames))
             for event in events:
                 received = time.monotonic()
-                if isinstance(event, Frame):
-                    work = listener._accept(event.payload, self.peer)
-                else:
+                if isinstance(event, FramingError):
                     FRAMING_ERRORS.labels(cfg.feed, event.code).inc()
                     if event.code == "junk":
                         continue
-                    work = listener._accept_framing(event, self.peer)
-                try:
-                    await self.slots.acquire()
-                    if budget is not None:
+                # Admission before any work: a message cancelled while it waits here was never
+                # started, so no ACK is owed and nothing is stored.
+                await self.slots.acquire()
+                if budget is not None:
+                    try:
                         await budget.acquire()
-                except asyncio.CancelledError:
-                    work.close()  # never started: no ACK owed, nothing stored
-                    raise
-                task = asyncio.create_task(work)
-                task.add_done_callback(self._done)
-                self._push((task, received))
+                    except asyncio.CancelledError:
+                        self.slots.release()
+                        raise
+                item = _Pending(received)
+                pending.append(item)
+                if isinstance(event, Frame):
+                    listener._submit(event.payload, self.peer, partial(answered, item))
+                else:
+                    listener._submit_framing(event, self.peer, partial(answered, item))
             if not chunk:
                 return
 
-    async def _write_acks(self) -> None:
-        budget = self.listener._budget
-        latency = self.listener._metrics.latency
+    def _answered(self, item: _Pending, ack: bytes) -> None:
+        item.ack = ack
         pending = self.pending
-        while True:
-            # Sleep until the oldest message has its answer (_done) or a first one arrives
-            # (_push); no await between this check and the wait, so no wake-up is lost.
-            if not pending or ((head := pending[0]) is not None and not head[0].done()):
-                self.wakeup.clear()
-                await self.wakeup.wait()
-                continue
-            if head is None:
-                return
-            frames: list[bytes] = []
-            received: list[float] = []
-            while pending and (item := pending[0]) is not None and item[0].done():
-                pending.popleft()
-                self.slots.release()
-                if budget is not None:
-                    budget.release()
-                ack = item[0].result()
-                if ack:  # b"": no ACK owed (a truncated frame)
-                    frames.append(_frame(ack))
-                    received.append(item[1])
-            if self.broken or not frames:
-                continue
-            try:
-                self.writer.write(b"".join(frames))
-                await self.writer.drain()
-            except (ConnectionError, OSError):
-                # The sender hung up; it will resend what it has no ACK for.
-                self.broken = True
-                continue
-            now = time.monotonic()
-            for t in received:
-                latency.observe(now - t)
+        # Only the oldest message's answer can make ACKs writable; one flush per loop turn
+        # serves every answer of that turn (a delivery batch, or the messages of one read).
+        if not self._flush_scheduled and pending and pending[0] is item:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Write every ACK that is ready in order from the oldest message, in one write."""
+        self._flush_scheduled = False
+        if self._draining is not None:
+            return  # _drain flushes again once the sender has read enough
+        pending = self.pending
+        budget = self.listener._budget
+        frames: list[bytes] = []
+        received: list[float] = []
+        while pending and (ack := pending[0].ack) is not None:
+            item = pending.popleft()
+            self.slots.release()
+            if budget is not None:
+                budget.release()
+            if ack:  # b"": no ACK owed (a truncated frame)
+                frames.append(_frame(ack))
+                received.append(item.received)
+        if not pending and self._idle is not None and not self._idle.done():
+            self._idle.set_result(None)
+        if self.broken or not frames:
+            return
+        transport = self.writer.transport
+        if transport.is_closing():
+            # The sender hung up; it will resend what it has no ACK for.
+            self.broken = True
+            return
+        self.writer.write(b"".join(frames))
+        now = time.monotonic()
+        latency = self.listener._metrics.latency
+        for t in received:
+            latency.observe(now - t)
+        if transport.get_write_buffer_size() > transport.get_write_buffer_limits()[1]:
+            self._draining = asyncio.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            await self.writer.drain()
+        except (ConnectionError, OSError):
+            self.broken = True
+        finally:
+            self._draining = None
+        self._flush()
 
 
 def _frame(ack: bytes) -> bytes:
