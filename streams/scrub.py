@@ -492,10 +492,13 @@ def _tables(needles: frozenset[tuple[Kind, str]]) -> _Tables:
                 syllabic.setdefault(v, (kind, spec.rule))
             else:
                 plain.setdefault(v, kind)
+    # Shortest first, so that a search stops at the first needle longer than the text (the
+    # order within a table never changes the result: two needles of one table cannot yield
+    # the same span).
     return _Tables(
-        tuple((v, k, p) for v, (k, p) in alnum.items()),
-        tuple((v, k, r) for v, (k, r) in syllabic.items()),
-        tuple(plain.items()),
+        tuple(sorted(((v, k, p) for v, (k, p) in alnum.items()), key=lambda e: len(e[0]))),
+        tuple(sorted(((v, k, r) for v, (k, r) in syllabic.items()), key=lambda e: len(e[0]))),
+        tuple(sorted(plain.items(), key=lambda e: len(e[0]))),
     )
 
 
@@ -561,6 +564,8 @@ def _identifier_spans(text: str, tables: _Tables) -> list[Span]:
             return p + shifts[k - 1] if k else p
 
         for needle, kind, plus in tables.alnum:
+            if len(needle) > len(squeezed):
+                break
             i = squeezed.find(needle)
             while i >= 0:
                 start, end = original(i), original(i + len(needle) - 1) + 1
@@ -573,6 +578,8 @@ def _identifier_spans(text: str, tables: _Tables) -> list[Span]:
                     spans.append((start, end, kind))
                 i = squeezed.find(needle, i + 1)
     for variant, kind, rule in tables.syllabic:
+        if len(variant) > len(text):
+            break
         i = text.find(variant)
         while i >= 0:
             end = i + len(variant)
@@ -580,6 +587,8 @@ def _identifier_spans(text: str, tables: _Tables) -> list[Span]:
                 spans.append((i, end, kind))
             i = text.find(variant, i + 1)
     for variant, kind in tables.plain:
+        if len(variant) > len(lowered):
+            break
         i = lowered.find(variant)
         while i >= 0:
             end = i + len(variant)

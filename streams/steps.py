@@ -166,11 +166,7 @@ def research_output(
     except Exception:
         # Fail closed: whatever went wrong, nothing reaches a research topic.
         return _deid_dlq(source, "internal_error")
-    for label, n in counts.items():
-        child = _ACTION_COUNTERS.get(label)
-        if child is None:
-            child = _ACTION_COUNTERS[label] = deid_metrics.ACTIONS_DONE.labels(*label)
-        child.inc(n)
+    deid_metrics.ACTIONS_DONE.add(counts)
     return Output(
         topics.research(event_type),
         key.encode("utf-8") if isinstance(key, str) else None,
@@ -180,9 +176,6 @@ def research_output(
             ("hl7bus.policy", policy.digest.encode()),
         ],
     )
-
-
-_ACTION_COUNTERS: dict[tuple[str, str], Any] = {}  # (action, PHI class) -> counter child
 
 
 def _deid_dlq(value: bytes, code: str) -> Output:
