@@ -817,6 +817,10 @@ class _Connection:
         # mark, a task awaits drain(); ACKs (and so the in-flight slots) wait for it.
         self._draining: asyncio.Task[None] | None = None
         self._idle: asyncio.Future[None] | None = None  # run() waits for the last answer
+        self._last_read = 0.0
+        self._in_read = False  # the reader waits for bytes (not for admission)
+        self._idle_expired = False
+        self._idle_timer: asyncio.TimerHandle | None = None
 
     def stop_reading(self) -> None:
         """Graceful stop: read nothing more; what was received still gets its ACK."""
@@ -824,6 +828,10 @@ class _Connection:
             self._reading.cancel()
 
     async def run(self) -> None:
+        self._last_read = self._loop.time()
+        self._idle_timer = self._loop.call_at(
+            self._last_read + self.listener.cfg.idle_timeout_s, self._watch_idle
+        )
         self._reading = asyncio.create_task(self._read())
         try:
             await asyncio.wait([self._reading])
@@ -832,6 +840,8 @@ class _Connection:
                 await self._idle
         finally:
             self._reading.cancel()
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()
             if self._draining is not None:
                 self._draining.cancel()
             if self.broken or self.listener._stopping:
@@ -842,28 +852,47 @@ class _Connection:
                     await asyncio.wait_for(self.writer.wait_closed(), 1.0)
 
     async def _next_chunk(self) -> bytes:
-        """The next bytes from the sender; ``b""`` once the connection is over for reading.
-
-        Idle means: nothing received for idle_timeout_s while no message of this connection
-        awaits its ACK (a send-and-wait sender waiting on a slow Kafka is not idle).
-        """
+        """The next bytes from the sender; ``b""`` once the connection is over for reading."""
         feed = self.listener.cfg.feed
+        self._in_read = True
+        try:
+            chunk = await self.reader.read(_READ_CHUNK)
+        except asyncio.CancelledError:
+            if not self._idle_expired:
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            CLOSED.labels(feed, "idle").inc()
+            return b""
+        except (ConnectionError, OSError):
+            CLOSED.labels(feed, "error").inc()
+            return b""
+        finally:
+            self._in_read = False
+        self._last_read = self._loop.time()
+        if not chunk:
+            CLOSED.labels(feed, "peer").inc()
+        return chunk
+
+    def _watch_idle(self) -> None:
+        """Idle means: nothing received for idle_timeout_s while no message of this connection
+        awaits its ACK (a send-and-wait sender waiting on a slow Kafka is not idle). One timer
+        per connection, moved on lazily when it fires: a timeout armed around every read cost
+        a timer handle (and a heap push and a cancel) per message."""
+        self._idle_timer = None
         idle_s = self.listener.cfg.idle_timeout_s
-        while True:
-            try:
-                async with asyncio.timeout(idle_s):
-                    chunk = await self.reader.read(_READ_CHUNK)
-            except TimeoutError:
-                if self.pending:
-                    continue
-                CLOSED.labels(feed, "idle").inc()
-                return b""
-            except (ConnectionError, OSError):
-                CLOSED.labels(feed, "error").inc()
-                return b""
-            if not chunk:
-                CLOSED.labels(feed, "peer").inc()
-            return chunk
+        now = self._loop.time()
+        deadline = self._last_read + idle_s
+        # A millisecond of slack: the loop may run a timer a hair before its time.
+        if now + 0.001 < deadline:
+            self._idle_timer = self._loop.call_at(deadline, self._watch_idle)
+        elif self.pending or not self._in_read:
+            # Busy (ACKs owed, or waiting for admission): another full period from now.
+            self._idle_timer = self._loop.call_at(now + idle_s, self._watch_idle)
+        elif self._reading is not None:
+            self._idle_expired = True  # _next_chunk turns the cancellation into "idle"
+            self._reading.cancel()
 
     async def _read(self) -> None:
         listener = self.listener
