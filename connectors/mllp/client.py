@@ -242,7 +242,6 @@ class _InFlight:
     index: int
     control_id: str | None
     sent_at: float
-    timer: asyncio.TimerHandle | None = None
 
 
 def _control_id(message: bytes) -> str | None:
@@ -275,6 +274,9 @@ class _Connection:
         self.failed = False
         self.results: list[AckResult] = []
         self.framer = Framer(_MAX_ACK_BYTES)
+        # One ACK timer per connection, for the oldest message (ACKs come in order): a timer per
+        # message cost a heap push and a cancel each.
+        self.timer: asyncio.TimerHandle | None = None
 
     def record(self, result: AckResult) -> None:
         self.results.append(result)
@@ -298,11 +300,9 @@ class _Connection:
             if self.failed:
                 self.record(_unsent(index, "not sent"))
                 return
-        pending = _InFlight(index, _control_id(message), self.loop.time())
-        pending.timer = self.loop.call_at(
-            pending.sent_at + self.ack_timeout, self._on_timeout, pending
-        )
-        self.inflight.append(pending)
+        self.inflight.append(_InFlight(index, _control_id(message), self.loop.time()))
+        if self.timer is None:
+            self._arm()
         self.idle.clear()
         self.writer.write(frame)
         try:
@@ -332,21 +332,39 @@ class _Connection:
         self, pending: _InFlight, code: str | None, error: str | None, ack: bytes | None
     ) -> None:
         self.inflight.popleft()
-        if pending.timer is not None:
-            pending.timer.cancel()
         latency = self.loop.time() - pending.sent_at
         self.record(AckResult(pending.index, pending.control_id, code, latency, error, ack))
         self.slots.release()
         if not self.inflight:
             self.idle.set()
 
-    def _on_timeout(self, pending: _InFlight) -> None:
-        if self.inflight and self.inflight[0] is pending:
-            self._complete(pending, None, "timeout", None)
+    def _arm(self) -> None:
+        if self.inflight:
+            deadline = self.inflight[0].sent_at + self.ack_timeout
+            self.timer = self.loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        """The oldest message's deadline, as of when the timer was set: if that message (or a
+        later one that became the oldest meanwhile) is past its deadline, time out."""
+        self.timer = None
+        if not self.inflight:
+            return
+        pending = self.inflight[0]
+        # A millisecond of slack: the loop may run a timer a hair before its time.
+        if self.loop.time() + 0.001 < pending.sent_at + self.ack_timeout:
+            self._arm()
+            return
+        self._complete(pending, None, "timeout", None)
         self.fail("connection closed")
+
+    def stop_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
     def fail(self, error: str) -> None:
         """Stop the connection: in-flight messages get ``error``, later ones "not sent"."""
+        self.stop_timer()
         if not self.failed:
             self.failed = True
             # abort(), not close(): a silent peer may not be reading, and close() would wait to
@@ -425,9 +443,7 @@ async def _send_on_connection(
             writer.close()
         receiver.cancel()
         await asyncio.gather(receiver, return_exceptions=True)
-        for pending in conn.inflight:  # only left when the caller itself was cancelled
-            if pending.timer is not None:
-                pending.timer.cancel()
+        conn.stop_timer()  # only still set when the caller itself was cancelled
     # Bounded: a TLS peer that never answers close_notify must not hold the caller.
     with contextlib.suppress(Exception):
         await asyncio.wait_for(writer.wait_closed(), 1.0)
