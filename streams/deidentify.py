@@ -488,7 +488,12 @@ def deidentify(
         tally[group.label] = tally.get(group.label, 0) + present
         if group.keep:
             out.update(zip(group.names, values, strict=True))
-            if group.searched:
+            if group.search == "text":
+                texts = [v for v in values if v.__class__ is str]
+                haystack += texts
+                if group.quasi:
+                    released.update(map(_normalized_value, texts))
+            elif group.search == "nested":
                 _collect(values, haystack, released if group.quasi else None)
     for name, action, label, searched, quasi in plan.acted:
         value = get(name)
@@ -520,7 +525,7 @@ def _collect(values: Iterable[Any], haystack: list[str], released: set[str] | No
         if isinstance(value, str):
             haystack.append(value)
             if released is not None:
-                released.add(_normalized(value))
+                released.add(_normalized_value(value))
         elif isinstance(value, list | dict):
             _strings(value, haystack)
 
@@ -532,7 +537,10 @@ class _Group:
     label: tuple[str, str]  # (action, PHI class), for the audit counts
     names: tuple[str, ...]
     keep: bool
-    searched: bool  # its output goes into the leak search
+    # What its output adds to the leak search: "text" (string fields), "nested" (arrays and
+    # other types, searched for strings inside), "" (nothing: dropped, our own ids, numbers
+    # and instants, which hold no text).
+    search: str
     quasi: bool
 
 
@@ -562,17 +570,24 @@ def _plan(policy: Policy, event_type: str) -> _Plan:
         # hex digest by chance and would block events for nothing.
         return action not in ("pseudonymize", "drop") and name != "event_id"
 
-    grouped: dict[tuple[str, str, bool], list[str]] = {}
+    kinds = _field_kinds(event_type)
+
+    def search(name: str, action: str) -> str:
+        if not searched(name, action) or kinds[name] in ("instant", "int"):
+            return ""
+        return "text" if kinds[name] in ("string", "date_string") else "nested"
+
+    grouped: dict[tuple[str, str, str], list[str]] = {}
     acted = []
     for name, action, cls in rows:
         if action in ("keep", "drop"):
-            grouped.setdefault((action, cls, searched(name, action)), []).append(name)
+            grouped.setdefault((action, cls, search(name, action)), []).append(name)
         else:
             label = (action.split(":", 1)[0], cls)
             acted.append((name, action, label, searched(name, action), cls == "quasi"))
     groups = tuple(
-        _Group((action, cls), tuple(names), action == "keep", search, cls == "quasi")
-        for (action, cls, search), names in grouped.items()
+        _Group((action, cls), tuple(names), action == "keep", how, cls == "quasi")
+        for (action, cls, how), names in grouped.items()
     )
     plan = _Plan(rows, groups, tuple(acted))
     if len(_PLANS) > 256:
@@ -878,7 +893,7 @@ def check_leaks(
         else:
             continue
         for text in found:
-            needle = _normalized(text)
+            needle = _normalized_value(text)
             if len(needle) >= 2 and needle in haystack:
                 raise DeidError(
                     f"leak check: the value of {event_type}.{name} is in the output", "leak"
