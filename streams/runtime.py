@@ -439,7 +439,7 @@ def run(app: Any, loglevel: str = "warning") -> None:
 def _deidentifying(out: Output) -> bool:
     if out.topic_id == topics.DLQ:
         return dict(out.headers).get("hl7bus.stage") == DEID_STAGE.encode()
-    return out.topic_id.startswith("research.")
+    return out.topic_id.startswith(topics.research(""))
 
 
 def _set_current_event(event: Any) -> None:
