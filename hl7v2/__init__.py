@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .ack import ACK_CODES, ERROR_CODES, AckError, build_ack
 from .batch import parse_batch
-from .charset import DEFAULT_CODEC, codec_for, decode_bytes, lookup_codec
+from .charset import DEFAULT_CODEC, codec_for, decode_bytes, lookup_codec, read_msh_field
 from .delimiters import DEFAULT_ENCODING, Encoding
 from .errors import Hl7CharsetError, Hl7ParseError
 from .escape import escape, unescape
@@ -37,6 +37,7 @@ __all__ = [
     "parse",
     "parse_batch",
     "parse_path",
+    "read_msh_field",
     "segment_offset",
     "unescape",
     "validate",

@@ -23,6 +23,7 @@ __all__ = [
     "decode_bytes",
     "lookup_codec",
     "read_msh18",
+    "read_msh_field",
 ]
 
 #: Used when MSH-18 is empty or absent. The standard default is ASCII, but UTF-8
@@ -98,6 +99,30 @@ def read_msh18(data: bytes) -> str | None:
     Looks at the first MSH segment, which is the first segment of a message and
     follows FHS/BHS in a batch file.
     """
+    found = _msh_fields(data, 18)
+    if found is None:
+        return None
+    enc, value = found
+    if len(enc) > 1:
+        value = value.split(enc[1:2], 1)[0]
+    if enc[:1]:
+        value = value.split(enc[:1], 1)[0]
+    return value.decode("latin-1")
+
+
+def read_msh_field(data: bytes, field: int) -> str | None:
+    """MSH-``field`` (3 or more) exactly as sent -- repetitions, components and
+    escape sequences untouched -- read from raw bytes as :func:`read_msh18` reads
+    MSH-18, latin-1; None when the MSH has no such field. For header values needed
+    without a full parse; a caller that finds delimiters in the value parses."""
+    if field < 3:
+        raise ValueError("MSH-1 and MSH-2 are the delimiters, not fields to read")
+    found = _msh_fields(data, field)
+    return None if found is None else found[1].decode("latin-1")
+
+
+def _msh_fields(data: bytes, field: int) -> tuple[bytes, bytes] | None:
+    """(MSH-2, MSH-``field``) as bytes, from the first MSH segment of ``data``."""
     start = 0 if data.startswith(b"MSH") else -1
     if start < 0:
         m = _MSH_AT_LINE_START.search(data)
@@ -113,15 +138,9 @@ def read_msh18(data: bytes) -> str | None:
     if len(seg) < 4:
         return None
     fields = seg.split(seg[3:4])
-    if len(fields) < 18:
+    if len(fields) < field:  # fields[0] is "MSH", fields[n - 1] is MSH-n
         return None
-    enc = fields[1]
-    value = fields[17]
-    if len(enc) > 1 and enc[1:2] != seg[3:4]:
-        value = value.split(enc[1:2], 1)[0]
-    if enc[:1]:
-        value = value.split(enc[:1], 1)[0]
-    return value.decode("latin-1")
+    return fields[1], fields[field - 1]
 
 
 def _segment_index_at(data: bytes, start: int, offset: int) -> int:

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from hl7bus.connectors.mllp.framer import Frame, Framer, encode_frame
-from hl7bus.hl7v2 import parse
+from hl7bus.hl7v2 import parse, read_msh_field
 
 __all__ = [
     "AckResult",
@@ -245,6 +245,14 @@ class _InFlight:
 
 
 def _control_id(message: bytes) -> str | None:
+    """MSH-10, the value the receiver echoes in MSA-2. Read from the MSH bytes when it is plain
+    ASCII without delimiters or escapes (parsing the whole message cost the sender more than the
+    rest of its work per message); parsed otherwise, or when the MSH does not start the bytes."""
+    if message[:3] == b"MSH":
+        value = read_msh_field(message, 10)
+        delimiters = message[3:8].decode("latin-1")
+        if value and value.isascii() and not any(c in value for c in delimiters):
+            return value
     try:
         return parse(message).get("MSH-10")
     except ValueError:  # Hl7ParseError and charset errors; the message is still sent as given
