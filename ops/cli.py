@@ -476,7 +476,13 @@ def worker(
     config: ConfigOption = None,
     loglevel: Annotated[str, typer.Option(help="faust log level.")] = "warn",
 ) -> None:
-    """Run the stream processors: parse hl7.raw into events, de-identify them to research.*."""
+    """Run the stream processors: parse hl7.raw into events, de-identify them to research.*.
+
+    Both stages run in one pass by default.
+
+    worker.stages = [deidentify] runs de-identification alone, over hl7.events.
+
+    Use it to re-make the research topics under a new policy (with its own worker.app_id)."""
     from hl7bus.ops import topics
     from hl7bus.streams import deidentify, runtime
 
