@@ -480,7 +480,7 @@ def worker(
 
     Both stages run in one pass by default.
 
-    worker.stages = [deidentify] runs de-identification alone, over hl7.events.
+    With worker.stages set to deidentify only, it de-identifies hl7.events alone.
 
     Use it to re-make the research topics under a new policy (with its own worker.app_id)."""
     from hl7bus.ops import topics
