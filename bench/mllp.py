@@ -242,13 +242,14 @@ class _Bench:
         for message in corpus(500, "W"):
             built = build_envelope(message, feed="bench", peer="warm-up")
             records.append((codec.encode("RawMessage", built.record), built.key))
+        headers: list[tuple[str, str | bytes | None]] = list(raw_headers())
         producer = Producer(kafka_clients.producer_config(self.kafka_cfg, self.bootstrap))
         started = time.perf_counter()
         for i in range(count):
             value, key = records[i % len(records)]
             while True:
                 try:
-                    producer.produce(self.route.raw_topic, value, key, headers=raw_headers())
+                    producer.produce(self.route.raw_topic, value, key, headers=headers)
                     break
                 except BufferError:
                     producer.poll(0.01)
