@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 
 from .charset import DEFAULT_CODEC, lookup_codec, read_msh18
 from .delimiters import DEFAULT_ENCODING, Encoding, read_encoding
@@ -146,9 +147,18 @@ def _header(data: bytes | str | Message, charset: str | None) -> _Header:
 
 def _timestamp(now: datetime | None) -> str:
     now = now or datetime.now(UTC).astimezone()
+    # The offset is part of the key: equal instants in other zones format differently.
+    return _format_timestamp(now, now.utcoffset())
+
+
+# A listener builds every ACK of a second with the same `now` (MSH-7 has second precision):
+# strftime and the version regex were over half of build_ack's time.
+@lru_cache(maxsize=8)
+def _format_timestamp(now: datetime, offset: timedelta | None) -> str:
     return now.strftime("%Y%m%d%H%M%S%z" if now.tzinfo else "%Y%m%d%H%M%S")
 
 
+@lru_cache(maxsize=64)
 def _version(raw: str) -> tuple[int, int]:
     m = re.match(r"\s*(\d+)\.(\d+)", raw)
     # Unknown versions get the current (v2.5+) ERR layout.
