@@ -644,6 +644,13 @@ def _start(cfg: LocalKafkaConfig, java: str, libs: Path) -> BrokerInfo:
     jvm_common = [
         java,
         f"-Xmx{cfg.heap}",
+        f"-Xms{cfg.heap}",
+        # The JVM options of Kafka's own launcher (kafka-run-class.sh): G1 with short pauses.
+        "-XX:+UseG1GC",
+        "-XX:MaxGCPauseMillis=20",
+        "-XX:InitiatingHeapOccupancyPercent=35",
+        "-XX:+ExplicitGCInvokesConcurrent",
+        "-XX:MaxInlineLevel=15",
         "-XX:+ExitOnOutOfMemoryError",
         "-Djava.awt.headless=true",
         # Kafka logs its own shutdown from a JVM shutdown hook; log4j's hook would close the
