@@ -165,13 +165,17 @@ def _ms(seconds: float | None) -> float | None:
 
 class _Bench:
     def __init__(
-        self, bootstrap: str, pool: concurrent.futures.Executor, broker_pid: int | None = None
+        self,
+        bootstrap: str,
+        pool: concurrent.futures.Executor,
+        broker_pid: int | None = None,
+        linger_ms: int | None = None,
     ) -> None:
         from hl7bus.connectors.envelope import Route
         from hl7bus.ops import kafka_clients, topics
         from hl7bus.ops.kafka_clients import KafkaConfig
 
-        self.kafka_cfg = KafkaConfig()
+        self.kafka_cfg = KafkaConfig() if linger_ms is None else KafkaConfig(linger_ms=linger_ms)
         catalog = topics.TopicCatalog.load(
             topics.TopicsConfig(prefix=f"bench-{uuid.uuid4().hex[:8]}.")
         )
@@ -331,6 +335,7 @@ def run(
     rate_seconds: float = 5.0,
     profile: bool = False,
     pipelined_window: int = 8,
+    linger_ms: int | None = None,
 ) -> dict[str, Any]:
     """Start a broker, run every step for both contenders, return the JSON-ready result."""
     from hl7bus.ops.local_kafka import kafka_version, temporary_broker
@@ -345,7 +350,7 @@ def run(
                 max_workers=1, mp_context=multiprocessing.get_context("spawn")
             ) as pool,
         ):
-            bench = _Bench(broker.bootstrap, pool, broker.pid)
+            bench = _Bench(broker.bootstrap, pool, broker.pid, linger_ms)
             try:
                 warmup_s = bench.warm_broker(BROKER_WARMUP_RECORDS)
                 body = asyncio.run(
@@ -373,6 +378,7 @@ def run(
         "command": (
             f"hl7bus bench mllp --messages {messages} "
             f"--connections {','.join(map(str, connections))} --window {window} --rate {rate:g}"
+            + ("" if linger_ms is None else f" --linger-ms {linger_ms}")
         ),
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
         "workload": {

@@ -914,6 +914,10 @@ def bench_mllp(
     profile: Annotated[
         bool, typer.Option("--profile", help="Add a cProfile of the listener (Kafka, widest).")
     ] = False,
+    linger_ms: Annotated[
+        int | None,
+        typer.Option(min=0, help="The listener's kafka.linger_ms (default: the config default)."),
+    ] = None,
 ) -> None:
     """MLLP listener throughput and ACK latency: producing to a real broker (acks=all) vs the
     same listener ACKing without Kafka. Starts its own broker."""
@@ -926,7 +930,13 @@ def bench_mllp(
     bench = _bench_module("mllp")
     with err_console.status("benchmarking the MLLP listener (starts a Kafka broker)..."):
         result = bench.run(
-            messages, counts, window=window, rate=rate, rate_seconds=rate_seconds, profile=profile
+            messages,
+            counts,
+            window=window,
+            rate=rate,
+            rate_seconds=rate_seconds,
+            profile=profile,
+            linger_ms=linger_ms,
         )
     typer.echo(json.dumps(result, indent=2))
 

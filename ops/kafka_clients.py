@@ -45,7 +45,15 @@ class KafkaConfig(BaseModel):
         ),
     )
     linger_ms: int = Field(
-        2, ge=0, description="Producer batching delay; adds to ACK latency, saves requests."
+        # librdkafka's and (since Kafka 4.0) the Java client's default. 2 ms halved a
+        # send-and-wait connection's ACK latency but cost the broker and the listener about
+        # twice the CPU per message under load (BENCHMARKS.md, mllp).
+        5,
+        ge=0,
+        description=(
+            "Producer batching delay: a send-and-wait sender's ACK waits up to this long; more "
+            "messages per request under load (less CPU for the listener and the broker)."
+        ),
     )
     client: dict[str, str] = Field(
         default_factory=dict,
