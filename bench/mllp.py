@@ -338,6 +338,7 @@ def run(
     linger_ms: int | None = None,
 ) -> dict[str, Any]:
     """Start a broker, run every step for both contenders, return the JSON-ready result."""
+    from hl7bus.connectors.mllp.server import settle_gc
     from hl7bus.ops.local_kafka import kafka_version, temporary_broker
 
     data = Path(tempfile.mkdtemp(prefix="hl7bus-bench-mllp-"))
@@ -353,6 +354,7 @@ def run(
             bench = _Bench(broker.bootstrap, pool, broker.pid, linger_ms)
             try:
                 warmup_s = bench.warm_broker(BROKER_WARMUP_RECORDS)
+                settle_gc()  # as `hl7bus mllp serve` does once it listens
                 body = asyncio.run(
                     _run(
                         bench,

@@ -246,7 +246,7 @@ def mllp_serve(
 
 
 async def _serve_mllp(settings: Settings, mllp_cfg: Any) -> None:
-    from hl7bus.connectors.mllp.server import MllpService, Route
+    from hl7bus.connectors.mllp.server import MllpService, Route, settle_gc
     from hl7bus.ops import kafka_clients, topics
 
     bootstrap = config_mod.bootstrap(settings)
@@ -260,6 +260,7 @@ async def _serve_mllp(settings: Settings, mllp_cfg: Any) -> None:
     except OSError as exc:
         producer.close(5)
         fail(str(exc.strerror or exc))
+    settle_gc()
     for line in service.describe():
         err_console.print(f"listening for MLLP, {line}")
     where = f", /metrics on port {service.http_port}" if service.http_port else ""
