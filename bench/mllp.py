@@ -245,21 +245,16 @@ class _Bench:
         records = []
         for message in corpus(500, "W"):
             built = build_envelope(message, feed="bench", peer="warm-up")
-            records.append((codec.encode("RawMessage", built.record), built.key))
+            records.append((built.key, codec.encode("RawMessage", built.record)))
         headers: list[tuple[str, str | bytes | None]] = list(raw_headers())
         producer = Producer(kafka_clients.producer_config(self.kafka_cfg, self.bootstrap))
         started = time.perf_counter()
-        for i in range(count):
-            value, key = records[i % len(records)]
-            while True:
-                try:
-                    producer.produce(self.route.raw_topic, value, key, headers=headers)
-                    break
-                except BufferError:
-                    producer.poll(0.01)
-            producer.poll(0)
-        if producer.flush(60):
-            raise RuntimeError("broker warm-up: records not delivered")
+        kafka_clients.produce_all(
+            producer,
+            self.route.raw_topic,
+            (records[i % len(records)] for i in range(count)),
+            headers,
+        )
         return time.perf_counter() - started
 
     def close(self) -> None:

@@ -133,16 +133,7 @@ def _fill(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]])
     producer = Producer(
         kafka_clients.producer_config(kafka_clients.KafkaConfig(linger_ms=20), bootstrap)
     )
-    for key, value in records:
-        while True:
-            try:
-                producer.produce(topic, value=value, key=key)
-                break
-            except BufferError:
-                producer.poll(0.1)
-        producer.poll(0)
-    if producer.flush(60):
-        raise RuntimeError("could not fill the input topic")
+    kafka_clients.produce_all(producer, topic, records)
 
 
 def _output_span(bootstrap: str, topic: str, expected: int, timeout: float) -> tuple[int, float]:
