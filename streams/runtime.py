@@ -164,6 +164,14 @@ class WorkerConfig(BaseModel):
         gt=0,
         description="How long a stage waits to fill a batch when records trickle in.",
     )
+    commit_interval_s: float = Field(
+        2.8,
+        gt=0,
+        description=(
+            "How often the offsets of confirmed batches are committed (faust's default). A "
+            "restarted worker re-emits at most what came after the last commit; sinks upsert."
+        ),
+    )
     stages: list[Stage] = Field(
         default_factory=lambda: list(ALL_STAGES),
         min_length=1,
@@ -263,6 +271,7 @@ def build_app(
         topic_allow_declare=False,
         broker_session_timeout=cfg.session_timeout_s,
         broker_heartbeat_interval=min(3.0, cfg.session_timeout_s / 3),
+        broker_commit_interval=cfg.commit_interval_s,
     )
     zone = ZoneInfo(cfg.timezone)
 

@@ -172,17 +172,21 @@ def test_kill_9_mid_stream_loses_nothing_and_duplicates_only_the_uncommitted_tai
     partitions = catalog.specs[topics.RAW].partitions
     assert catalog.specs[topics.EVENTS].partitions == partitions
 
-    # The sample feed four times, as four feeds (distinct event ids): 1220 messages, ~8000
+    # The sample feed six times, as six feeds (distinct event ids): 1830 messages, ~12000
     # events, so that the kill lands after a first offset commit and before the end.
     produced = [
-        p for name in "abcd" for p in _produce_raw(kafka_bootstrap, raw_topic, feed(), name)
+        p for name in "abcdef" for p in _produce_raw(kafka_bootstrap, raw_topic, feed(), name)
     ]
     expected = {eid for p in produced for eid in p.event_ids}
-    assert len(produced) == 1220 and len(expected) > 6000
+    assert len(produced) == 1830 and len(expected) > 9000
     origin = {eid: p for p in produced for eid in p.event_ids}
 
     group = f"{unique_name}-worker"
-    env = _worker_env(kafka_bootstrap, unique_name, tmp_path / "worker", free_port())
+    env = {
+        **_worker_env(kafka_bootstrap, unique_name, tmp_path / "worker", free_port()),
+        # A first commit well before the end, even on a fast machine.
+        "HL7BUS_WORKER_COMMIT_INTERVAL_S": "0.5",
+    }
     logs = tmp_path / "logs"
     logs.mkdir()
     procs = Processes(logs)
