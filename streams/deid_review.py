@@ -81,9 +81,7 @@ def review_message(
             continue
         # The carried identifiers are summarized: the account is about the event's fields.
         steps = [
-            Step(
-                s.field, s.phi, s.action, f"({s.before.count(chr(10)) + 1} names and ids)", s.after
-            )
+            Step(s.field, s.phi, s.action, _carried_summary(s.before), s.after)
             if s.field == CARRIER and isinstance(s.before, str)
             else s
             for s in steps
@@ -92,12 +90,17 @@ def review_message(
         phi = codec.schema(event.type).phi_classes()
         for name, value in event.record.items():
             if name not in named and name not in ENGINE_FIELDS and value is not None:
-                shown = f"({value.count(chr(10)) + 1} names and ids)" if name == CARRIER else value
+                shown = _carried_summary(value) if name == CARRIER else value
                 steps.append(Step(name, phi.get(name, "?"), UNNAMED, shown, None))
         for name in sorted(ENGINE_FIELDS & set(phi)):
             steps.append(Step(name, phi[name], "engine", None, research.get(name)))
         out.append(Reviewed(number, event.type, research, None, None, steps))
     return out
+
+
+def _carried_summary(carried: str) -> str:
+    """The carried identifiers (one per line) as a count, never their values."""
+    return f"({carried.count(chr(10)) + 1} names and ids)"
 
 
 def review(

@@ -24,6 +24,7 @@ from samples import envelope
 
 from hl7bus.hl7v2 import parse
 from hl7bus.schemas import codec
+from hl7bus.streams.deid_review import jsonable
 from hl7bus.streams.deidentify import Policy, Pseudonymizer, deidentify
 from hl7bus.streams.parse import events_from_raw
 from hl7bus.streams.terminology import Terminology
@@ -42,18 +43,6 @@ def golden_envelope(name: str) -> dict[str, Any]:
 
 def terminology() -> Terminology:
     return Terminology.load([GOLDEN / "codes.csv"])
-
-
-def jsonable(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, bytes):
-        return value.hex()
-    if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [jsonable(v) for v in value]
-    return value
 
 
 def test_every_case_has_its_expectation() -> None:
