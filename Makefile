@@ -29,13 +29,15 @@ $(STAMP): pyproject.toml
 jars: env
 	$(BIN)/hl7bus kafka jars
 
-# mypy cannot read setuptools' package-dir mapping; a link tree gives it the real module names.
+# mypy and import-linter cannot read setuptools' package-dir mapping; a link tree gives them
+# the real module names.
 lint: env
 	@mkdir -p .typecheck/hl7bus
 	@for d in hl7v2 schemas streams connectors ops; do ln -sfn ../../$$d .typecheck/hl7bus/$$d; done
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	PYTHONPATH=.typecheck $(BIN)/lint-imports --no-cache
 
 fmt: env
 	$(BIN)/ruff format .

@@ -171,15 +171,17 @@ class _Bench:
         broker_pid: int | None = None,
         linger_ms: int | None = None,
     ) -> None:
+        from hl7bus.connectors import kafka_clients
         from hl7bus.connectors.envelope import Route
-        from hl7bus.ops import kafka_clients, topics
-        from hl7bus.ops.kafka_clients import KafkaConfig
+        from hl7bus.connectors.kafka_clients import KafkaConfig
+        from hl7bus.ops import topics_apply
+        from hl7bus.schemas import topics
 
         self.kafka_cfg = KafkaConfig() if linger_ms is None else KafkaConfig(linger_ms=linger_ms)
         catalog = topics.TopicCatalog.load(
             topics.TopicsConfig(prefix=f"bench-{uuid.uuid4().hex[:8]}.")
         )
-        topics.apply(kafka_clients.admin_client(self.kafka_cfg, bootstrap), catalog, 1)
+        topics_apply.apply(kafka_clients.admin_client(self.kafka_cfg, bootstrap), catalog, 1)
         self.route = Route(catalog.name(topics.RAW), catalog.name(topics.DLQ))
         self.producer = kafka_clients.AsyncProducer(
             kafka_clients.producer_config(self.kafka_cfg, bootstrap)
@@ -238,8 +240,8 @@ class _Bench:
         """Produce ``count`` envelopes to hl7.raw as fast as librdkafka batches them; seconds."""
         from confluent_kafka import Producer
 
+        from hl7bus.connectors import kafka_clients
         from hl7bus.connectors.envelope import build_envelope, raw_headers
-        from hl7bus.ops import kafka_clients
         from hl7bus.schemas import codec
 
         records = []

@@ -97,7 +97,7 @@ def corpus(count: int, tag: str) -> list[tuple[bytes | None, bytes]]:
 
 def worker_main(stage: str, prefix: str, bootstrap: str, profile_to: str | None) -> None:
     """Run one worker with only `stage` (parse or forward) until SIGTERM."""
-    from hl7bus.ops import topics
+    from hl7bus.schemas import topics
     from hl7bus.streams import deidentify, runtime
 
     catalog = topics.TopicCatalog.load(topics.TopicsConfig(prefix=prefix))
@@ -128,7 +128,7 @@ def worker_main(stage: str, prefix: str, bootstrap: str, profile_to: str | None)
 def _fill(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
     from confluent_kafka import Producer
 
-    from hl7bus.ops import kafka_clients
+    from hl7bus.connectors import kafka_clients
 
     producer = Producer(
         kafka_clients.producer_config(kafka_clients.KafkaConfig(linger_ms=20), bootstrap)
@@ -176,13 +176,15 @@ def _one(
     logs: Path,
     profile_to: str | None = None,
 ) -> dict[str, Any]:
-    from hl7bus.ops import kafka_clients, topics
+    from hl7bus.connectors import kafka_clients
+    from hl7bus.ops import topics_apply
+    from hl7bus.schemas import topics
     from hl7bus.streams import runtime
 
     prefix = f"bench-{stage}-{uuid.uuid4().hex[:8]}."
     catalog = topics.TopicCatalog.load(topics.TopicsConfig(prefix=prefix))
     admin = kafka_clients.admin_client(kafka_clients.KafkaConfig(), bootstrap)
-    topics.apply(admin, catalog, 1)
+    topics_apply.apply(admin, catalog, 1)
     runtime.declare_changelog(admin, f"{prefix}worker", catalog.specs[topics.RAW].partitions)
     _fill(bootstrap, catalog.name(topics.RAW), records)
     log = (logs / f"{prefix}log").open("wb")

@@ -39,7 +39,7 @@ app = typer.Typer(
 kafka_app = typer.Typer(
     help="Run a local single-node Kafka broker (KRaft) for development and demos."
 )
-topics_app = typer.Typer(help="The topic catalog (ops/topics.yaml).")
+topics_app = typer.Typer(help="The topic catalog (schemas/topics.yaml).")
 config_app = typer.Typer(help="Inspect the effective configuration.")
 mllp_app = typer.Typer(help="The MLLP listener that hospital interface engines send to.")
 sink_app = typer.Typer(help="Sinks that write research events out of Kafka.")
@@ -75,8 +75,7 @@ def load_settings(path: Path | None) -> Settings:
 
 def load_catalog(settings: Settings) -> Any:
     """The topic catalog, with the value codec set up for it (single-object or registry)."""
-    from hl7bus.ops import topics
-    from hl7bus.schemas import codec
+    from hl7bus.schemas import codec, topics
 
     catalog = topics.TopicCatalog.load(settings.topics)
     codec.configure(settings.schemas, {tid: spec.name for tid, spec in catalog.specs.items()})
@@ -160,14 +159,16 @@ def kafka_down(config: ConfigOption = None) -> None:
 
 
 @topics_app.command("apply")
-def topics_apply(
+def apply_topics(
     config: ConfigOption = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Only show what would be created and what drifted.")
     ] = False,
 ) -> None:
     """Create the catalog topics that are missing and report drift. Never deletes anything."""
-    from hl7bus.ops import kafka_clients, topics
+    from hl7bus.connectors import kafka_clients
+    from hl7bus.ops import topics_apply
+    from hl7bus.schemas import topics
 
     settings = load_settings(config)
     bootstrap = config_mod.bootstrap(settings)
@@ -175,9 +176,9 @@ def topics_apply(
     catalog = topics.TopicCatalog.load(settings.topics)
     try:
         if dry_run:
-            plans = topics.plan(admin, catalog)
+            plans = topics_apply.plan(admin, catalog)
         else:
-            plans = topics.apply(admin, catalog, settings.topics.replication_factor)
+            plans = topics_apply.apply(admin, catalog, settings.topics.replication_factor)
     except Exception as exc:
         fail(f"cannot reach Kafka at {bootstrap}: {exc}")
     for p in plans:
@@ -246,14 +247,19 @@ def mllp_serve(
 
 
 async def _serve_mllp(settings: Settings, mllp_cfg: Any) -> None:
+    from hl7bus.connectors import kafka_clients
     from hl7bus.connectors.mllp.server import MllpService, Route, settle_gc
-    from hl7bus.ops import kafka_clients, topics
+    from hl7bus.ops import health
+    from hl7bus.schemas import topics
 
     bootstrap = config_mod.bootstrap(settings)
     catalog = load_catalog(settings)
     producer = kafka_clients.AsyncProducer(kafka_clients.producer_config(settings.kafka, bootstrap))
     service = MllpService(
-        mllp_cfg, producer, Route(catalog.name(topics.RAW), catalog.name(topics.DLQ))
+        mllp_cfg,
+        producer,
+        Route(catalog.name(topics.RAW), catalog.name(topics.DLQ)),
+        start_http=health.start_http,
     )
     try:
         await service.start()
@@ -376,9 +382,10 @@ def ingest(
     A file is done (moved to files.done_dir when set) only when Kafka confirmed every message;
     an interrupted run resumes at the first unconfirmed message.
     """
+    from hl7bus.connectors import kafka_clients
     from hl7bus.connectors.envelope import Route
-    from hl7bus.connectors.files.run import run_ingest, run_watch
-    from hl7bus.ops import kafka_clients, topics
+    from hl7bus.ops.ingest import run_ingest, run_watch
+    from hl7bus.schemas import topics
 
     settings = load_settings(config)
     overrides = {k: v for k, v in (("feed", feed), ("pattern", pattern)) if v is not None}
@@ -458,9 +465,9 @@ def schemas_docs(
     ] = Path("docs/events.md"),
 ) -> None:
     """Write the event catalog (topic -> event -> field, type, PHI class, doc) as Markdown."""
-    from hl7bus.streams import catalog
+    from hl7bus.ops import event_catalog
 
-    text = catalog.render()
+    text = event_catalog.render()
     if str(output) == "-":
         print(text, end="")
         return
@@ -484,7 +491,9 @@ def worker(
     With worker.stages set to deidentify only, it de-identifies hl7.events alone.
 
     Use it to re-make the research topics under a new policy (with its own worker.app_id)."""
-    from hl7bus.ops import topics
+    from hl7bus.connectors import kafka_clients
+    from hl7bus.ops import health
+    from hl7bus.schemas import topics
     from hl7bus.streams import deidentify, runtime
 
     settings = load_settings(config)
@@ -494,8 +503,6 @@ def worker(
     except (deidentify.PolicyError, OSError) as exc:
         fail(str(exc), code=2)
     catalog = load_catalog(settings)
-    from hl7bus.ops import kafka_clients
-
     runtime.declare_changelog(
         kafka_clients.admin_client(settings.kafka, config_mod.bootstrap(settings)),
         settings.worker.app_id,
@@ -509,6 +516,7 @@ def worker(
         policy,
         key,
         settings.deid.leak_check,
+        serve_health=health.serve,
     )
     sys.argv = [sys.argv[0]]  # faust's Worker parses argv itself
     runtime.run(faust_app, loglevel)
@@ -517,8 +525,8 @@ def worker(
 @sink_app.command("warehouse")
 def sink_warehouse(config: ConfigOption = None) -> None:
     """Write research events into the OMOP-shaped warehouse (DuckDB by default)."""
+    from hl7bus.connectors import kafka_clients
     from hl7bus.connectors.warehouse.duckdb_sink import run_sink
-    from hl7bus.ops import kafka_clients
 
     settings = load_settings(config)
     catalog = load_catalog(settings)
@@ -541,7 +549,8 @@ def status(config: ConfigOption = None) -> None:
     """Records per catalog topic and how far the worker and the warehouse sink lag behind."""
     from rich.table import Table
 
-    from hl7bus.ops import kafka_clients, topics
+    from hl7bus.connectors import kafka_clients
+    from hl7bus.schemas import topics
     from hl7bus.streams.runtime import source_topics
 
     settings = load_settings(config)

@@ -18,12 +18,12 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from hl7bus.connectors.files import FilesConfig
+from hl7bus.connectors.kafka_clients import DEFAULT_BOOTSTRAP, KafkaConfig
 from hl7bus.connectors.mllp.server import MllpConfig
 from hl7bus.connectors.warehouse.duckdb_sink import WarehouseConfig
-from hl7bus.ops.kafka_clients import DEFAULT_BOOTSTRAP, KafkaConfig
 from hl7bus.ops.local_kafka import LocalKafkaConfig, running_bootstrap
-from hl7bus.ops.topics import TopicsConfig
 from hl7bus.schemas.codec import SchemasConfig
+from hl7bus.schemas.topics import TopicsConfig
 from hl7bus.streams.deidentify import DeidConfig
 from hl7bus.streams.runtime import WorkerConfig
 

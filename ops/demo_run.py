@@ -27,10 +27,11 @@ from confluent_kafka import Consumer
 from rich.console import Console
 from rich.table import Table
 
+from hl7bus.connectors import kafka_clients
 from hl7bus.connectors.mllp.sending import read_messages, send_and_report
-from hl7bus.ops import kafka_clients, local_kafka, topics
+from hl7bus.ops import local_kafka, topics_apply
 from hl7bus.ops.config import Settings
-from hl7bus.schemas import codec
+from hl7bus.schemas import codec, topics
 from hl7bus.streams.runtime import source_topics
 
 DEMO_FEED = "demo"
@@ -144,7 +145,7 @@ def _run(
 
     admin = kafka_clients.admin_client(settings.kafka, bootstrap)
     catalog = topics.TopicCatalog.load(settings.topics)
-    topics.apply(admin, catalog, settings.topics.replication_factor)
+    topics_apply.apply(admin, catalog, settings.topics.replication_factor)
     console.print(
         f"[green]✓[/] topics applied: {', '.join(s.name for s in catalog.specs.values())}"
     )

@@ -1,7 +1,12 @@
-"""/metrics, /healthz and /readyz for every long-running component."""
+"""/metrics, /healthz and /readyz for every long-running component.
+
+The components only say whether they are ready (an async check); the composition root starts
+this server for them (`start_http`, or `serve` for a component that runs it as a task).
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -37,3 +42,12 @@ async def start_http(host: str, port: int, ready: ReadyCheck) -> web.AppRunner:
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner
+
+
+async def serve(host: str, port: int, ready: ReadyCheck) -> None:
+    """Serve the endpoints until cancelled (for a component that runs it as a task)."""
+    runner = await start_http(host, port, ready)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()

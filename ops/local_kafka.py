@@ -51,6 +51,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from hl7bus.connectors.paths import default_home
+
 __all__ = [
     "BrokerInfo",
     "BrokerStatus",
@@ -80,13 +82,6 @@ _POM_NS = {"m": "http://maven.apache.org/POM/4.0.0"}
 
 class LocalKafkaError(RuntimeError):
     """The local broker could not be provisioned, started or stopped; the message says why."""
-
-
-def default_home() -> Path:
-    """``$XDG_CACHE_HOME/hl7bus``, or ``~/.cache/hl7bus`` when that is unset."""
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg) if xdg else Path.home() / ".cache"
-    return base / "hl7bus"
 
 
 class LocalKafkaConfig(BaseModel):

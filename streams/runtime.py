@@ -12,10 +12,9 @@ rebalance or table recovery going on, no partition stalled) on worker.metrics_po
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -23,8 +22,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from hl7bus.ops import topics
-from hl7bus.ops.topics import TopicCatalog
+from hl7bus.schemas import topics
+from hl7bus.schemas.topics import TopicCatalog
 from hl7bus.streams.deidentify import Policy, Pseudonymizer
 from hl7bus.streams.steps import (
     DEID_STAGE,
@@ -37,6 +36,9 @@ from hl7bus.streams.steps import (
 )
 
 log = logging.getLogger(__name__)
+
+#: Serves /metrics and /readyz on (host, port) with the given readiness check until cancelled.
+ServeHealth = Callable[[str, int, Callable[[], Awaitable[bool]]], Awaitable[None]]
 
 RECORDS = Counter(
     "hl7bus_stream_records_total", "Records out of a stage, by outcome.", ["stage", "outcome"]
@@ -249,11 +251,14 @@ def build_app(
     pseudonymize: Pseudonymizer,
     leak_check: bool,
     stages: tuple[str, ...] | None = None,
+    serve_health: ServeHealth | None = None,
 ) -> Any:
     """The faust app of the worker. `stages` (default: cfg.stages) selects the agents: parse
     (hl7.raw -> hl7.events), deidentify (hl7.events -> research.*; with parse, it runs inside
     the parse agent instead, on the events in memory) and, for `hl7bus bench stream` only,
-    forward (hl7.raw -> hl7.events, bytes unchanged: the bare consume->produce loop)."""
+    forward (hl7.raw -> hl7.events, bytes unchanged: the bare consume->produce loop).
+    `serve_health`, given by the composition root, serves /metrics and /readyz on
+    worker.metrics_port while the app runs."""
     import faust
 
     brokers = ";".join(f"kafka://{host}" for host in bootstrap.split(","))
@@ -422,18 +427,12 @@ def build_app(
             cfg.stall_timeout_s,
         )
 
-    if cfg.metrics_port is not None:
-        port = cfg.metrics_port
+    if cfg.metrics_port is not None and serve_health is not None:
+        serve, host, port = serve_health, cfg.metrics_host, cfg.metrics_port
 
         @app.task  # type: ignore[untyped-decorator]
-        async def serve_health() -> None:
-            from hl7bus.ops.health import start_http
-
-            runner = await start_http(cfg.metrics_host, port, ready)
-            try:
-                await asyncio.Event().wait()
-            finally:
-                await runner.cleanup()
+        async def health() -> None:
+            await serve(host, port, ready)
 
     return app
 

@@ -14,8 +14,7 @@ from typing import Any
 from fastavro.validation import ValidationError as AvroValidationError
 
 from hl7bus.hl7v2 import Hl7ParseError
-from hl7bus.ops import topics
-from hl7bus.schemas import codec
+from hl7bus.schemas import codec, topics
 from hl7bus.streams import deidentify as deid_metrics
 from hl7bus.streams.deidentify import DeidError, Policy, Pseudonymizer, deidentify
 from hl7bus.streams.parse import events_from_raw

@@ -8,8 +8,10 @@ import uuid
 
 from confluent_kafka import Consumer, Message
 
-from hl7bus.ops import kafka_clients, topics
-from hl7bus.ops.kafka_clients import KafkaConfig
+from hl7bus.connectors import kafka_clients
+from hl7bus.connectors.kafka_clients import KafkaConfig
+from hl7bus.ops import topics_apply
+from hl7bus.schemas import topics
 
 
 def free_port() -> int:
@@ -22,7 +24,7 @@ def free_port() -> int:
 
 def apply_catalog(bootstrap: str, prefix: str) -> topics.TopicCatalog:
     catalog = topics.TopicCatalog.load(topics.TopicsConfig(prefix=f"{prefix}."))
-    topics.apply(kafka_clients.admin_client(KafkaConfig(), bootstrap), catalog, 1)
+    topics_apply.apply(kafka_clients.admin_client(KafkaConfig(), bootstrap), catalog, 1)
     return catalog
 
 

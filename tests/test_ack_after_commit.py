@@ -10,11 +10,12 @@ import pytest
 from kafka_helpers import apply_catalog, free_port, read_topic
 from samples import feed
 
+from hl7bus.connectors import kafka_clients
+from hl7bus.connectors.kafka_clients import KafkaConfig
 from hl7bus.connectors.mllp.client import AckResult, send_messages
 from hl7bus.connectors.mllp.server import MllpConfig, MllpListener, Route
-from hl7bus.ops import kafka_clients, local_kafka, topics
-from hl7bus.ops.kafka_clients import KafkaConfig
-from hl7bus.schemas import codec
+from hl7bus.ops import local_kafka
+from hl7bus.schemas import codec, topics
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

@@ -14,8 +14,7 @@ from prometheus_client import REGISTRY
 from samples import envelope, first
 
 from hl7bus.hl7v2 import parse
-from hl7bus.ops import topics
-from hl7bus.schemas import codec
+from hl7bus.schemas import codec, topics
 from hl7bus.streams import deidentify as deid
 from hl7bus.streams.deidentify import (
     DeidConfig,

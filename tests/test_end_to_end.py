@@ -18,9 +18,9 @@ import pytest
 from kafka_helpers import free_port
 from samples import feed
 
-from hl7bus.ops import kafka_clients
+from hl7bus.connectors import kafka_clients
+from hl7bus.connectors.kafka_clients import KafkaConfig
 from hl7bus.ops.demo_run import Processes, _port_open, _wait_for
-from hl7bus.ops.kafka_clients import KafkaConfig
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

@@ -16,9 +16,9 @@ import avro.schema
 import fastavro
 from typer.testing import CliRunner
 
+from hl7bus.ops import event_catalog
 from hl7bus.ops.cli import app
 from hl7bus.schemas import codec, compat
-from hl7bus.streams import catalog
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMAS = ROOT / "schemas"
@@ -136,7 +136,7 @@ def test_values_written_with_a_released_schema_still_decode() -> None:
 
 def test_catalog_is_committed_and_current() -> None:
     committed = (ROOT / "docs" / "events.md").read_text(encoding="utf-8")
-    assert committed == catalog.render(), "docs/events.md is stale: run `hl7bus schemas docs`"
+    assert committed == event_catalog.render(), "docs/events.md is stale: run `hl7bus schemas docs`"
 
 
 def test_apache_avro_reads_nested_events() -> None:

@@ -8,10 +8,9 @@ import pytest
 from kafka_helpers import apply_catalog, read_topic
 from typer.testing import CliRunner
 
-from hl7bus.ops import topics
 from hl7bus.ops.cli import app
 from hl7bus.ops.demo_run import sample_feed_path
-from hl7bus.schemas import codec
+from hl7bus.schemas import codec, topics
 
 pytestmark = pytest.mark.kafka
 

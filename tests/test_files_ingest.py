@@ -18,14 +18,14 @@ import pytest
 from confluent_kafka import Message as KafkaRecord
 from kafka_helpers import apply_catalog, read_topic
 
+from hl7bus.connectors import kafka_clients
 from hl7bus.connectors.envelope import Route
 from hl7bus.connectors.files import FilesConfig, FileSource
 from hl7bus.connectors.files.source import Producer
+from hl7bus.connectors.kafka_clients import AsyncProducer, Headers, KafkaConfig
 from hl7bus.hl7v2 import parse
-from hl7bus.ops import kafka_clients, topics
 from hl7bus.ops.demo_run import sample_feed_path
-from hl7bus.ops.kafka_clients import AsyncProducer, Headers, KafkaConfig
-from hl7bus.schemas import codec
+from hl7bus.schemas import codec, topics
 from hl7bus.schemas.keys import patient_key
 
 pytestmark = pytest.mark.kafka

@@ -10,8 +10,8 @@ from pathlib import Path
 from hl7bus.connectors.envelope import Route
 from hl7bus.connectors.files import FileResult, FilesConfig, FileSource
 from hl7bus.connectors.files.source import _locked, _state_name
+from hl7bus.connectors.kafka_clients import DeliveryError, Headers
 from hl7bus.ops.demo_run import sample_feed_path
-from hl7bus.ops.kafka_clients import DeliveryError, Headers
 from hl7bus.schemas import codec
 
 ROUTE = Route("raw", "dlq")

@@ -13,12 +13,12 @@ from prometheus_client import REGISTRY
 from samples import first
 from test_mllp_service import SlowProducer, numbered, serving
 
+from hl7bus.connectors import kafka_clients
+from hl7bus.connectors.kafka_clients import AsyncProducer, KafkaConfig
 from hl7bus.connectors.mllp.client import send_many, send_messages
 from hl7bus.connectors.mllp.framer import Frame, Framer, encode_frame
 from hl7bus.hl7v2 import parse
-from hl7bus.ops import kafka_clients, topics
-from hl7bus.ops.kafka_clients import AsyncProducer, KafkaConfig
-from hl7bus.schemas import codec
+from hl7bus.schemas import codec, topics
 
 pytestmark = pytest.mark.kafka
 

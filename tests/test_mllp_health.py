@@ -11,10 +11,10 @@ import pytest
 from samples import first
 from test_mllp_service import numbered, serving
 
+from hl7bus.connectors import kafka_clients
+from hl7bus.connectors.kafka_clients import AsyncProducer, KafkaConfig
 from hl7bus.connectors.mllp.client import send_messages
 from hl7bus.hl7v2 import ACK_CODES
-from hl7bus.ops import kafka_clients
-from hl7bus.ops.kafka_clients import AsyncProducer, KafkaConfig
 
 pytestmark = pytest.mark.kafka
 

@@ -13,13 +13,13 @@ import pytest
 from kafka_helpers import apply_catalog, read_topic
 from samples import first
 
+from hl7bus.connectors import kafka_clients
+from hl7bus.connectors.kafka_clients import KafkaConfig
 from hl7bus.connectors.mllp.client import send_messages
 from hl7bus.connectors.mllp.framer import encode_frame
 from hl7bus.connectors.mllp.server import DLQ_FAILURES, MllpConfig, MllpListener, Route
 from hl7bus.hl7v2 import parse
-from hl7bus.ops import kafka_clients, topics
-from hl7bus.ops.kafka_clients import KafkaConfig
-from hl7bus.schemas import codec
+from hl7bus.schemas import codec, topics
 
 pytestmark = pytest.mark.kafka
 

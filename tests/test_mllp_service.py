@@ -16,12 +16,13 @@ import pytest
 from kafka_helpers import apply_catalog, read_topic
 from samples import feed, first
 
+from hl7bus.connectors import kafka_clients
+from hl7bus.connectors.kafka_clients import AsyncProducer, KafkaConfig
 from hl7bus.connectors.mllp.client import send_many, send_messages
 from hl7bus.connectors.mllp.server import REFUSED, MllpConfig, MllpListener, MllpService, Route
 from hl7bus.hl7v2 import parse
-from hl7bus.ops import kafka_clients, topics
-from hl7bus.ops.kafka_clients import AsyncProducer, KafkaConfig
-from hl7bus.schemas import codec
+from hl7bus.ops.health import start_http
+from hl7bus.schemas import codec, topics
 
 pytestmark = pytest.mark.kafka
 
@@ -54,7 +55,12 @@ async def serving(
     if producer is None:
         producer = AsyncProducer(kafka_clients.producer_config(KafkaConfig(), bootstrap))
     cfg = MllpConfig.model_validate({"port": 0, "metrics_port": None, **mllp})
-    service = MllpService(cfg, producer, Route(catalog.name(topics.RAW), catalog.name(topics.DLQ)))
+    service = MllpService(
+        cfg,
+        producer,
+        Route(catalog.name(topics.RAW), catalog.name(topics.DLQ)),
+        start_http=start_http,
+    )
     await service.start()
     try:
         yield Served(service, catalog, bootstrap)

@@ -11,8 +11,7 @@ import pytest
 import yaml
 from samples import envelope, feed, first
 
-from hl7bus.ops import topics
-from hl7bus.schemas import codec
+from hl7bus.schemas import codec, topics
 from hl7bus.streams.deidentify import (
     DeidConfig,
     DeidError,

@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
-from hl7bus.ops import kafka_clients, topics
-from hl7bus.ops.kafka_clients import KafkaConfig
+from hl7bus.connectors import kafka_clients
+from hl7bus.connectors.kafka_clients import KafkaConfig
+from hl7bus.ops import topics_apply
+from hl7bus.schemas import topics
 
 pytestmark = pytest.mark.kafka
 
@@ -22,11 +24,11 @@ def test_apply_is_idempotent_and_reports_drift(kafka_bootstrap: str, unique_name
         catalog.name(topics.DLQ)
     ].result(timeout=30)
 
-    dry = topics.plan(admin, catalog)
+    dry = topics_apply.plan(admin, catalog)
     assert {p.spec.id: p.action for p in dry}[topics.RAW] == "create"
     assert raw not in admin.list_topics(timeout=10).topics  # a plan creates nothing
 
-    first = topics.apply(admin, catalog, replication_factor=1)
+    first = topics_apply.apply(admin, catalog, replication_factor=1)
     actions = {p.spec.id: p.action for p in first}
     assert actions[topics.RAW] == "create"
     assert actions[topics.DLQ] == "drift"
@@ -37,7 +39,7 @@ def test_apply_is_idempotent_and_reports_drift(kafka_bootstrap: str, unique_name
     assert len(metadata.topics[raw].partitions) == 6
     assert len(metadata.topics[catalog.name(topics.DLQ)].partitions) == 3  # never altered
 
-    second = topics.apply(admin, catalog, replication_factor=1)
+    second = topics_apply.apply(admin, catalog, replication_factor=1)
     assert {p.spec.id: p.action for p in second} == {
         **{s: "ok" for s in catalog.specs},
         topics.DLQ: "drift",

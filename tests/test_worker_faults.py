@@ -24,11 +24,11 @@ from kafka_helpers import apply_catalog, free_port, read_topic
 from prometheus_client.parser import text_string_to_metric_families
 from samples import envelope, feed
 
+from hl7bus.connectors import kafka_clients
+from hl7bus.connectors.kafka_clients import KafkaConfig
 from hl7bus.hl7v2 import Message
-from hl7bus.ops import kafka_clients, topics
 from hl7bus.ops.demo_run import Processes, _wait_for
-from hl7bus.ops.kafka_clients import KafkaConfig
-from hl7bus.schemas import codec
+from hl7bus.schemas import codec, topics
 from hl7bus.schemas.keys import patient_key
 from hl7bus.streams.steps import parse_step
 

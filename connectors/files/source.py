@@ -46,8 +46,8 @@ from hl7bus.connectors.envelope import (
     raw_headers,
 )
 from hl7bus.connectors.files.split import FileFormatError, split_file
-from hl7bus.ops.kafka_clients import DeliveryError, Headers
-from hl7bus.ops.local_kafka import default_home
+from hl7bus.connectors.kafka_clients import DeliveryError, Headers
+from hl7bus.connectors.paths import default_home
 from hl7bus.schemas import codec
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,7 @@ DLQ = Counter("hl7bus_files_dlq_total", "Records sent to the DLQ.", ["feed", "re
 
 
 class Producer(Protocol):
-    """What the source needs of :class:`hl7bus.ops.kafka_clients.AsyncProducer`."""
+    """What the source needs of :class:`hl7bus.connectors.kafka_clients.AsyncProducer`."""
 
     async def send(
         self, topic: str, value: bytes, key: bytes | None = None, headers: Headers = ()

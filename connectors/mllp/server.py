@@ -27,7 +27,7 @@ import secrets
 import ssl
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Literal
@@ -53,6 +53,7 @@ from hl7bus.connectors.envelope import (
     msh_segment,
     raw_headers,
 )
+from hl7bus.connectors.kafka_clients import AsyncProducer, DeliveryError
 from hl7bus.connectors.mllp.framer import (
     DEFAULT_MAX_FRAME_BYTES,
     Frame,
@@ -61,7 +62,6 @@ from hl7bus.connectors.mllp.framer import (
     encode_frame,
 )
 from hl7bus.hl7v2 import ACK_CODES, AckError, Hl7CharsetError, Message, build_ack, codec_for, parse
-from hl7bus.ops.kafka_clients import AsyncProducer, DeliveryError
 from hl7bus.schemas import codec
 
 __all__ = [
@@ -1014,6 +1014,10 @@ def settle_gc() -> None:
     gc.set_threshold(20_000, 20, 20)
 
 
+#: Starts the HTTP endpoints on (host, port) with a readiness check; returns the aiohttp runner.
+StartHttp = Callable[[str, int, Callable[[], Awaitable[bool]]], Awaitable[Any]]
+
+
 class MllpService:
     """Every feed of the `mllp` section, one shared producer, and the health endpoints."""
 
@@ -1024,9 +1028,13 @@ class MllpService:
         route: Route,
         *,
         kafka: bool = True,
+        start_http: StartHttp | None = None,
     ) -> None:
+        """`start_http`, given by the composition root, serves /metrics, /healthz and /readyz
+        on mllp.metrics_port; without it the service has no HTTP endpoints."""
         self.cfg = cfg
         self.producer = producer
+        self._start_http = start_http
         self._budget = asyncio.Semaphore(cfg.max_in_flight_total)
         self.listeners = [
             MllpListener(item, producer, route, budget=self._budget, kafka=kafka)
@@ -1059,10 +1067,8 @@ class MllpService:
             raise OSError(
                 exc.errno, f"feed {item.feed}: cannot listen on {item.cfg.host}:{item.cfg.port}"
             ) from exc
-        if self.cfg.metrics_port is not None:
-            from hl7bus.ops.health import start_http
-
-            self._http = await start_http(self.cfg.host, self.cfg.metrics_port, self.ready)
+        if self.cfg.metrics_port is not None and self._start_http is not None:
+            self._http = await self._start_http(self.cfg.host, self.cfg.metrics_port, self.ready)
 
     async def ready(self) -> bool:
         """Ready: every feed is accepting connections and the Kafka cluster answers."""

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from hl7bus.connectors.envelope import Route
 from hl7bus.connectors.files.source import FileResult, FilesConfig, FileSource, Summary
-from hl7bus.ops.kafka_clients import AsyncProducer
+from hl7bus.connectors.kafka_clients import AsyncProducer
 
 
 class _RichProgress:
