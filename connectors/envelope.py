@@ -42,7 +42,8 @@ class Route:
 @dataclass(frozen=True)
 class Built:
     """One envelope. ``message`` is None when the bytes could not be decoded or parsed; then
-    ``reason`` is "charset" or "parse" and ``error`` says why (PHI-free, DESIGN §5)."""
+    ``reason`` is "charset" or "parse" and ``error`` says why, free of patient data
+    (docs/architecture.md, Privacy)."""
 
     record: dict[str, Any]
     message: Message | None

@@ -1,7 +1,7 @@
 """HL7 v2 wire format, pure and I/O-free: parse, escape, charsets, batches, ACKs.
 
-The hot path of the bus (DESIGN §3): str.split on demand; hl7apy is imported only
-when :func:`validate` runs.
+The hot path of the bus (docs/architecture.md, Layers): str.split on demand; hl7apy is
+imported only when :func:`validate` runs.
 """
 
 from __future__ import annotations

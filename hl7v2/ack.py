@@ -243,7 +243,8 @@ def build_ack(
     except Hl7ParseError as exc:
         # No MSH, no mode: original-mode codes. Nothing readable can be accepted,
         # but errored-vs-rejected stays the caller's call: AR makes senders resend
-        # (DESIGN §2), which for bytes that will never parse would loop forever.
+        # (docs/architecture.md, Delivery), which for bytes that will never parse would
+        # loop forever.
         msa1 = _UNREADABLE.get(_msa_code(code, False), "AR")
         err_code = 100 if exc.reason.startswith("first segment") else 102
         return _minimal_ack(msa1, f"MSH unreadable: {exc.reason}", err_code, ts, new_id)

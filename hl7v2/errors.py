@@ -2,7 +2,7 @@
 
 Messages name *what* is wrong and *where* (segment index, field number, byte or
 character offset), never the offending values: exception text ends up in logs and
-DLQ headers, and HL7 payloads are full of PHI (DESIGN §5).
+DLQ headers, and HL7 payloads are full of PHI (docs/architecture.md, Privacy).
 """
 
 from __future__ import annotations

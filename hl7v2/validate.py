@@ -11,7 +11,8 @@ over its element tree is redone here with the same rules as
 ``hl7apy.validation.Validator.validate`` (occurrences of every child, children
 allowed, datatypes, table values, maximum lengths), and every problem becomes a
 :class:`Finding` that names *where* (segment id, field, component) and *what*,
-never the value. Findings go to logs and ERR segments; PHI must not (DESIGN §5).
+never the value. Findings go to logs and ERR segments; PHI must not (docs/architecture.md,
+Privacy).
 
 Levels:
 

@@ -1,9 +1,9 @@
 """A local single-node Apache Kafka (KRaft) broker for development and tests.
 
 The broker runs from the jars Maven Central serves for ``org.apache.kafka:kafka_2.13``
-(DESIGN §7): Maven resolves them once into a cache, then a plain ``java`` process runs
-``kafka.Kafka`` on a rendered ``server.properties``. No Kafka distribution, Docker or
-ZooKeeper is involved.
+(docs/architecture.md, Real parts in tests): Maven resolves them once into a cache, then a
+plain ``java`` process runs ``kafka.Kafka`` on a rendered ``server.properties``. No Kafka
+distribution, Docker or ZooKeeper is involved.
 
 Layout on disk::
 

@@ -1,4 +1,5 @@
-"""Shared fixtures: the real Kafka broker (DESIGN §7) and per-test unique names (§8)."""
+"""Shared fixtures: the real Kafka broker and per-test unique names
+(docs/architecture.md, Real parts in tests)."""
 
 from __future__ import annotations
 

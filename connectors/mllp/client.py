@@ -1,7 +1,7 @@
 """An asyncio MLLP sender: ``hl7bus send``, the benchmarks and the tests use it.
 
 One connection carries up to ``window`` unacknowledged messages (senders in the field pipeline
-too, DESIGN / REFERENCE "HL7 v2 and MLLP"). MLLP has no correlation id on the wire, so ACKs are
+too: docs/architecture.md, "HL7 v2 and MLLP"). MLLP has no correlation id on the wire, so ACKs are
 matched to messages strictly in send order, and each match is checked: MSA-2 must echo the sent
 MSH-10. A mismatch is the classic interface-engine bug, so it is recorded as an error rather than
 trusted.

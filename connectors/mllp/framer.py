@@ -1,4 +1,4 @@
-"""MLLP framing as a sans-I/O state machine (the h11 model, DESIGN §3).
+"""MLLP framing as a sans-I/O state machine (the h11 model: docs/architecture.md, Layers).
 
 The framer takes bytes as they arrive from any transport and returns events; it never reads,
 writes or sleeps, so the asyncio listener, the sender client, the file reader and the tests all
