@@ -12,7 +12,16 @@ from .charset import DEFAULT_CODEC, codec_for, decode_bytes, lookup_codec, read_
 from .delimiters import DEFAULT_ENCODING, Encoding
 from .errors import Hl7CharsetError, Hl7ParseError
 from .escape import escape, unescape
-from .message import HL7_NULL, Message, Path, Segment, parse, parse_path, segment_offset
+from .message import (
+    HL7_NULL,
+    Message,
+    Path,
+    Segment,
+    parse,
+    parse_path,
+    segment_offset,
+    split_field,
+)
 from .validate import Finding, validate
 
 __all__ = [
@@ -39,6 +48,7 @@ __all__ = [
     "parse_path",
     "read_msh_field",
     "segment_offset",
+    "split_field",
     "unescape",
     "validate",
 ]

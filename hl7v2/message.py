@@ -38,6 +38,7 @@ __all__ = [
     "parse",
     "parse_path",
     "segment_offset",
+    "split_field",
 ]
 
 #: The HL7 explicit null ("delete this value"), as :meth:`Message.get` returns it.
@@ -434,15 +435,8 @@ class Message:
         components, each a decoded string or, when it has subcomponents, a list of
         decoded strings. The depth of a list says its level, so nothing is ambiguous."""
         enc = self.encoding
-        rs, cs, ss, esc = enc.repetition, enc.component, enc.subcomponent, enc.escape
+        rs, cs, ss, esc = _delims(enc)
         codec = self.charset
-
-        def leaf(v: str) -> str:
-            return unescape(v, enc, codec) if esc and esc in v else v
-
-        def comp(v: str) -> str | list[str]:
-            return [leaf(x) for x in v.split(ss)] if ss and ss in v else leaf(v)
-
         out: list[list[Field]] = []
         for i in range(len(self._segs)):
             fields = self._fields_of(i)
@@ -450,11 +444,11 @@ class Message:
             for n, v in enumerate(fields):
                 if n == 0 or (i == 0 and n <= 2):
                     seg.append(v)
-                elif not any(d and d in v for d in (rs, cs, ss)):
-                    seg.append(leaf(v))
+                elif rs not in v and cs not in v and ss not in v:
+                    seg.append(unescape(v, enc, codec) if esc in v else v)
                 else:
-                    reps = v.split(rs) if rs else [v]
-                    seg.append([[comp(c) for c in (r.split(cs) if cs else [r])] for r in reps])
+                    reps = split_field(v, enc, codec)
+                    seg.append([[c[0] if len(c) == 1 else c for c in r] for r in reps])
             out.append(seg)
         return out
 
@@ -548,6 +542,23 @@ def _read(msg: Message, i: int, f: int, r: int, c: int, s: int, default: str | N
     if esc in v:
         return unescape(v, msg.encoding, msg.charset)
     return v
+
+
+def split_field(value: str, enc: Encoding, codec: str | None = None) -> list[list[list[str]]]:
+    """A raw field value (not MSH-1 or MSH-2) split into repetitions, each a list of
+    components, each a list of subcomponents, every one decoded (escape sequences resolved,
+    ``\\X..\\`` with ``codec``); ``[]`` for an empty value. Positions are kept: an empty
+    component is ``[""]``. For reading every part of a field at once; :meth:`Message.get`
+    reads one part."""
+    if not value:
+        return []
+    rs, cs, ss, esc = _delims(enc)
+    if ss not in value and esc not in value:
+        return [[[c] for c in rep.split(cs)] for rep in value.split(rs)]
+    return [
+        [[unescape(s, enc, codec) if esc in s else s for s in c.split(ss)] for c in rep.split(cs)]
+        for rep in value.split(rs)
+    ]
 
 
 @lru_cache(maxsize=64)

@@ -32,7 +32,7 @@ from hl7v2_samples import ADT_A01, CUSTOM, ORU_R01
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hl7bus.hl7v2 import Encoding, Message, escape, parse, unescape
+from hl7bus.hl7v2 import Encoding, Message, escape, parse, split_field, unescape
 
 
 def leaf_paths(msg: Message) -> Iterator[tuple[str, int, tuple[int, int, int, int]]]:
@@ -133,6 +133,24 @@ def messages(draw: st.DrawFn, leaves: st.SearchStrategy[str] = _LEAF) -> str:
 def test_generated_messages_match_python_hl7(text: str) -> None:
     assert_same_as_python_hl7(text)
     assert parse(text).to_er7() == text
+
+
+@settings(max_examples=100, deadline=None)
+@given(messages())
+def test_split_field_matches_get(text: str) -> None:
+    """split_field gives every leaf of a field at once, as get() reads it one path at a time."""
+    msg = parse(text)
+    seen: dict[str, int] = {}
+    for seg in msg.segments():
+        occ = seen[seg.name] = seen.get(seg.name, 0) + 1
+        for f, raw in enumerate(seg.fields):
+            if f == 0 or (seg.name == "MSH" and f <= 2):
+                continue
+            for r, rep in enumerate(split_field(raw, msg.encoding, msg.charset), 1):
+                for c, comp in enumerate(rep, 1):
+                    for s, leaf in enumerate(comp, 1):
+                        got = msg.get(f"{seg.name}[{occ}]-{f}[{r}].{c}.{s}")
+                        assert (got or "") == leaf, (seg.name, occ, f, r, c, s)
 
 
 # -- hl7apy on generated messages -------------------------------------------------------

@@ -7,7 +7,15 @@ import pickle
 import pytest
 from hl7v2_samples import ADT_A01, CORPUS, CUSTOM, ORU_R01, SHORT_ENCODING
 
-from hl7bus.hl7v2 import HL7_NULL, Encoding, Hl7ParseError, Message, parse, parse_path
+from hl7bus.hl7v2 import (
+    HL7_NULL,
+    Encoding,
+    Hl7ParseError,
+    Message,
+    parse,
+    parse_path,
+    split_field,
+)
 
 
 @pytest.mark.parametrize(
@@ -94,6 +102,21 @@ def test_get_all() -> None:
     assert parse("MSH|^~\\&|A\rPID|1|a~~b\r").get_all("PID-2") == ["a", "", "b"]
     with pytest.raises(ValueError):
         m.get_all("PID-3[1]")
+
+
+def test_split_field() -> None:
+    enc = Encoding()
+    assert split_field("", enc) == []
+    assert split_field("KIM^MINJUN", enc) == [[["KIM"], ["MINJUN"]]]
+    assert split_field("a~~b^", enc) == [[["a"]], [[""]], [["b"], [""]]]
+    # Every subcomponent decoded, with the message's codec for hex escapes.
+    assert split_field("1 Main\\T\\St&Apt 2^\\XC8AB\\", enc, "euc-kr") == [
+        [["1 Main&St", "Apt 2"], ["홍"]]
+    ]
+    assert split_field('""', enc) == [[['""']]]  # the HL7 null is data here
+    # Undeclared levels are not split (only ^ and ~ declared).
+    short = Encoding(escape="", subcomponent="")
+    assert split_field("X&Y^Z\\W", short) == [[["X&Y"], ["Z\\W"]]]
 
 
 @pytest.mark.parametrize("bad", ["", "PID", "PID-0", "PID-1.0", "P-1", "PID-1..2", "PID[0]-1"])
