@@ -1,4 +1,4 @@
-"""The pattern step of :mod:`hl7bus.streams.scrub`: identifiers any text may contain.
+"""The pattern rules: identifiers any text may contain, whatever its message.
 
 One regex, compiled once per :class:`ScrubOptions`, scanned once per text. Built for speed in
 CPython's ``re``: every top-level alternative starts with a literal or a character class (so the
@@ -20,29 +20,11 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
-from enum import StrEnum
 from functools import lru_cache
 
-__all__ = ["Kind", "ScrubOptions", "apply_patterns"]
+from .kinds import PLACEHOLDERS, Kind
 
-
-class Kind(StrEnum):
-    """What a replacement removed; the keys of ``ScrubResult.replacements``."""
-
-    NAME = "NAME"
-    ID = "ID"
-    RRN = "RRN"
-    PHONE = "PHONE"
-    EMAIL = "EMAIL"
-    URL = "URL"
-    IP = "IP"
-    DATE = "DATE"
-    ADDRESS = "ADDRESS"
-    AGE = "AGE"
-
-
-PLACEHOLDERS: dict[Kind, str] = {k: f"[{k.value}]" for k in Kind}
-PLACEHOLDERS[Kind.AGE] = "[AGE 90+]"
+__all__ = ["ScrubOptions", "apply_patterns"]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,55 @@
+"""scrub: free-text de-identification. Pure functions, no I/O.
+
+Two steps, in this order (matching the message's own identifiers first is cheap and very
+effective; patterns alone have modest recall):
+
+1. :func:`identifiers_of` collects the message's own names and identifiers into an
+   :class:`Identifiers` set; :func:`scrub_text` replaces every occurrence of them in the text
+   (Hangul, Hanja and Latin script; case-insensitive; numbers tolerant of spaces, hyphens, dots
+   and parentheses between digits; Hangul names followed by particles or honorifics).
+2. Patterns replace what any message may contain: Korean resident registration numbers, Korean
+   and international phone numbers, US SSNs, e-mail addresses, URLs, IPv4/IPv6 addresses,
+   labelled and long MRN-like numbers, dates (or shifts them), ages over 89, labelled postal codes.
+
+Each replacement says what was removed (``[NAME]``, ``[ID]``, ``[RRN]``, ``[PHONE]``, ``[EMAIL]``,
+``[URL]``, ``[IP]``, ``[DATE]``, ``[ADDRESS]``, ``[AGE 90+]``); :class:`ScrubResult` counts them
+per :class:`Kind`, never values, for audit metrics. A US SSN is reported as ``[ID]``.
+
+One job a module:
+
+* :mod:`.identifiers` — what a message tells about its people (the fields read) and the
+  :class:`Identifiers` value; :mod:`.collector` — how a value becomes needles;
+* :mod:`.needles` — the needle rules (what is searched, how, what is too short) and the search
+  tables of one identifier set; :mod:`.search` — finding and replacing them in a text;
+* :mod:`.words` — word lists (titles, particles, common words) and scripts;
+* :mod:`.patterns` — the pattern rules; :mod:`.kinds` — what a replacement removed;
+* :mod:`.step` — :func:`scrub_text` and :func:`clear_caches`.
+
+Caches: needles per raw field value and search tables per identifier set are kept in bounded LRU
+caches (they hold identifiers in process memory, like the messages themselves; never logged);
+:func:`clear_caches` empties them.
+"""
+
+from __future__ import annotations
+
+from .identifiers import Identifiers, identifiers_of
+from .kinds import PLACEHOLDERS, Kind
+from .patterns import ScrubOptions
+from .step import DEFAULT_OPTIONS, ScrubResult, clear_caches, scrub_text
+from .words import COMMON_WORDS, LATIN_COMMON_WORDS, PARTICLES, TITLES
+
+__all__ = [
+    "COMMON_WORDS",
+    "DEFAULT_OPTIONS",
+    "LATIN_COMMON_WORDS",
+    "PARTICLES",
+    "PLACEHOLDERS",
+    "TITLES",
+    "Identifiers",
+    "Kind",
+    "ScrubOptions",
+    "ScrubResult",
+    "clear_caches",
+    "identifiers_of",
+    "scrub_text",
+]

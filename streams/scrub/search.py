@@ -1,0 +1,145 @@
+"""The literal search: where a message's needles occur in a text, and their replacement.
+
+How (speed): this step compiles nothing per message. CPython's ``re`` compiler is written in
+Python: an alternation of one message's ~25 needles took 4-40 ms to compile, 250-2000 times the
+cost of parsing the message. Instead the text is lower-cased once, the separators between ASCII
+letters and digits are squeezed out by one static regex (positions mapped back by bisection),
+and every needle is found with ``str.find`` (C) in that string or in the text itself; only hits
+run Python checks (boundaries, particles, titles: :mod:`.needles` has the rules).
+"""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_right
+
+from .kinds import PLACEHOLDERS, Kind
+from .needles import LONG, PRIORITY, SEPARATOR, SHORT_COMMON, Tables, ascii_lower
+from .words import PARTICLES, TITLES
+
+__all__ = ["Span", "identifier_spans", "replace_spans"]
+
+# A letter or digit, then the separators to drop (the match starts one character early so that
+# the engine can skip everything but ASCII letters and digits in C).
+_SQUEEZE = re.compile(f"[0-9a-z]{SEPARATOR}{{1,3}}(?=[0-9a-z])")
+
+
+def _is_digit(ch: str) -> bool:
+    return "0" <= ch <= "9"
+
+
+def _is_ascii_alnum(ch: str) -> bool:
+    return ch.isascii() and ch.isalnum()
+
+
+def _edges_ok(text: str, start: int, end: int) -> bool:
+    """A number or Latin needle must not continue a longer number or word: the character before
+    (after) it is not of its first (last) character's class, and a number is not the decimal part
+    (or the integer part) of a decimal."""
+    first, last = text[start], text[end - 1]
+    if start > 0:
+        prev = text[start - 1]
+        if _is_digit(first):
+            if _is_digit(prev) or (prev in ".," and start > 1 and _is_digit(text[start - 2])):
+                return False
+        elif _is_ascii_alnum(first) and _is_ascii_alnum(prev):
+            return False
+    if end < len(text):
+        nxt = text[end]
+        if _is_digit(last):
+            if _is_digit(nxt) or (nxt in ".," and end + 1 < len(text) and _is_digit(text[end + 1])):
+                return False
+        elif _is_ascii_alnum(last) and _is_ascii_alnum(nxt):
+            return False
+    return True
+
+
+def _short_ok(text: str, start: int, end: int, rule: int) -> bool:
+    """A 2-syllable needle: a whole token, or followed by a particle or a title."""
+    if start > 0 and text[start - 1].isalnum():
+        return False
+    if text.startswith(TITLES, end) or (
+        text[end : end + 1].isspace() and text.startswith(TITLES, end + 1)
+    ):
+        return True
+    if rule == SHORT_COMMON:
+        return False
+    return end == len(text) or not text[end].isalnum() or text.startswith(PARTICLES, end)
+
+
+Span = tuple[int, int, Kind]
+
+
+def identifier_spans(text: str, tables: Tables) -> list[Span]:
+    """Every occurrence of a needle of ``tables`` in ``text`` (they may overlap)."""
+    spans: list[Span] = []
+    lowered = ascii_lower(text) if tables.alnum or tables.plain else text
+    if tables.alnum:
+        # The text without separators inside runs of letters and digits; a position p in it is
+        # p + shifts[k - 1] in the text, k being the number of cuts at or before p.
+        cuts: list[int] = []
+        shifts: list[int] = []
+        pieces: list[str] = []
+        removed = pos = 0
+        for m in _SQUEEZE.finditer(lowered):
+            a, b = m.start() + 1, m.end()
+            pieces.append(lowered[pos:a])
+            cuts.append(a - removed)
+            removed += b - a
+            shifts.append(removed)
+            pos = b
+        squeezed = "".join(pieces) + lowered[pos:] if cuts else lowered
+
+        def original(p: int) -> int:
+            k = bisect_right(cuts, p)
+            return p + shifts[k - 1] if k else p
+
+        for needle, kind, plus in tables.alnum:
+            if len(needle) > len(squeezed):
+                break
+            i = squeezed.find(needle)
+            while i >= 0:
+                start, end = original(i), original(i + len(needle) - 1) + 1
+                if _edges_ok(text, start, end):
+                    if start > 0 and (
+                        (plus and text[start - 1] == "+")
+                        or (text[start - 1] == "(" and ")" in text[start:end])
+                    ):
+                        start -= 1  # +82 10-..., (02)123-4567
+                    spans.append((start, end, kind))
+                i = squeezed.find(needle, i + 1)
+    for variant, kind, rule in tables.syllabic:
+        if len(variant) > len(text):
+            break
+        i = text.find(variant)
+        while i >= 0:
+            end = i + len(variant)
+            if rule == LONG or _short_ok(text, i, end, rule):
+                spans.append((i, end, kind))
+            i = text.find(variant, i + 1)
+    for variant, kind in tables.plain:
+        if len(variant) > len(lowered):
+            break
+        i = lowered.find(variant)
+        while i >= 0:
+            end = i + len(variant)
+            if _edges_ok(text, i, end):
+                spans.append((i, end, kind))
+            i = lowered.find(variant, i + 1)
+    return spans
+
+
+def replace_spans(text: str, spans: list[Span], counts: dict[Kind, int]) -> str:
+    """Replace the leftmost-longest non-overlapping spans, adding to ``counts``."""
+    spans.sort(key=lambda s: (s[0], -s[1], PRIORITY.get(s[2], 9)))
+    out: list[str] = []
+    pos = 0
+    for start, end, kind in spans:
+        if start < pos:
+            continue
+        out.append(text[pos:start])
+        out.append(PLACEHOLDERS[kind])
+        counts[kind] = counts.get(kind, 0) + 1
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)

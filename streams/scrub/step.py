@@ -1,0 +1,56 @@
+"""The scrub step: a free text with the message's own identifiers, then pattern matches,
+replaced; and the caches it keeps."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date
+from typing import NamedTuple
+
+from .identifiers import Identifiers, field_needles
+from .kinds import Kind
+from .needles import spec, tables
+from .patterns import ScrubOptions, apply_patterns
+from .search import identifier_spans, replace_spans
+
+__all__ = ["DEFAULT_OPTIONS", "ScrubResult", "clear_caches", "scrub_text"]
+
+
+class ScrubResult(NamedTuple):
+    text: str
+    replacements: dict[Kind, int]  # kind -> count; kinds with no replacement are absent
+
+
+DEFAULT_OPTIONS = ScrubOptions()
+
+
+def scrub_text(
+    text: str,
+    identifiers: Identifiers | None = None,
+    *,
+    shift_date: Callable[[date], date] | None = None,
+    options: ScrubOptions = DEFAULT_OPTIONS,
+) -> ScrubResult:
+    """Free text with the message's own identifiers, then pattern matches, replaced.
+
+    ``shift_date`` (a date -> date function, e.g. the patient's consistent offset) shifts full
+    dates instead of replacing them, keeping their format; partial dates (no year or no day) are
+    always ``[DATE]``. Pure; raises only what ``shift_date`` raises.
+    """
+    counts: dict[Kind, int] = {}
+    if not text:
+        return ScrubResult(text, counts)
+    if identifiers:
+        spans = identifier_spans(text, tables(identifiers.needles))
+        if spans:
+            text = replace_spans(text, spans, counts)
+    text = apply_patterns(text, counts, shift_date, options)
+    return ScrubResult(text, counts)
+
+
+def clear_caches() -> None:
+    """Forget cached field values and search tables (they hold identifiers in memory; bounded
+    LRU caches, cleared here e.g. between test cases or on a key rotation)."""
+    field_needles.cache_clear()
+    tables.cache_clear()
+    spec.cache_clear()
