@@ -1,4 +1,4 @@
-"""Free-text scrubbing (streams/scrub.py): the message's own identifiers, then patterns."""
+"""Free-text scrubbing (streams/scrub/): the message's own identifiers, then patterns."""
 
 from __future__ import annotations
 
