@@ -11,13 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -31,6 +25,7 @@ from hl7bus.connectors import kafka_clients
 from hl7bus.connectors.mllp.sending import read_messages, send_and_report
 from hl7bus.ops import local_kafka, topics_apply
 from hl7bus.ops.config import Settings
+from hl7bus.ops.processes import ProcessError, Processes, free_port, port_open
 from hl7bus.schemas import codec, topics
 from hl7bus.streams.runtime import source_topics
 
@@ -40,71 +35,6 @@ _WAIT_S = 120.0
 
 def sample_feed_path() -> Path:
     return Path(str(resources.files("hl7bus.ops").joinpath("demo/sample-feed.hl7")))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@dataclass
-class Processes:
-    logs: Path
-    running: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-
-    def start(self, name: str, args: list[str], env: dict[str, str]) -> None:
-        log = (self.logs / f"{name}.log").open("wb")
-        self.running[name] = subprocess.Popen(
-            [sys.executable, "-m", "hl7bus.ops.cli", *args],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C reaches the demo only; it stops them in order
-        )
-
-    def check(self) -> None:
-        for name, proc in self.running.items():
-            if proc.poll() is not None:
-                raise DemoError(
-                    f"{name} exited with code {proc.returncode}; see {self.logs}/{name}.log"
-                )
-
-    def stop(self, name: str, timeout: float = 20.0) -> None:
-        proc = self.running.pop(name, None)
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-    def stop_all(self) -> None:
-        for name in list(self.running):
-            self.stop(name)
-
-
-class DemoError(RuntimeError):
-    pass
-
-
-def _wait_for(what: str, done: Callable[[], bool], procs: Processes, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not done():
-        procs.check()
-        if time.monotonic() > deadline:
-            raise DemoError(
-                f"timed out after {timeout:.0f}s waiting for {what}; logs: {procs.logs}"
-            )
-        time.sleep(0.5)
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def run_demo(settings: Settings, console: Console, feed_file: Path | None = None) -> int:
@@ -120,7 +50,7 @@ def run_demo(settings: Settings, console: Console, feed_file: Path | None = None
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: stopping everything[/]")
         return 130
-    except (DemoError, local_kafka.LocalKafkaError) as exc:
+    except (ProcessError, local_kafka.LocalKafkaError) as exc:
         console.print(f"[bold red]demo failed:[/] {exc}")
         return 1
     finally:
@@ -150,7 +80,7 @@ def _run(
         f"[green]✓[/] topics applied: {', '.join(s.name for s in catalog.specs.values())}"
     )
 
-    mllp_port, metrics_port = _free_port(), _free_port()
+    mllp_port, metrics_port = free_port(), free_port()
     warehouse = out_dir / "warehouse.duckdb"
     env = {
         **os.environ,
@@ -159,7 +89,7 @@ def _run(
         "HL7BUS_MLLP_FEED": DEMO_FEED,
         "HL7BUS_MLLP_METRICS_PORT": str(metrics_port),
         "HL7BUS_WORKER_DATA_DIR": str(out_dir / "worker"),
-        "HL7BUS_WORKER_METRICS_PORT": str(_free_port()),
+        "HL7BUS_WORKER_METRICS_PORT": str(free_port()),
         "HL7BUS_WAREHOUSE_PATH": str(warehouse),
         # A fresh random key per demo run, held only by the worker process.
         "HL7BUS_DEID_KEY": secrets.token_hex(32),
@@ -167,7 +97,7 @@ def _run(
     procs.start("listener", ["mllp", "serve"], env)
     procs.start("worker", ["worker"], env)
     procs.start("sink", ["sink", "warehouse"], env)
-    _wait_for("the MLLP listener", lambda: _port_open(mllp_port), procs, 30)
+    procs.wait_for("the MLLP listener", lambda: port_open(mllp_port), 30)
     console.print(f"[green]✓[/] listener on 127.0.0.1:{mllp_port}, worker and sink started")
 
     messages = read_messages([feed_file or sample_feed_path()])
@@ -177,7 +107,7 @@ def _run(
     research = [n for tid, n in names.items() if tid.startswith("research.")]
     worker_topics = [names[tid] for tid in source_topics(settings.worker.stages)]
     with console.status("waiting for the worker and the sink to catch up..."):
-        _wait_for(
+        procs.wait_for(
             "the worker to process every record",
             lambda: (
                 kafka_clients.group_lag(
@@ -185,10 +115,9 @@ def _run(
                 )
                 == 0
             ),
-            procs,
             _WAIT_S,
         )
-        _wait_for(
+        procs.wait_for(
             "the sink to write every research record",
             lambda: (
                 kafka_clients.group_lag(
@@ -196,7 +125,6 @@ def _run(
                 )
                 == 0
             ),
-            procs,
             _WAIT_S,
         )
     procs.stop("sink")  # releases the DuckDB file for the report

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 import uuid
 
@@ -12,14 +11,6 @@ from hl7bus.connectors import kafka_clients
 from hl7bus.connectors.kafka_clients import KafkaConfig
 from hl7bus.ops import topics_apply
 from hl7bus.schemas import topics
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def apply_catalog(bootstrap: str, prefix: str) -> topics.TopicCatalog:

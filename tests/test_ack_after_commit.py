@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from kafka_helpers import apply_catalog, free_port, read_topic
+from kafka_helpers import apply_catalog, read_topic
 from samples import feed
 
 from hl7bus.connectors import kafka_clients
@@ -15,6 +15,7 @@ from hl7bus.connectors.kafka_clients import KafkaConfig
 from hl7bus.connectors.mllp.client import AckResult, send_messages
 from hl7bus.connectors.mllp.server import MllpConfig, MllpListener, Route
 from hl7bus.ops import local_kafka
+from hl7bus.ops.processes import free_port
 from hl7bus.schemas import codec, topics
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]

@@ -15,13 +15,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from confluent_kafka import Producer
-from kafka_helpers import apply_catalog, free_port, read_topic
+from kafka_helpers import apply_catalog, read_topic
 from prometheus_client.parser import text_string_to_metric_families
 from samples import envelope, feed
 
 from hl7bus.connectors import kafka_clients
 from hl7bus.connectors.kafka_clients import KafkaConfig
-from hl7bus.ops.demo_run import Processes, _wait_for
+from hl7bus.ops.processes import Processes, free_port
 from hl7bus.schemas import codec, topics
 from hl7bus.streams.deidentify import Policy
 from hl7bus.streams.steps import parse_step
@@ -108,7 +108,7 @@ def test_worker_deidentifies_and_fails_closed(
             research_n = sum(n or 0 for n in sizes.values())
             return research_n >= expected and sum(n or 0 for n in dlq.values()) >= len(forced)
 
-        _wait_for("research events and DLQ records", done, procs, 120)
+        procs.wait_for("research events and DLQ records", done, 120)
         metrics = _metrics(metrics_port)
     finally:
         procs.stop_all()

@@ -15,12 +15,11 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from kafka_helpers import free_port
 from samples import feed
 
 from hl7bus.connectors import kafka_clients
 from hl7bus.connectors.kafka_clients import KafkaConfig
-from hl7bus.ops.demo_run import Processes, _port_open, _wait_for
+from hl7bus.ops.processes import Processes, free_port, port_open
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -73,7 +72,7 @@ def test_mllp_to_warehouse(kafka_bootstrap: str, unique_name: str, tmp_path: Pat
         procs.start("listener", ["mllp", "serve"], env)
         procs.start("worker", ["worker"], env)
         procs.start("sink", ["sink", "warehouse"], env)
-        _wait_for("the listener", lambda: _port_open(mllp_port), procs, 30)
+        procs.wait_for("the listener", lambda: port_open(mllp_port), 30)
 
         sent = _cli("send", "--port", str(mllp_port), "--window", "4", str(feed_file), env=env)
         assert sent.returncode == 0, sent.stdout + sent.stderr
@@ -89,7 +88,7 @@ def test_mllp_to_warehouse(kafka_bootstrap: str, unique_name: str, tmp_path: Pat
             )
             return sizes[research[1]] == observations and lag == 0
 
-        _wait_for("research events in the warehouse", caught_up, procs, 120)
+        procs.wait_for("research events in the warehouse", caught_up, 120)
         procs.stop("sink")
     finally:
         procs.stop_all()

@@ -20,14 +20,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-from kafka_helpers import apply_catalog, free_port, read_topic
+from kafka_helpers import apply_catalog, read_topic
 from prometheus_client.parser import text_string_to_metric_families
 from samples import envelope, feed
 
 from hl7bus.connectors import kafka_clients
 from hl7bus.connectors.kafka_clients import KafkaConfig
 from hl7bus.hl7v2 import Message
-from hl7bus.ops.demo_run import Processes, _wait_for
+from hl7bus.ops.processes import Processes, free_port
 from hl7bus.schemas import codec, topics
 from hl7bus.schemas.keys import patient_key
 from hl7bus.streams.steps import parse_step
@@ -200,7 +200,7 @@ def test_kill_9_mid_stream_loses_nothing_and_duplicates_only_the_uncommitted_tai
                 return False
             return sum(_committed(kafka_bootstrap, group, raw_topic, partitions).values()) > 0
 
-        _wait_for("events on hl7.events", some_events_out_and_committed, procs, 90)
+        procs.wait_for("events on hl7.events", some_events_out_and_committed, 90)
         procs.running.pop("worker").kill()  # SIGKILL: no flush, no commit, no goodbye
         killed = time.monotonic()
 
@@ -216,7 +216,7 @@ def test_kill_9_mid_stream_loses_nothing_and_duplicates_only_the_uncommitted_tai
             lag = kafka_clients.group_lag(KAFKA, kafka_bootstrap, group, [raw_topic])
             return lag == 0
 
-        _wait_for("the restarted worker to catch up", caught_up, procs, 120)
+        procs.wait_for("the restarted worker to catch up", caught_up, 120)
         resumed_after = time.monotonic() - killed
     finally:
         procs.stop_all()
@@ -295,7 +295,7 @@ def test_resent_message_is_counted_not_re_emitted_across_a_restart(
 
     try:
         procs.start("worker", ["worker"], env)
-        _wait_for("the first batch", lambda: settled(first_events), procs, 90)
+        procs.wait_for("the first batch", lambda: settled(first_events), 90)
         assert _status(port, "/healthz") == 200
         assert _status(port, "/readyz") == 200
         procs.stop("worker")  # SIGTERM: a clean stop
@@ -305,7 +305,7 @@ def test_resent_message_is_counted_not_re_emitted_across_a_restart(
         _produce_raw(kafka_bootstrap, raw_topic, first_batch, "resend", shift_s=60)
         marked = _produce_raw(kafka_bootstrap, raw_topic, marker, "resend", shift_s=60)
         wanted = first_events + len(marked[0].event_ids)
-        _wait_for("the resends and the marker", lambda: settled(wanted), procs, 90)
+        procs.wait_for("the resends and the marker", lambda: settled(wanted), 90)
         duplicates = _metric(port, "hl7bus_stream_duplicates_total", {"feed": "resend"})
         # At least one count per resend; a rebalance may redeliver (and recount) some.
         assert duplicates >= len(first_batch)
