@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Message as KafkaRecord
 from kafka_helpers import apply_catalog, read_topic
+from polling import wait_until, wait_until_async
 
 from hl7bus.connectors import kafka_clients
 from hl7bus.connectors.envelope import Route
@@ -179,6 +179,7 @@ class CrashingProducer:
         self.after = after
         self.state_dir = state_dir
         self.sent = 0
+        self.delivered = 0
         self.snapshot: dict[Path, bytes] = {}
         self.crashed = asyncio.Event()
 
@@ -191,7 +192,9 @@ class CrashingProducer:
                 self.crashed.set()
             await asyncio.Event().wait()
         self.sent += 1
-        return await self.inner.send(topic, value, key, headers)
+        confirmed = await self.inner.send(topic, value, key, headers)
+        self.delivered += 1
+        return confirmed
 
 
 def test_crash_after_k_messages_resumes_with_nothing_lost(setup: Setup) -> None:
@@ -206,7 +209,9 @@ def test_crash_after_k_messages_resumes_with_nothing_lost(setup: Setup) -> None:
         cfg = setup.cfg.model_copy(update={"max_in_flight": 8})
         task = asyncio.create_task(FileSource(cfg, crashing, setup.route).ingest_file(path))
         await asyncio.wait_for(crashing.crashed.wait(), 30)
-        await asyncio.sleep(0.5)  # deliveries of the first `after` come in meanwhile
+        await wait_until_async(
+            lambda: crashing.delivered == after, f"the delivery reports of the first {after}"
+        )
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -256,13 +261,17 @@ def test_killed_ingest_process_resumes(setup: Setup, tmp_path: Path) -> None:
     command = [sys.executable, "-m", "hl7bus.ops.cli", "ingest", str(path)]
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     confirmed = 0
-    deadline = time.monotonic() + 60
+
+    def confirmed_50_or_exited() -> bool:
+        nonlocal confirmed
+        for state in state_dir.glob("*.json"):
+            with contextlib.suppress(OSError, ValueError):  # written meanwhile
+                confirmed = json.loads(state.read_text())["confirmed"]
+        return confirmed >= 50 or proc.poll() is not None
+
     try:
-        while confirmed < 50 and time.monotonic() < deadline and proc.poll() is None:
-            for state in state_dir.glob("*.json"):
-                with contextlib.suppress(OSError, ValueError):  # written meanwhile
-                    confirmed = json.loads(state.read_text())["confirmed"]
-            time.sleep(0.005)
+        # Polled often: the kill must land mid-file.
+        wait_until(confirmed_50_or_exited, "50 confirmed messages", timeout=60, interval=0.005)
         assert proc.poll() is None, "ingest finished before it could be killed"
         assert confirmed >= 50
     finally:
@@ -284,21 +293,29 @@ def test_killed_ingest_process_resumes(setup: Setup, tmp_path: Path) -> None:
 def test_watch_mode_ingests_dropped_files(setup: Setup) -> None:
     messages = sample_messages()[:6]
 
+    class ScanCountingSource(FileSource):
+        scans = 0
+
+        def pending(self) -> list[Path]:
+            self.scans += 1
+            return super().pending()
+
     async def main() -> Any:
         producer = setup.producer()
-        source = FileSource(
+        source = ScanCountingSource(
             setup.cfg.model_copy(update={"poll_interval_s": 0.1}), producer, setup.route
         )
         stop = asyncio.Event()
         watcher = asyncio.create_task(source.watch(stop))
-        await asyncio.sleep(0.3)
+        # Dropped while it watches, not found on its first look.
+        await wait_until_async(lambda: source.scans > 0, "the watcher's first scan")
         setup.drop_file("a.hl7", b"".join(messages[:3]))
         setup.drop_file("b.hl7", batch(messages[3:]))
         setup.drop_file("ignored.txt", b"not picked up")
         done = setup.drop / "done"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and len(list(done.glob("*.hl7"))) < 2:
-            await asyncio.sleep(0.05)
+        await wait_until_async(
+            lambda: len(list(done.glob("*.hl7"))) >= 2, "both files in the done folder"
+        )
         stop.set()
         summary = await watcher
         producer.close()

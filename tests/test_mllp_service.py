@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from kafka_helpers import apply_catalog, read_topic
+from polling import wait_until_async
 from samples import feed, first
 
 from hl7bus.connectors import kafka_clients
@@ -255,8 +256,7 @@ def test_graceful_shutdown_finishes_in_flight(kafka_bootstrap: str, unique_name:
         sending = asyncio.create_task(
             send_messages("127.0.0.1", port, messages, window=3, ack_timeout=20)
         )
-        while listener.in_flight < 3:
-            await asyncio.sleep(0.01)
+        await wait_until_async(lambda: listener.in_flight >= 3, "three messages in flight")
         await listener.stop()  # all three are still waiting for Kafka here
         results = await sending
         late = await send_messages("127.0.0.1", port, messages[:1], ack_timeout=5)
