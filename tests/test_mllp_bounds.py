@@ -44,7 +44,6 @@ def test_idle_connection_is_closed_and_counted(kafka_bootstrap: str, unique_name
         async with serving(kafka_bootstrap, unique_name, mllp) as bus:
             before = _closed("idle", "idle")
             port = bus.port()
-            started = time.monotonic()
             silent_r, silent_w = await asyncio.open_connection("127.0.0.1", port)
             stuck_r, stuck_w = await asyncio.open_connection("127.0.0.1", port)
             stuck_w.write(b"\x0b" + partial)  # a frame that never ends
@@ -55,15 +54,13 @@ def test_idle_connection_is_closed_and_counted(kafka_bootstrap: str, unique_name
             )
             silent_eof = await asyncio.wait_for(silent_r.read(), 10)
             stuck_eof = await asyncio.wait_for(stuck_r.read(), 10)
-            closed_after = time.monotonic() - started
             for w in (silent_w, stuck_w):
                 w.close()
-            return bus, busy, silent_eof, stuck_eof, closed_after, _closed("idle", "idle") - before
+            return bus, busy, silent_eof, stuck_eof, _closed("idle", "idle") - before
 
-    bus, busy, silent_eof, stuck_eof, closed_after, idle_closed = asyncio.run(main())
+    bus, busy, silent_eof, stuck_eof, idle_closed = asyncio.run(main())
     assert [r.code for r in busy] == ["AA"] * 6  # no idle cut between messages 0.2 s apart
     assert (silent_eof, stuck_eof) == (b"", b"")  # closed by the listener, no ACK for a fragment
-    assert closed_after >= 0.5
     assert idle_closed == 2
     [record] = read_topic(kafka_bootstrap, bus.topic(topics.DLQ), expected=1)
     headers = dict(record.headers() or [])

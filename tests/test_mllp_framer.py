@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -194,18 +192,15 @@ def test_bad_max_frame_bytes() -> None:
         Framer(0)
 
 
-def test_large_message_in_64k_chunks_is_linear() -> None:
+def test_large_message_in_64k_chunks() -> None:
+    # Its time (linear, not a rescan per read) is `hl7bus bench mllp`'s "framer" figure.
     payload = (MSG * 200_000)[: 12 * 1024 * 1024]
     data = encode_frame(payload)
     framer = Framer(16 * 1024 * 1024)
-    started = time.perf_counter()
     events: list[FrameEvent] = []
     for pos in range(0, len(data), 65536):
         events += framer.feed(data[pos : pos + 65536])
-    elapsed = time.perf_counter() - started
     assert events == [Frame(payload)]
-    # Quadratic rescanning of a 12 MiB buffer per 64 KiB read would take minutes.
-    assert elapsed < 2.0
 
 
 def test_memory_bounded_while_discarding() -> None:
