@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 from typing import Any, get_args, get_origin
 
-import yaml
 from pydantic import BaseModel, Field, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -23,6 +22,7 @@ from hl7bus.connectors.mllp.server import MllpConfig
 from hl7bus.connectors.warehouse.duckdb_sink import WarehouseConfig
 from hl7bus.ops.local_kafka import LocalKafkaConfig, running_bootstrap
 from hl7bus.schemas.codec import SchemasConfig
+from hl7bus.schemas.datafile import DataFileError, explain, nested_model, read_yaml
 from hl7bus.schemas.topics import TopicsConfig
 from hl7bus.streams.deidentify import DeidConfig
 from hl7bus.streams.runtime import WorkerConfig
@@ -31,8 +31,9 @@ CONFIG_ENV = "HL7BUS_CONFIG"
 _MASK = "********"
 
 
-class ConfigError(ValueError):
-    """A config file, key or value that cannot be used; the message names it and says why."""
+#: A config file, key or value that cannot be used; the message names it and says why. The
+#: config is one of the data files (schemas/datafile.py), so this is their one error type.
+ConfigError = DataFileError
 
 
 class Settings(BaseSettings):
@@ -81,74 +82,18 @@ def load(path: Path | None = None) -> Settings:
         path = Path(os.environ[CONFIG_ENV])
     data: dict[str, Any] = {}
     if path is not None:
-        data = _read_yaml(path)
+        data = read_yaml(path, f"config file {path}", Settings, keys="sections")
     try:
         return Settings(**data)
     except ValidationError as exc:
-        raise ConfigError(_explain(exc, path)) from None
+        source = f"config file {path}" if path else "config"
+        raise ConfigError(explain(exc, Settings, source, hint=_hint, redact=_redact)) from None
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"config file {path}: cannot read it ({exc.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"config file {path}{where}: {problem}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(
-            f"config file {path}: the top level must be a mapping of sections "
-            f"({', '.join(Settings.model_fields)}), not a {type(data).__name__}"
-        )
-    return data
-
-
-def _explain(exc: ValidationError, path: Path | None) -> str:
-    source = f"config file {path}" if path else "config"
-    lines = [f"{source}: {exc.error_count()} problem(s)"]
-    for error in exc.errors():
-        loc = [str(part) for part in error["loc"]]
-        key = ".".join(loc)
-        env_name = "HL7BUS_" + "_".join(loc[:2]).upper()
-        if error["type"] == "extra_forbidden":
-            allowed = ", ".join(_allowed_keys(loc[:-1]))
-            lines.append(f"  {key}: unknown key; allowed here: {allowed}")
-            continue
-        value = error.get("input")
-        shown = "(missing)" if error["type"] == "missing" else repr(_redact(key, value))
-        lines.append(f"  {key} = {shown}: {error['msg']} (file key {key} or env {env_name})")
-    return "\n".join(lines)
-
-
-def _allowed_keys(loc: list[str]) -> list[str]:
-    model: type[BaseModel] = Settings
-    for part in loc:
-        if part.isdigit():  # an item of a list of models (mllp.feeds.0)
-            continue
-        field = model.model_fields.get(part)
-        nested = _nested_model(field.annotation) if field else None
-        if nested is None:
-            return []
-        model = nested
-    return list(model.model_fields)
-
-
-def _nested_model(annotation: Any) -> type[BaseModel] | None:
-    """The model inside an annotation: M, M | None, list[M]."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in get_args(annotation):
-        found = _nested_model(arg)
-        if found is not None:
-            return found
-    return None
+def _hint(loc: list[str]) -> str:
+    """Where a value can be set: its file key or its environment variable."""
+    env_name = "HL7BUS_" + "_".join(loc[:2]).upper()
+    return f" (file key {'.'.join(loc)} or env {env_name})"
 
 
 def _secret_key(key: str) -> bool:
@@ -228,7 +173,7 @@ def _nested_tables(prefix: str, model: type[BaseModel], seen: set[type[BaseModel
     as JSON in the environment variable of their section key."""
     lines: list[str] = []
     for name, field in model.model_fields.items():
-        nested = _nested_model(field.annotation)
+        nested = nested_model(field.annotation)
         if nested is None or nested in seen:
             continue
         seen.add(nested)

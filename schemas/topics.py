@@ -8,10 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
+
+from hl7bus.schemas.datafile import load_yaml
 
 RAW = "raw"
 DLQ = "dlq"
@@ -40,6 +40,29 @@ class TopicsConfig(BaseModel):
     )
 
 
+class TopicEntry(BaseModel):
+    """One topic of topics.yaml, under its catalog id."""
+
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
+    name: str = Field(description="The Kafka topic name, before topics.prefix.")
+    partitions: int = Field(ge=1, description="Partitions the topic is created with.")
+    doc: str = Field("", description="What the topic holds, for the event catalog.")
+    phi: bool = Field(True, description="Whether its records carry patient data (restricted).")
+    config: dict[str, str] = Field(
+        default_factory=dict,
+        description="Kafka topic configs (cleanup.policy, retention.ms, ...) it is created with.",
+    )
+
+
+class CatalogFile(BaseModel):
+    """topics.yaml: the catalog ids and their topics."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    topics: dict[str, TopicEntry] = Field(description="Catalog id -> the topic.")
+
+
 @dataclass(frozen=True)
 class TopicSpec:
     id: str
@@ -56,21 +79,22 @@ class TopicCatalog:
 
     @classmethod
     def load(cls, cfg: TopicsConfig) -> TopicCatalog:
+        """The catalog file (cfg.catalog or the packaged one); DataFileError when it is bad."""
         if cfg.catalog is not None:
-            text = cfg.catalog.read_text(encoding="utf-8")
+            catalog = load_yaml(CatalogFile, cfg.catalog, f"topic catalog {cfg.catalog}")
         else:
-            text = resources.files(__package__).joinpath("topics.yaml").read_text("utf-8")
-        raw: dict[str, Any] = yaml.safe_load(text)["topics"]
+            packaged = resources.files(__package__).joinpath("topics.yaml")
+            catalog = load_yaml(CatalogFile, packaged, "topic catalog schemas/topics.yaml")
         specs = {}
-        for topic_id, entry in raw.items():
-            config = {k: str(v) for k, v in (entry.get("config") or {}).items()}
+        for topic_id, entry in catalog.topics.items():
+            config = dict(entry.config)
             config.setdefault("min.insync.replicas", str(cfg.min_insync_replicas))
             specs[topic_id] = TopicSpec(
                 id=topic_id,
-                name=cfg.prefix + entry["name"],
-                partitions=int(entry["partitions"]),
-                doc=entry.get("doc", ""),
-                phi=bool(entry.get("phi", True)),
+                name=cfg.prefix + entry.name,
+                partitions=entry.partitions,
+                doc=entry.doc,
+                phi=entry.phi,
                 config=config,
             )
         return cls(specs)

@@ -13,10 +13,11 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-import yaml
+from pydantic import BaseModel, ConfigDict, Field
 
 from hl7bus.hl7v2 import HL7_NULL, Message, Segment
 from hl7bus.schemas import codec
+from hl7bus.schemas.datafile import load_yaml
 from hl7bus.schemas.keys import event_id, join_key, patient_key
 from hl7bus.streams.normalize import Instant, read_dtm, to_utc
 from hl7bus.streams.terminology import Terminology
@@ -29,13 +30,19 @@ class Event:
     record: dict[str, Any]
 
 
-@dataclass(frozen=True)
-class Routing:
+class Routing(BaseModel):
     """streams/routing.yaml: message type -> mapper names, and the small code tables of ADT."""
 
-    messages: dict[str, list[str]]
-    encounter_actions: dict[str, str]
-    immunization_messages: frozenset[str]
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    messages: dict[str, list[str]] = Field(
+        description="Message type (MSH-9.1^MSH-9.2, or a bare MSH-9.1 for every trigger not "
+        "listed) -> the mappers that make its events, in output order."
+    )
+    encounter_actions: dict[str, str] = Field(description="ADT trigger event -> Encounter.action.")
+    immunization_messages: frozenset[str] = Field(
+        description="Message codes (MSH-9.1) whose RXA segments are immunizations."
+    )
 
     def mappers_for(self, message_type: str) -> list[str] | None:
         found = self.messages.get(message_type)
@@ -46,13 +53,8 @@ class Routing:
 
 @cache
 def default_routing() -> Routing:
-    text = resources.files(__package__).joinpath("routing.yaml").read_text("utf-8")
-    data = yaml.safe_load(text)
-    return Routing(
-        messages={k: list(v) for k, v in data["messages"].items()},
-        encounter_actions=dict(data["encounter_actions"]),
-        immunization_messages=frozenset(data["immunization_messages"]),
-    )
+    packaged = resources.files(__package__).joinpath("routing.yaml")
+    return load_yaml(Routing, packaged, "routing table streams/routing.yaml")
 
 
 @dataclass

@@ -7,7 +7,7 @@ deployment's own code maps) and looked up by pure functions; nothing is a branch
 
 from __future__ import annotations
 
-import csv
+import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -15,14 +15,104 @@ from functools import cache
 from importlib import resources
 from importlib.abc import Traversable
 from pathlib import Path
-from typing import TypeVar
+from typing import Annotated, TypeVar
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
+
+from hl7bus.schemas.datafile import csv_rows
 
 ANY_FEED = "*"
 _T = TypeVar("_T")
 
 
-class TerminologyError(ValueError):
-    """A map file that cannot be used; the message names the file and line."""
+def _iso_date(value: object) -> object:
+    """An empty cell is no date; a date is ISO 8601 (date.fromisoformat)."""
+    if value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            raise ValueError("must be an ISO date (YYYY-MM-DD)") from None
+    return value
+
+
+ValidFrom = Annotated[
+    date | None,
+    BeforeValidator(_iso_date),
+    Field(description="First day the row applies (ISO date); empty: since always."),
+]
+ValidTo = Annotated[
+    date | None,
+    BeforeValidator(_iso_date),
+    Field(description="First day the row no longer applies (ISO date); empty: still in force."),
+]
+
+
+class _MapRow(BaseModel):
+    """One row of a map file; a dated row must end after it starts."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("valid_to", check_fields=False)
+    @classmethod
+    def _after_valid_from(cls, value: date | None, info: ValidationInfo) -> date | None:
+        start = info.data.get("valid_from")
+        if value is not None and start is not None and value <= start:
+            raise ValueError("valid_to must be after valid_from")
+        return value
+
+
+class UnitRow(_MapRow):
+    """maps/units.csv: a lab unit as sent -> UCUM."""
+
+    source: str = Field(description="The unit as sent (OBX-6).")
+    ucum: str = Field(description="The UCUM unit.")
+    factor: float = Field(
+        gt=0,
+        allow_inf_nan=False,
+        description="Multiply a value by it to express it in the UCUM unit; 1 for a respelling.",
+    )
+
+
+class SexRow(_MapRow):
+    """maps/sex.csv: PID-8 as sent -> HL7 table 0001 and FHIR AdministrativeGender."""
+
+    source: str = Field(description="PID-8 as sent.")
+    code: str = Field(description="The HL7 table 0001 code.")
+    gender: str = Field(description="The FHIR AdministrativeGender.")
+
+
+class ValueRow(_MapRow):
+    """maps/marital_status.csv, maps/patient_class.csv: a value as sent -> its standard code."""
+
+    source: str = Field(description="The value as sent.")
+    code: str = Field(description="The standard code.")
+
+
+class CodingSystemRow(_MapRow):
+    """maps/coding_systems.csv: a coding-system name as sent -> the standard system it is."""
+
+    source: str = Field(description="The system name as sent (CWE.3 / CE.3), any case.")
+    standard_system: str = Field(description="The standard system it names.")
+    valid_from: ValidFrom = None
+    valid_to: ValidTo = None
+
+
+class CodeMapRow(_MapRow):
+    """maps/codes/*.csv and a deployment's code maps: a feed's local code -> a standard code."""
+
+    feed: str = Field(description="The feed name; empty or * for every feed.")
+    local_system: str = Field(description="CWE.3 as sent; empty matches any.")
+    local_code: str = Field(description="The code as sent (CWE.1).")
+    standard_system: str = Field(description="The standard system it maps to.")
+    standard_code: str = Field(description="The standard code it maps to.")
+    display: str = Field(description="The standard code's display text; may be empty.")
+    valid_from: ValidFrom = None
+    valid_to: ValidTo = None
+
+
+_Row = TypeVar("_Row", bound=_MapRow)
 
 
 @dataclass(frozen=True)
@@ -57,32 +147,27 @@ class Terminology:
 
     @classmethod
     def load(cls, code_maps: Iterable[Path] = ()) -> Terminology:
-        """The packaged maps, plus extra code-map CSV files (same columns as codes/*.csv)."""
+        """The packaged maps, plus extra code-map CSV files (same columns as codes/*.csv).
+
+        Raises DataFileError naming the file, the row and the column of a bad row."""
         base = resources.files(__package__).joinpath("maps")
-        units = {
-            row["source"]: (row["ucum"], _factor(row["factor"], where))
-            for where, row in _rows(base.joinpath("units.csv"))
-        }
-        sex = {row["source"]: (row["code"], row["gender"]) for _, row in _rows(base / "sex.csv")}
-        marital = {r["source"]: r["code"] for _, r in _rows(base / "marital_status.csv")}
-        classes = {r["source"]: r["code"] for _, r in _rows(base / "patient_class.csv")}
+        units = {r.source: (r.ucum, r.factor) for r in _rows(UnitRow, base, "units.csv")}
+        sex = {r.source: (r.code, r.gender) for r in _rows(SexRow, base, "sex.csv")}
+        marital = {r.source: r.code for r in _rows(ValueRow, base, "marital_status.csv")}
+        classes = {r.source: r.code for r in _rows(ValueRow, base, "patient_class.csv")}
         systems: dict[str, list[_Dated]] = {}
-        for where, row in _rows(base / "coding_systems.csv"):
-            systems.setdefault(row["source"].upper(), []).append(
-                _Dated(Coding(row["standard_system"], ""), *_period(row, where))
+        for system in _rows(CodingSystemRow, base, "coding_systems.csv"):
+            systems.setdefault(system.source.upper(), []).append(
+                _Dated(Coding(system.standard_system, ""), system.valid_from, system.valid_to)
             )
         codes: dict[tuple[str, str, str], list[_Dated]] = {}
-        files: list[Traversable | Path] = sorted(
-            (f for f in (base / "codes").iterdir() if f.name.endswith(".csv")),
-            key=lambda f: f.name,
-        )
-        for source in [*files, *code_maps]:
-            for where, row in _rows(source):
-                key = (row["feed"] or ANY_FEED, row["local_system"].upper(), row["local_code"])
-                coding = Coding(
-                    row["standard_system"], row["standard_code"], row["display"] or None
-                )
-                codes.setdefault(key, []).append(_Dated(coding, *_period(row, where)))
+        packaged = sorted(f.name for f in (base / "codes").iterdir() if f.name.endswith(".csv"))
+        rows = [_rows(CodeMapRow, base, f"codes/{name}") for name in packaged]
+        rows += [_file_rows(CodeMapRow, path) for path in code_maps]
+        for row in itertools.chain.from_iterable(rows):
+            key = (row.feed or ANY_FEED, row.local_system.upper(), row.local_code)
+            coding = Coding(row.standard_system, row.standard_code, row.display or None)
+            codes.setdefault(key, []).append(_Dated(coding, row.valid_from, row.valid_to))
         return cls(units, sex, marital, classes, systems, codes)
 
     # -- lookups --------------------------------------------------------------------------
@@ -147,33 +232,11 @@ def _casefold_lookup(table: dict[str, _T], key: str) -> _T | None:
     return None
 
 
-def _rows(source: Traversable | Path) -> Iterator[tuple[str, dict[str, str]]]:
-    text = source.read_text(encoding="utf-8")
-    lines = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
-    reader = csv.DictReader(lines)
-    for number, row in enumerate(reader, 2):
-        where = f"{source.name}:{number}"
-        if None in row or any(v is None for v in row.values()):
-            raise TerminologyError(f"{where}: wrong number of columns")
-        yield where, {k: (v or "").strip() for k, v in row.items()}
+def _rows(model: type[_Row], base: Traversable, name: str) -> Iterator[_Row]:
+    """The rows of a packaged map file (streams/maps/<name>)."""
+    return csv_rows(model, base.joinpath(name), f"terminology map streams/maps/{name}")
 
 
-def _factor(text: str, where: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise TerminologyError(f"{where}: factor {text!r} is not a number") from None
-    if value <= 0:
-        raise TerminologyError(f"{where}: factor must be positive")
-    return value
-
-
-def _period(row: dict[str, str], where: str) -> tuple[date | None, date | None]:
-    try:
-        start = date.fromisoformat(row["valid_from"]) if row.get("valid_from") else None
-        end = date.fromisoformat(row["valid_to"]) if row.get("valid_to") else None
-    except ValueError:
-        raise TerminologyError(f"{where}: valid_from/valid_to must be ISO dates") from None
-    if start and end and end <= start:
-        raise TerminologyError(f"{where}: valid_to must be after valid_from")
-    return start, end
+def _file_rows(model: type[_Row], path: Path) -> Iterator[_Row]:
+    """The rows of a deployment's own map file."""
+    return csv_rows(model, path, f"terminology map {path}")

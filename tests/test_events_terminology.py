@@ -12,8 +12,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from hl7bus.schemas.datafile import DataFileError, csv_rows
 from hl7bus.streams.normalize import ReferenceRange, read_dtm, reference_range
-from hl7bus.streams.terminology import Terminology, TerminologyError, default_terminology
+from hl7bus.streams.terminology import Terminology, UnitRow, default_terminology
 
 SEOUL = ZoneInfo("Asia/Seoul")
 TABLE_0001 = {"F", "M", "O", "U", "A", "N"}
@@ -113,8 +114,75 @@ def test_bad_map_files_are_refused(tmp_path: Path) -> None:
         "site,L,GLU,LOINC,2345-7,Glucose,2026-13-01,\n",
         encoding="utf-8",
     )
-    with pytest.raises(TerminologyError, match=r"bad\.csv:2: valid_from"):
+    with pytest.raises(DataFileError, match=r"bad\.csv:2: 1 problem\(s\)\n  valid_from = "):
         Terminology.load([path])
+
+
+CODE_MAP_HEADER = (
+    "feed,local_system,local_code,standard_system,standard_code,display,valid_from,valid_to"
+)
+CODE_MAP_COLUMNS = (
+    "feed, local_system, local_code, standard_system, standard_code, display, valid_from, valid_to"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (  # an unknown column
+            CODE_MAP_HEADER + ",note\nsite,L,GLU,LOINC,2345-7,Glucose,,,fasting\n",
+            f"note: unknown key; allowed here: {CODE_MAP_COLUMNS}",
+        ),
+        (  # a required column missing
+            "feed,local_system,local_code,standard_system,standard_code\nsite,L,GLU,LOINC,2345-7\n",
+            "display = (missing): Field required",
+        ),
+        (  # a value of the wrong type
+            CODE_MAP_HEADER + "\nsite,L,GLU,LOINC,2345-7,Glucose,,31.12.2026\n",
+            "valid_to = '31.12.2026': Value error, must be an ISO date (YYYY-MM-DD)",
+        ),
+        (
+            CODE_MAP_HEADER + "\nsite,L,GLU,LOINC,2345-7,Glucose,2026-01-01,2025-01-01\n",
+            "valid_to = '2025-01-01': Value error, valid_to must be after valid_from",
+        ),
+    ],
+)
+def test_code_map_errors_name_the_file_row_and_column(
+    tmp_path: Path, text: str, problem: str
+) -> None:
+    path = tmp_path / "site.csv"
+    path.write_text("# a comment line\n" + text, encoding="utf-8")
+    with pytest.raises(DataFileError) as caught:
+        Terminology.load([path])
+    assert str(caught.value) == f"terminology map {path}:2: 1 problem(s)\n  {problem}"
+
+
+def test_wrong_number_of_cells_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "site.csv"
+    path.write_text(CODE_MAP_HEADER + "\nsite,L,GLU\n", encoding="utf-8")
+    with pytest.raises(DataFileError) as caught:
+        Terminology.load([path])
+    assert str(caught.value) == (
+        f"terminology map {path}:2: 1 problem(s)\n  wrong number of columns"
+    )
+
+
+@pytest.mark.parametrize(
+    ("factor", "problem"),
+    [
+        (
+            "abc",
+            "factor = 'abc': Input should be a valid number, unable to parse string as a number",
+        ),
+        ("0", "factor = '0': Input should be greater than 0"),
+    ],
+)
+def test_unit_factors_are_positive_numbers(tmp_path: Path, factor: str, problem: str) -> None:
+    path = tmp_path / "units.csv"
+    path.write_text(f"source,ucum,factor\nmg/dl,mg/dL,1\nK/uL,10*3/uL,{factor}\n", encoding="utf-8")
+    with pytest.raises(DataFileError) as caught:
+        list(csv_rows(UnitRow, path, "units"))
+    assert str(caught.value) == f"units:3: 1 problem(s)\n  {problem}"
 
 
 @pytest.mark.parametrize(
