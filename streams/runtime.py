@@ -81,6 +81,7 @@ def declare_changelog(admin: Any, app_id: str, partitions: int, replication: int
     The app runs with topic_allow_declare=False (topics come from the catalog), so faust does
     not create it; its partitions must match hl7.raw's, whose partitions the table follows.
     """
+    from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
     name = changelog_topic(app_id)
@@ -90,8 +91,8 @@ def declare_changelog(admin: Any, app_id: str, partitions: int, replication: int
     for future in admin.create_topics([topic]).values():
         try:
             future.result(timeout=30)
-        except Exception as exc:  # created meanwhile by another worker
-            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+        except KafkaException as exc:  # created meanwhile by another worker
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
 
 
