@@ -168,8 +168,9 @@ class _Mailbox:
             on_delivery, report = reports.popleft()
             try:
                 on_delivery(report)
-            except Exception:  # one faulty callback must not strand the reports behind it
-                log.exception("delivery callback failed")
+            except Exception as exc:  # one faulty callback must not strand the reports behind it
+                # The type only: a traceback or the text may quote the record (patient data).
+                log.error("delivery callback failed (%s)", type(exc).__name__)
 
 
 def _settle(future: asyncio.Future[tuple[int, int]]) -> OnDelivery:

@@ -526,7 +526,10 @@ class FileSource:
             except DeliveryError as exc:
                 failure.append(f"kafka delivery failed ({exc.code})")
             except Exception as exc:  # a bug: stop this file, keep what is confirmed
-                log.exception("file source: message %d of %s failed", i, path.name)
+                # The type only: a traceback or the text may quote the message (patient data).
+                log.error(
+                    "file source: message %d of %s failed (%s)", i, path.name, type(exc).__name__
+                )
                 failure.append(f"internal error ({type(exc).__name__})")
             if failure:
                 moved.set()
