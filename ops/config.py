@@ -82,7 +82,7 @@ def load(path: Path | None = None) -> Settings:
         path = Path(os.environ[CONFIG_ENV])
     data: dict[str, Any] = {}
     if path is not None:
-        data = read_yaml(path, f"config file {path}", Settings, keys="sections")
+        data = read_yaml(Settings, path, f"config file {path}", keys="sections")
     try:
         return Settings(**data)
     except ValidationError as exc:

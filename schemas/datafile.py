@@ -37,7 +37,7 @@ class DataFileError(ValueError):
 
 
 def read_yaml(
-    file: Path | Traversable, source: str, model: type[BaseModel], *, keys: str = "keys"
+    model: type[BaseModel], file: Path | Traversable, source: str, *, keys: str = "keys"
 ) -> dict[str, Any]:
     """The top-level mapping of a YAML file ({} when empty); ``source`` names it in errors,
     ``keys`` names what the model's fields are (e.g. "sections")."""
@@ -72,7 +72,7 @@ def validate(model: type[M], data: Any, source: str) -> M:
 
 def load_yaml(model: type[M], file: Path | Traversable, source: str) -> M:
     """A YAML file as a ``model`` (read_yaml, then validate)."""
-    return validate(model, read_yaml(file, source, model), source)
+    return validate(model, read_yaml(model, file, source), source)
 
 
 def csv_rows(model: type[M], file: Path | Traversable, source: str) -> Iterator[M]:
