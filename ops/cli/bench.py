@@ -1,0 +1,164 @@
+"""`hl7bus bench parse/mllp/deid/stream`: the benchmarks of bench/ (a source checkout only).
+
+Each prints JSON with its figure and a named peer's figure from the same run (BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from hl7bus.ops.cli.shared import err_console, fail
+
+bench_app = typer.Typer(
+    help="Benchmarks (JSON on stdout, each against a named peer in the same run)."
+)
+
+
+def bench_module(name: str) -> Any:
+    """Import bench/<name>.py of the source checkout this package runs from (an editable
+    install). The benchmarks are not part of the package, so an installed wheel has none.
+
+    The folder is imported as the package `bench` from its path, without adding the checkout
+    to sys.path; its modules import each other as `bench.<name>`.
+    """
+    import importlib
+    import importlib.util
+
+    folder = Path(__file__).resolve().parents[2] / "bench"
+    if not (folder / "__init__.py").is_file():
+        fail(
+            "the benchmarks are not installed with hl7bus: run `hl7bus bench` from a source "
+            "checkout (pip install -e .), which has the bench/ folder"
+        )
+    if not (folder / f"{name}.py").is_file():
+        fail(f"benchmark {name!r} not found: run it from a source checkout (bench/{name}.py)")
+    if "bench" not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            "bench", folder / "__init__.py", submodule_search_locations=[str(folder)]
+        )
+        assert spec is not None and spec.loader is not None
+        package = importlib.util.module_from_spec(spec)
+        sys.modules["bench"] = package
+        spec.loader.exec_module(package)
+    return importlib.import_module(f"bench.{name}")
+
+
+@bench_app.command("parse")
+def bench_parse(
+    messages: Annotated[
+        int, typer.Option(min=1, help="17-segment ORU^R01 messages in the corpus.")
+    ] = 200,
+    seconds: Annotated[
+        float, typer.Option(min=0.0, help="Time budget per contender (at least one pass).")
+    ] = 2.0,
+    hl7apy_messages: Annotated[
+        int, typer.Option(min=1, help="Messages for hl7apy, which is slow.")
+    ] = 20,
+    rounds: Annotated[
+        int, typer.Option(min=1, help="Interleaved rounds sharing each time budget.")
+    ] = 5,
+    profile: Annotated[
+        bool, typer.Option("--profile", help="Print a cProfile of hl7bus's walk instead.")
+    ] = False,
+) -> None:
+    """Parse + read the fields an event mapper reads, and every field: hl7bus vs python-hl7 vs
+    hl7apy vs bare str.split (the floor)."""
+    bench = bench_module("parse")
+    if profile:
+        typer.echo(bench.profile(messages))
+        return
+    with err_console.status("benchmarking parse (hl7bus, python-hl7, hl7apy, str.split)..."):
+        result = bench.run(messages, seconds, hl7apy_messages, rounds)
+    typer.echo(json.dumps(result, indent=2))
+
+
+@bench_app.command("mllp")
+def bench_mllp(
+    messages: Annotated[
+        int, typer.Option(min=1, help="~2 KB ORU^R01 messages per step and contender.")
+    ] = 3000,
+    connections: Annotated[
+        str, typer.Option(help="Comma-separated connection counts, one step each.")
+    ] = "1,8,32",
+    window: Annotated[int, typer.Option(min=1, help="Unacknowledged messages per connection.")] = 1,
+    rate: Annotated[
+        float, typer.Option(min=1.0, help="Offered messages/s of the latency-under-load step.")
+    ] = 1000.0,
+    rate_seconds: Annotated[
+        float, typer.Option(min=0.5, help="Duration of the offered-rate step.")
+    ] = 5.0,
+    profile: Annotated[
+        bool, typer.Option("--profile", help="Add a cProfile of the listener (Kafka, widest).")
+    ] = False,
+    linger_ms: Annotated[
+        int | None,
+        typer.Option(min=0, help="The listener's kafka.linger_ms (default: the config default)."),
+    ] = None,
+) -> None:
+    """MLLP listener throughput and ACK latency: producing to a real broker (acks=all) vs the
+    same listener ACKing without Kafka. Starts its own broker."""
+    try:
+        counts = [int(part) for part in connections.split(",") if part.strip()]
+    except ValueError:
+        fail(f"--connections {connections!r}: expected numbers like 1,8,32", code=2)
+    if not counts or min(counts) < 1:
+        fail(f"--connections {connections!r}: expected numbers like 1,8,32", code=2)
+    bench = bench_module("mllp")
+    with err_console.status("benchmarking the MLLP listener (starts a Kafka broker)..."):
+        result = bench.run(
+            messages,
+            counts,
+            window=window,
+            rate=rate,
+            rate_seconds=rate_seconds,
+            profile=profile,
+            linger_ms=linger_ms,
+        )
+    typer.echo(json.dumps(result, indent=2))
+
+
+@bench_app.command("deid")
+def bench_deid(
+    messages: Annotated[
+        int, typer.Option(min=1, help="ORU^R01 messages with a free-text NTE in the corpus.")
+    ] = 100,
+    seconds: Annotated[
+        float, typer.Option(min=0.0, help="Time budget per contender and round.")
+    ] = 1.0,
+    rounds: Annotated[int, typer.Option(min=1, help="Interleaved rounds.")] = 3,
+    policy_ref: Annotated[
+        str, typer.Option("--policy", help="Profile or policy file.")
+    ] = "kr-pseudonym",
+) -> None:
+    """De-identification (every event of a message, to research form) vs parse+normalize of the
+    same messages, events/s per core; target: deid at most 50 % of parse+normalize time."""
+    bench = bench_module("deid")
+    with err_console.status("benchmarking deid vs parse+normalize..."):
+        result = bench.run(messages, seconds, rounds, policy_ref)
+    typer.echo(json.dumps(result, indent=2))
+
+
+@bench_app.command("stream")
+def bench_stream(
+    messages: Annotated[
+        int, typer.Option(min=100, help="ORU^R01 messages (10 OBX each) per contender and round.")
+    ] = 3000,
+    rounds: Annotated[int, typer.Option(min=1, help="Interleaved rounds (forward, parse).")] = 3,
+    profile: Annotated[
+        bool, typer.Option("--profile", help="Add a cProfile of one more parse worker run.")
+    ] = False,
+) -> None:
+    """Events/s of parse+normalize in one worker through a real broker vs the bare
+    consume->produce loop of the same runtime. Starts its own broker."""
+    bench = bench_module("stream")
+    with err_console.status("benchmarking the stream worker (starts a Kafka broker)..."):
+        result = bench.run(messages, rounds, profile=profile)
+    profile_text = result.pop("profile", None)
+    if profile_text:
+        err_console.print(profile_text, markup=False)
+    typer.echo(json.dumps(result, indent=2))

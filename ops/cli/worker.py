@@ -1,0 +1,124 @@
+"""`hl7bus worker` (the stream processors), `hl7bus sink warehouse` and `hl7bus status`."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from typing import Annotated
+
+import typer
+
+from hl7bus.ops import config as config_mod
+from hl7bus.ops.cli.shared import (
+    ConfigOption,
+    console,
+    err_console,
+    fail,
+    load_catalog,
+    load_settings,
+)
+
+sink_app = typer.Typer(help="Sinks that write research events out of Kafka.")
+
+
+def worker(
+    config: ConfigOption = None,
+    loglevel: Annotated[str, typer.Option(help="faust log level.")] = "warn",
+) -> None:
+    """Run the stream processors: parse hl7.raw into events, de-identify them to research.*.
+
+    Both stages run in one pass by default.
+
+    With worker.stages set to deidentify only, it de-identifies hl7.events alone.
+
+    Use it to re-make the research topics under a new policy (with its own worker.app_id)."""
+    from hl7bus.connectors import kafka_clients
+    from hl7bus.ops import health
+    from hl7bus.schemas import topics
+    from hl7bus.streams import deidentify, runtime
+
+    settings = load_settings(config)
+    try:
+        policy = deidentify.Policy.load(settings.deid.policy)
+        key = deidentify.load_key(settings.deid)
+    except (deidentify.PolicyError, OSError) as exc:
+        fail(str(exc), code=2)
+    catalog = load_catalog(settings)
+    runtime.declare_changelog(
+        kafka_clients.admin_client(settings.kafka, config_mod.bootstrap(settings)),
+        settings.worker.app_id,
+        catalog.specs[topics.RAW].partitions,
+        settings.topics.replication_factor,
+    )
+    faust_app = runtime.build_app(
+        settings.worker,
+        config_mod.bootstrap(settings),
+        catalog,
+        policy,
+        key,
+        settings.deid.leak_check,
+        serve_health=health.serve,
+    )
+    sys.argv = [sys.argv[0]]  # faust's Worker parses argv itself
+    runtime.run(faust_app, loglevel)
+
+
+@sink_app.command("warehouse")
+def sink_warehouse(config: ConfigOption = None) -> None:
+    """Write research events into the OMOP-shaped warehouse (DuckDB by default)."""
+    from hl7bus.connectors import kafka_clients
+    from hl7bus.connectors.warehouse.duckdb_sink import run_sink
+
+    settings = load_settings(config)
+    catalog = load_catalog(settings)
+    consumer_cfg = kafka_clients.consumer_config(
+        settings.kafka, config_mod.bootstrap(settings), settings.warehouse.group_id
+    )
+    names = [s.name for s in catalog.specs.values() if s.id.startswith("research.")]
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    err_console.print(f"writing {', '.join(names)} into {settings.warehouse.path}")
+    run_sink(settings.warehouse, consumer_cfg, names, stop)
+
+
+# -- status -------------------------------------------------------------------------------------
+
+
+def status(config: ConfigOption = None) -> None:
+    """Records per catalog topic and how far the worker and the warehouse sink lag behind."""
+    from rich.table import Table
+
+    from hl7bus.connectors import kafka_clients
+    from hl7bus.schemas import topics
+    from hl7bus.streams.runtime import source_topics
+
+    settings = load_settings(config)
+    bootstrap = config_mod.bootstrap(settings)
+    catalog = topics.TopicCatalog.load(settings.topics)
+    names = [spec.name for spec in catalog.specs.values()]
+    research = [s.name for s in catalog.specs.values() if s.id.startswith("research.")]
+    try:
+        sizes = kafka_clients.topic_sizes(settings.kafka, bootstrap, names)
+        lags = {
+            f"worker ({settings.worker.app_id})": kafka_clients.group_lag(
+                settings.kafka,
+                bootstrap,
+                settings.worker.app_id,
+                [catalog.name(tid) for tid in source_topics(settings.worker.stages)],
+            ),
+            f"warehouse sink ({settings.warehouse.group_id})": kafka_clients.group_lag(
+                settings.kafka, bootstrap, settings.warehouse.group_id, research
+            ),
+        }
+    except Exception as exc:
+        fail(f"cannot reach Kafka at {bootstrap}: {exc}")
+    table = Table(title=f"hl7bus at {bootstrap}")
+    table.add_column("topic / consumer")
+    table.add_column("records / lag", justify="right")
+    for name, size in sizes.items():
+        table.add_row(name, "missing (hl7bus topics apply)" if size is None else str(size))
+    for group, lag in lags.items():
+        table.add_row(f"lag of {group}", str(lag))
+    console.print(table)
