@@ -41,6 +41,7 @@ import os
 import platform
 import pstats
 import shutil
+import site
 import tempfile
 import time
 import uuid
@@ -284,6 +285,7 @@ class _Bench:
         """Produce ``count`` envelopes to hl7.raw as fast as librdkafka batches them; seconds."""
         from confluent_kafka import Producer
 
+        from bench.support import produce_all
         from hl7bus.connectors import kafka_clients
         from hl7bus.connectors.envelope import build_envelope, raw_headers
         from hl7bus.schemas import codec
@@ -295,7 +297,7 @@ class _Bench:
         headers: list[tuple[str, str | bytes | None]] = list(raw_headers())
         producer = Producer(kafka_clients.producer_config(self.kafka_cfg, self.bootstrap))
         started = time.perf_counter()
-        kafka_clients.produce_all(
+        produce_all(
             producer,
             self.route.raw_topic,
             (records[i % len(records)] for i in range(count)),
@@ -389,7 +391,12 @@ def run(
         with (
             temporary_broker(data, name="bench-mllp") as broker,
             concurrent.futures.ProcessPoolExecutor(
-                max_workers=1, mp_context=multiprocessing.get_context("spawn")
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),
+                # The sender process finds _send_job as bench.mllp in the checkout (`hl7bus
+                # bench` imports bench/ from its path, which a spawned child does not inherit).
+                initializer=site.addsitedir,
+                initargs=(str(Path(__file__).resolve().parent.parent),),
             ) as pool,
         ):
             bench = _Bench(broker.bootstrap, pool, broker.pid, linger_ms)

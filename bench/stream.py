@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.parse import loadavg, machine
+from bench.support import produce_all
 
 OBX_PER_MESSAGE = 10
 TARGET_RATIO = 0.5
@@ -133,7 +134,7 @@ def _fill(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]])
     producer = Producer(
         kafka_clients.producer_config(kafka_clients.KafkaConfig(linger_ms=20), bootstrap)
     )
-    kafka_clients.produce_all(producer, topic, records)
+    produce_all(producer, topic, records)
 
 
 def _output_span(bootstrap: str, topic: str, expected: int, timeout: float) -> tuple[int, float]:

@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from confluent_kafka import (
@@ -80,27 +80,6 @@ def producer_config(cfg: KafkaConfig, bootstrap: str) -> dict[str, Any]:
         "message.timeout.ms": cfg.delivery_timeout_ms,
         "compression.type": "lz4",
     }
-
-
-def produce_all(
-    producer: Any,
-    topic: str,
-    records: Iterable[tuple[bytes | None, bytes]],
-    headers: list[tuple[str, str | bytes | None]] | None = None,
-) -> None:
-    """Write (key, value) records with a plain confluent Producer, waiting for room whenever
-    librdkafka's local queue is full, then flush; raise if any is not delivered in 60 s.
-    For bulk loads (benchmarks, fixtures), not the per-message path of the listener."""
-    for key, value in records:
-        while True:
-            try:
-                producer.produce(topic, value=value, key=key, headers=headers)
-                break
-            except BufferError:
-                producer.poll(0.01)
-        producer.poll(0)
-    if producer.flush(60):
-        raise RuntimeError(f"{topic}: records not delivered within 60 s")
 
 
 def consumer_config(cfg: KafkaConfig, bootstrap: str, group_id: str) -> dict[str, Any]:
