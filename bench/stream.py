@@ -4,13 +4,14 @@ Workload: ORU^R01 messages with exactly 10 OBX (the sample feed's ORU^R01, resul
 ten), a distinct MSH-10 each, as RawMessage envelopes on hl7.raw of a real local Kafka broker
 that the benchmark starts in a temp dir.
 
-Contenders, each a fresh `hl7bus` worker process (streams/runtime.py, the same faust app and the
-same emit path) on its own copy of the input, interleaved over rounds:
+Contenders, each a fresh worker process on the faust app of streams/runtime.py, on its own
+copy of the input, interleaved over rounds:
 
 - `parse`: the parse stage as deployed (dedupe check and table, parse, map, normalize, encode,
   produce to hl7.events with acks=all);
-- `forward`: the bare consume->produce loop of the same runtime: an agent that writes every
-  hl7.raw record unchanged to hl7.events.
+- `forward`: the bare consume->produce loop on the same app (built with no stages): an agent,
+  added here, that writes every hl7.raw record unchanged to hl7.events, batched and confirmed
+  as the runtime's stages are.
 
 Throughput is taken from the broker's record timestamps of the output topic (first to last
 record), so worker start-up and the group join are not counted. `events_per_s` counts output
@@ -109,7 +110,11 @@ def worker_main(stage: str, prefix: str, bootstrap: str, profile_to: str | None)
     )
     policy = deidentify.Policy.load(None)
     key = deidentify.Pseudonymizer(secrets.token_bytes(32), "bench")
-    app = runtime.build_app(cfg, bootstrap, catalog, policy, key, False, stages=(stage,))
+    if stage == "forward":
+        app = runtime.build_app(cfg, bootstrap, catalog, policy, key, False, stages=())
+        _add_forward_agent(app, cfg, catalog)
+    else:
+        app = runtime.build_app(cfg, bootstrap, catalog, policy, key, False, stages=(stage,))
     sys.argv = [sys.argv[0]]
     if profile_to is None:
         runtime.run(app)
@@ -121,6 +126,32 @@ def worker_main(stage: str, prefix: str, bootstrap: str, profile_to: str | None)
     finally:
         profiler.disable()
         profiler.dump_stats(profile_to)
+
+
+def _add_forward_agent(app: Any, cfg: Any, catalog: Any) -> None:
+    """The peer's agent: every hl7.raw record unchanged to hl7.events. Batched as the runtime's
+    stages are (worker.batch_*): send the whole batch, wait for every confirmation, and only
+    then are the batch's offsets acked (take_events acks after the loop body)."""
+    from hl7bus.schemas import topics
+
+    def topic(topic_id: str) -> Any:
+        return app.topic(
+            catalog.name(topic_id),
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+
+    events = topic(topics.EVENTS)
+
+    async def forward(stream: Any) -> None:
+        async for batch in stream.take_events(cfg.batch_max_records, cfg.batch_wait_ms / 1000.0):
+            pending = [await events.send(key=event.key, value=event.value) for event in batch]
+            for sent in pending:
+                await sent
+
+    app.agent(topic(topics.RAW), name="forward")(forward)
 
 
 # -- the driver ----------------------------------------------------------------------------------

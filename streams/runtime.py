@@ -103,7 +103,7 @@ ALL_STAGES: tuple[Stage, ...] = ("parse", "deidentify")
 def source_topics(stages: Sequence[str]) -> list[str]:
     """Catalog ids of the topics a worker running `stages` consumes (deidentify reads
     hl7.events only when parse does not run in the same worker)."""
-    sources = [topics.RAW] if {"parse", "forward"} & set(stages) else []
+    sources = [topics.RAW] if "parse" in stages else []
     if "deidentify" in stages and "parse" not in stages:
         sources.append(topics.EVENTS)
     return sources
@@ -255,11 +255,10 @@ def build_app(
     serve_health: ServeHealth | None = None,
 ) -> Any:
     """The faust app of the worker. `stages` (default: cfg.stages) selects the agents: parse
-    (hl7.raw -> hl7.events), deidentify (hl7.events -> research.*; with parse, it runs inside
-    the parse agent instead, on the events in memory) and, for `hl7bus bench stream` only,
-    forward (hl7.raw -> hl7.events, bytes unchanged: the bare consume->produce loop).
-    `serve_health`, given by the composition root, serves /metrics and /readyz on
-    worker.metrics_port while the app runs."""
+    (hl7.raw -> hl7.events) and deidentify (hl7.events -> research.*; with parse, it runs inside
+    the parse agent instead, on the events in memory); none for (). `serve_health`, given by
+    the composition root, serves /metrics and /readyz on worker.metrics_port while the app
+    runs."""
     import faust
 
     brokers = ";".join(f"kafka://{host}" for host in bootstrap.split(","))
@@ -387,13 +386,6 @@ def build_app(
             await emit("deidentify", produced)
             done("deidentify", batch, started)
 
-    async def forward_agent(stream: Any) -> None:
-        async for batch in batches(stream):
-            started = time.perf_counter()
-            RECORDS_IN.labels("forward").inc(len(batch))
-            await emit("forward", [Output(topics.EVENTS, e.key, e.value) for e in batch])
-            done("forward", batch, started)
-
     @app.task  # type: ignore[untyped-decorator]
     async def quiet_value_logs() -> None:
         # faust logs every sent key and value at DEBUG (PHI in logs, and costly even when the
@@ -405,7 +397,6 @@ def build_app(
     agents = {
         "parse": (topics.RAW, parse_agent),
         "deidentify": (topics.EVENTS, deidentify_agent),
-        "forward": (topics.RAW, forward_agent),
     }
     for stage in selected:
         if fused and stage == "deidentify":
