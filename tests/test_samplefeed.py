@@ -11,8 +11,7 @@ from pathlib import Path
 
 import hl7
 import pytest
-
-from hl7bus.ops import samplefeed
+import samplefeed
 
 FEED_FILE = Path(__file__).resolve().parents[1] / "ops" / "demo" / "sample-feed.hl7"
 RRN = re.compile(r"^\d{6}-[1-4]\d{6}$")
@@ -60,7 +59,7 @@ def test_committed_file_matches_the_default_seed() -> None:
     expected = samplefeed.feed_text(samplefeed.generate_feed(seed=7, patients=60))
     assert FEED_FILE.read_bytes() == expected.encode("utf-8"), (
         "ops/demo/sample-feed.hl7 drifted; regenerate with "
-        "`python -m hl7bus.ops.samplefeed --seed 7 --out ops/demo/sample-feed.hl7`"
+        "`python tests/samplefeed.py --seed 7 --out ops/demo/sample-feed.hl7`"
     )
 
 
@@ -340,4 +339,4 @@ def test_numeric_flag_edges() -> None:
 
 
 def test_escape() -> None:
-    assert samplefeed.escape("a|b^c&d~e\\f") == "a\\F\\b\\S\\c\\T\\d\\R\\e\\E\\f"
+    assert samplefeed.escape_text("a|b^c&d~e\\f") == "a\\F\\b\\S\\c\\T\\d\\R\\e\\E\\f"

@@ -1,9 +1,12 @@
 """A seeded generator of a synthetic HL7 v2.5.1 sample feed (no real patient data).
 
-Used by ``make demo`` / ``hl7bus demo`` and by tests. Everything is derived from one
-``random.Random(seed)``: the same seed always gives the same feed, byte for byte (no global
-``random``, no clock). Names, addresses, phone numbers, MRNs and resident registration numbers are
-random combinations of small built-in tables; any resemblance to a real person is chance.
+A development tool: it wrote ops/demo/sample-feed.hl7, the feed that ``hl7bus demo`` sends and
+that tests and benchmarks read; tests/test_samplefeed.py checks that it still does.
+
+Everything is derived from one ``random.Random(seed)``: the same seed always gives the same
+feed, byte for byte (no global ``random``, no clock). Names, addresses, phone numbers, MRNs and
+resident registration numbers are random combinations of small built-in tables; any resemblance
+to a real person is chance.
 
 The feed is one hospital day (2026-11-27, times with a ``+0900`` offset) at three consortium
 hospitals (SNUH Seoul, PNUH Busan, KNUH Daegu). Per patient, in time order:
@@ -45,7 +48,7 @@ Format decisions:
   the rounded value; ``SN`` below the reporting limit (``<^0.1``); ``ST`` qualitative urine results
   (flag ``N`` or ``A``). OBX-14 is the specimen collection time.
 
-Command line: ``python -m hl7bus.ops.samplefeed --seed 7 --out ops/demo/sample-feed.hl7``.
+Command line: ``python tests/samplefeed.py --seed 7 --out ops/demo/sample-feed.hl7``.
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, timezone
+
+from hl7bus.hl7v2 import DEFAULT_ENCODING, escape
 
 # --------------------------------------------------------------------------------------------
 # Data tables
@@ -663,12 +668,10 @@ def plan_feed(seed: int = DEFAULT_SEED, patients: int = DEFAULT_PATIENTS) -> lis
 # Rendering
 # --------------------------------------------------------------------------------------------
 
-_ESCAPES = {"\\": "\\E\\", "|": "\\F\\", "^": "\\S\\", "&": "\\T\\", "~": "\\R\\"}
 
-
-def escape(text: str) -> str:
-    """Escape HL7 delimiters in free text (default encoding characters)."""
-    return "".join(_ESCAPES.get(c, c) for c in text)
+def escape_text(value: str) -> str:
+    """Free text as one field value: HL7 delimiters escaped (the feed's default ones)."""
+    return escape(value, DEFAULT_ENCODING)
 
 
 def _ts(moment: datetime) -> str:
@@ -706,8 +709,8 @@ def _xcn(d: Doctor, authority: str) -> str:
 
 
 def _xad(a: Address) -> str:
-    return "^".join((escape(a.street), escape(a.detail), a.district, a.city, a.postal_code,
-                     "KOR", "H"))  # fmt: skip
+    return "^".join((escape_text(a.street), escape_text(a.detail), a.district, a.city,
+                     a.postal_code, "KOR", "H"))  # fmt: skip
 
 
 def _pid(p: Patient) -> str:
@@ -770,7 +773,7 @@ def _render_oru(e: LabEvent, control_id: str) -> list[str]:
         status = e.status if e.status != "C" else ("C" if n - 1 == e.corrected else "F")
         segments.append(_obx(n, o, status, e.collected))
     if e.note:
-        segments.append(_segment("NTE", {1: "1", 2: "L", 3: escape(e.note)}))
+        segments.append(_segment("NTE", {1: "1", 2: "L", 3: escape_text(e.note)}))
     return segments
 
 
@@ -816,7 +819,7 @@ def write_feed(path: str | os.PathLike[str], messages: Iterable[str]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m hl7bus.ops.samplefeed",
+        prog="python tests/samplefeed.py",
         description="Write a synthetic, seeded HL7 v2.5.1 sample feed (no real patient data).",
     )
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed")
