@@ -31,11 +31,6 @@ CONFIG_ENV = "HL7BUS_CONFIG"
 _MASK = "********"
 
 
-#: A config file, key or value that cannot be used; the message names it and says why. The
-#: config is one of the data files (schemas/datafile.py), so this is their one error type.
-ConfigError = DataFileError
-
-
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="HL7BUS_",
@@ -87,7 +82,7 @@ def load(path: Path | None = None) -> Settings:
         return Settings(**data)
     except ValidationError as exc:
         source = f"config file {path}" if path else "config"
-        raise ConfigError(explain(exc, Settings, source, hint=_hint, redact=_redact)) from None
+        raise DataFileError(explain(exc, Settings, source, hint=_hint, redact=_redact)) from None
 
 
 def _hint(loc: list[str]) -> str:

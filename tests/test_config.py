@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from hl7bus.ops import config
+from hl7bus.schemas.datafile import DataFileError
 
 pytestmark = pytest.mark.usefixtures("clean_env")
 
@@ -57,7 +58,7 @@ def test_config_file_from_environment(tmp_path: Path, monkeypatch: pytest.Monkey
 )
 def test_errors_name_the_key_and_the_rule(tmp_path: Path, text: str, expected: list[str]) -> None:
     path = write(tmp_path, text)
-    with pytest.raises(config.ConfigError) as caught:
+    with pytest.raises(DataFileError) as caught:
         config.load(path)
     message = str(caught.value)
     assert str(path) in message
@@ -67,12 +68,12 @@ def test_errors_name_the_key_and_the_rule(tmp_path: Path, text: str, expected: l
 
 def test_bad_environment_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HL7BUS_MLLP_PORT", "-1")
-    with pytest.raises(config.ConfigError, match="HL7BUS_MLLP_PORT"):
+    with pytest.raises(DataFileError, match="HL7BUS_MLLP_PORT"):
         config.load(None)
 
 
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(config.ConfigError, match="cannot read"):
+    with pytest.raises(DataFileError, match="cannot read"):
         config.load(tmp_path / "absent.yaml")
 
 

@@ -138,3 +138,22 @@ def test_allowed_keys_walk_lists_dicts_and_optionals() -> None:
         assert datafile.allowed_keys(Root, loc) == ["a", "b"]
     assert datafile.allowed_keys(Root, ["plain", "x"]) == []
     assert datafile.allowed_keys(Root, ["nothing"]) == []
+
+
+@pytest.mark.parametrize("command", [["topics", "apply", "--dry-run"], ["status"], ["worker"]])
+def test_cli_stops_on_a_bad_catalog_with_the_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clean_env: None, command: list[str]
+) -> None:
+    from typer.testing import CliRunner
+
+    from hl7bus.ops.cli import app
+
+    path = tmp_path / "topics.yaml"
+    path.write_text("topics:\n  raw: {name: hl7.raw, partitions: 6, retention: 7d}\n", "utf-8")
+    monkeypatch.setenv("HL7BUS_TOPICS_CATALOG", str(path))
+    monkeypatch.setenv("HL7BUS_DEID_KEY", "k" * 64)
+    monkeypatch.setenv("COLUMNS", "200")
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 2, result.output
+    assert "topics.raw.retention: unknown key" in result.output
+    assert "Traceback" not in result.output

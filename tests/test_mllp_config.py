@@ -9,6 +9,7 @@ import pytest
 
 from hl7bus.connectors.mllp.server import MllpConfig
 from hl7bus.ops import config
+from hl7bus.schemas.datafile import DataFileError
 
 pytestmark = pytest.mark.usefixtures("clean_env")
 
@@ -20,7 +21,7 @@ def load(tmp_path: Path, text: str) -> MllpConfig:
 
 
 def problems(tmp_path: Path, text: str) -> str:
-    with pytest.raises(config.ConfigError) as err:
+    with pytest.raises(DataFileError) as err:
         load(tmp_path, text)
     return str(err.value)
 

@@ -157,6 +157,7 @@ def test_send_cli_mutual_tls_json(
 
 def test_tls_config_errors_name_the_key(pki: Path, tmp_path: Path) -> None:
     from hl7bus.ops import config
+    from hl7bus.schemas.datafile import DataFileError
 
     path = tmp_path / "c.yaml"
     path.write_text(
@@ -167,7 +168,7 @@ def test_tls_config_errors_name_the_key(pki: Path, tmp_path: Path) -> None:
         "        client_certs: required\n",
         encoding="utf-8",
     )
-    with pytest.raises(config.ConfigError) as err:
+    with pytest.raises(DataFileError) as err:
         config.load(path)
     text = str(err.value)
     assert "mllp.feeds.0.tls" in text and "cert/key: cannot load them" in text

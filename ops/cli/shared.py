@@ -10,7 +10,8 @@ import typer
 from rich.console import Console
 
 from hl7bus.ops import config as config_mod
-from hl7bus.ops.config import ConfigError, Settings
+from hl7bus.ops.config import Settings
+from hl7bus.schemas.datafile import DataFileError
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -35,14 +36,24 @@ def fail(message: str, code: int = 1) -> NoReturn:
 def load_settings(path: Path | None) -> Settings:
     try:
         return config_mod.load(path)
-    except ConfigError as exc:
+    except DataFileError as exc:
+        fail(str(exc), code=2)
+
+
+def topic_catalog(settings: Settings) -> Any:
+    """The topic catalog (packaged or topics.catalog); a bad catalog file stops the command."""
+    from hl7bus.schemas import topics
+
+    try:
+        return topics.TopicCatalog.load(settings.topics)
+    except DataFileError as exc:
         fail(str(exc), code=2)
 
 
 def load_catalog(settings: Settings) -> Any:
     """The topic catalog, with the value codec set up for it (single-object or registry)."""
-    from hl7bus.schemas import codec, topics
+    from hl7bus.schemas import codec
 
-    catalog = topics.TopicCatalog.load(settings.topics)
+    catalog = topic_catalog(settings)
     codec.configure(settings.schemas, {tid: spec.name for tid, spec in catalog.specs.items()})
     return catalog

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from hl7bus.ops import config as config_mod
-from hl7bus.ops.cli.shared import ConfigOption, console, fail, load_settings
+from hl7bus.ops.cli.shared import ConfigOption, console, fail, load_settings, topic_catalog
 
 topics_app = typer.Typer(help="The topic catalog (schemas/topics.yaml).")
 
@@ -22,12 +22,11 @@ def apply_topics(
     """Create the catalog topics that are missing and report drift. Never deletes anything."""
     from hl7bus.connectors import kafka_clients
     from hl7bus.ops import topics_apply
-    from hl7bus.schemas import topics
 
     settings = load_settings(config)
     bootstrap = config_mod.bootstrap(settings)
     admin = kafka_clients.admin_client(settings.kafka, bootstrap)
-    catalog = topics.TopicCatalog.load(settings.topics)
+    catalog = topic_catalog(settings)
     try:
         if dry_run:
             plans = topics_apply.plan(admin, catalog)

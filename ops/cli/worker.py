@@ -17,6 +17,7 @@ from hl7bus.ops.cli.shared import (
     fail,
     load_catalog,
     load_settings,
+    topic_catalog,
 )
 
 sink_app = typer.Typer(help="Sinks that write research events out of Kafka.")
@@ -91,12 +92,11 @@ def status(config: ConfigOption = None) -> None:
     from rich.table import Table
 
     from hl7bus.connectors import kafka_clients
-    from hl7bus.schemas import topics
     from hl7bus.streams.runtime import source_topics
 
     settings = load_settings(config)
     bootstrap = config_mod.bootstrap(settings)
-    catalog = topics.TopicCatalog.load(settings.topics)
+    catalog = topic_catalog(settings)
     names = [spec.name for spec in catalog.specs.values()]
     research = [s.name for s in catalog.specs.values() if s.id.startswith("research.")]
     try:
