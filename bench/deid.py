@@ -46,8 +46,9 @@ from zoneinfo import ZoneInfo
 
 from hl7bus.hl7v2 import Message, parse, parse_batch
 from hl7bus.schemas import codec
-from hl7bus.streams import deidentify as deid
-from hl7bus.streams import scrub
+from hl7bus.streams import deid, scrub
+from hl7bus.streams.deid import engine as deid_engine
+from hl7bus.streams.deid import leaks as deid_leaks
 from hl7bus.streams.parse import events_from_raw
 from hl7bus.streams.steps import (
     DeidSettings,
@@ -110,10 +111,10 @@ def corpus(count: int) -> list[bytes]:
 
 def _clear() -> None:
     scrub.clear_caches()
-    deid._identifiers.cache_clear()
-    deid._carried_needles.cache_clear()
-    deid._own.cache_clear()
-    deid._normalized_value.cache_clear()
+    deid_engine._identifiers.cache_clear()
+    deid_leaks._carried_needles.cache_clear()
+    deid_engine._own.cache_clear()
+    deid_leaks.normalized_value.cache_clear()
 
 
 def _timed(work: Callable[[], int], budget: float) -> tuple[float, int, int]:

@@ -100,7 +100,7 @@ def corpus(count: int, tag: str) -> list[tuple[bytes | None, bytes]]:
 def worker_main(stage: str, prefix: str, bootstrap: str, profile_to: str | None) -> None:
     """Run one worker with only `stage` (parse or forward) until SIGTERM."""
     from hl7bus.schemas import topics
-    from hl7bus.streams import deidentify, runtime
+    from hl7bus.streams import deid, runtime
 
     catalog = topics.TopicCatalog.load(topics.TopicsConfig(prefix=prefix))
     cfg = runtime.WorkerConfig(
@@ -108,8 +108,8 @@ def worker_main(stage: str, prefix: str, bootstrap: str, profile_to: str | None)
         data_dir=Path(tempfile.mkdtemp(prefix="hl7bus-bench-worker-")),
         metrics_port=None,
     )
-    policy = deidentify.Policy.load(None)
-    key = deidentify.Pseudonymizer(secrets.token_bytes(32), "bench")
+    policy = deid.Policy.load(None)
+    key = deid.Pseudonymizer(secrets.token_bytes(32), "bench")
     if stage == "forward":
         app = runtime.build_app(cfg, bootstrap, catalog, policy, key, False, stages=())
         _add_forward_agent(app, cfg, catalog)

@@ -24,7 +24,7 @@ from hl7bus.ops.local_kafka import LocalKafkaConfig, running_bootstrap
 from hl7bus.schemas.codec import SchemasConfig
 from hl7bus.schemas.datafile import DataFileError, explain, nested_model, read_yaml
 from hl7bus.schemas.topics import TopicsConfig
-from hl7bus.streams.deidentify import DeidConfig
+from hl7bus.streams.deid import DeidConfig
 from hl7bus.streams.runtime import WorkerConfig
 
 CONFIG_ENV = "HL7BUS_CONFIG"

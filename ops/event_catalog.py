@@ -10,7 +10,7 @@ from typing import Any
 
 from hl7bus.schemas import codec, topics
 from hl7bus.schemas.topics import TopicCatalog, TopicsConfig
-from hl7bus.streams.deidentify import Policy
+from hl7bus.streams.deid import Policy
 
 HEADER = """# hl7bus event catalog
 

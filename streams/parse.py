@@ -57,7 +57,7 @@ def events_from_raw(
         events.extend(MAPPERS[name](ctx))
     # The message's own names and identifiers ride along on the identified (restricted) topic,
     # so the de-identify stage can scrub free text and run its leak check against the whole
-    # message without re-reading it (streams/deidentify.py). Computed once per message; no
+    # message without re-reading it (streams/deid/). Computed once per message; no
     # policy names this field, so it never reaches a research topic.
     if events:
         carried = message_identifiers(message)

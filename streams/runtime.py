@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hl7bus.schemas import topics
 from hl7bus.schemas.topics import TopicCatalog
-from hl7bus.streams.deidentify import Policy, Pseudonymizer
+from hl7bus.streams.deid import Policy, Pseudonymizer
 from hl7bus.streams.steps import (
     DEID_STAGE,
     DeidSettings,

@@ -15,8 +15,8 @@ from fastavro.validation import ValidationError as AvroValidationError
 
 from hl7bus.hl7v2 import Hl7ParseError
 from hl7bus.schemas import codec, topics
-from hl7bus.streams import deidentify as deid_metrics
-from hl7bus.streams.deidentify import DeidError, Policy, Pseudonymizer, deidentify
+from hl7bus.streams.deid import DeidError, Policy, Pseudonymizer, deidentify
+from hl7bus.streams.deid import metrics as deid_metrics
 from hl7bus.streams.parse import events_from_raw
 
 Headers = list[tuple[str, bytes]]
@@ -148,7 +148,7 @@ def research_output(
     """One identified event (``source``: its encoded form) -> its research form, or a DLQ record
     (restricted hl7.dlq, stage deidentifying, an error code, ``source`` as the value). Fails
     closed. Counts refusals by code, leaks, and actions per (action, PHI class)
-    (streams/deidentify.py metrics; never values)."""
+    (streams/deid/metrics.py; never values)."""
     counts: dict[tuple[str, str], int] = {}
     policy = deid.policy
     try:

@@ -23,7 +23,7 @@ from hl7bus.connectors import kafka_clients
 from hl7bus.connectors.kafka_clients import KafkaConfig
 from hl7bus.ops.processes import Processes, free_port
 from hl7bus.schemas import codec, topics
-from hl7bus.streams.deidentify import Policy
+from hl7bus.streams.deid import Policy
 from hl7bus.streams.steps import parse_step
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]

@@ -1,4 +1,4 @@
-"""The de-identification engine (streams/deidentify.py): actions, policy checks, keys and
+"""The de-identification engine (streams/deid/): actions, policy checks, keys and
 rotation, date-shift consistency, the allow-list, the leak check, fail-closed DLQ and metrics."""
 
 from __future__ import annotations
@@ -10,15 +10,16 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, CollectorRegistry
 from samples import envelope, first
 
 from hl7bus.hl7v2 import parse
 from hl7bus.schemas import codec, topics
-from hl7bus.streams import deidentify as deid
-from hl7bus.streams.deidentify import (
+from hl7bus.streams import deid
+from hl7bus.streams.deid import (
     DeidConfig,
     DeidError,
+    KeyConfigError,
     Policy,
     PolicyError,
     Pseudonymizer,
@@ -27,6 +28,7 @@ from hl7bus.streams.deidentify import (
     load_key,
     zip3,
 )
+from hl7bus.streams.deid.metrics import ACTIONS_DONE
 from hl7bus.streams.parse import events_from_raw
 from hl7bus.streams.steps import deidentify_step, parse_step
 
@@ -69,8 +71,10 @@ def _one(events: list[Any], event_type: str) -> dict[str, Any]:
     return next(e.record for e in events if e.type == event_type)
 
 
-def _counter(name: str, labels: dict[str, str] | None = None) -> float:
-    return REGISTRY.get_sample_value(name, labels or {}) or 0.0
+def _counter(
+    name: str, labels: dict[str, str] | None = None, registry: CollectorRegistry = REGISTRY
+) -> float:
+    return registry.get_sample_value(name, labels or {}) or 0.0
 
 
 # -- policies ---------------------------------------------------------------------------------
@@ -362,13 +366,13 @@ def test_key_rotation_and_sink_keys(tmp_path: Path) -> None:
         with_old["patient_key"],
     )
     assert load_key(cfg, sink="warehouse").key_id == "k2"  # sinks not named use key_id
-    with pytest.raises(PolicyError, match="no key with id"):
+    with pytest.raises(KeyConfigError, match="no key with id"):
         ring.with_key("k9")
-    with pytest.raises(PolicyError, match="active key id 'k3'"):
+    with pytest.raises(KeyConfigError, match="active key id 'k3'"):
         load_key(DeidConfig(key_id="k3", keys={"k1": old}))
-    with pytest.raises(PolicyError, match=r"sink_keys\.lake"):
+    with pytest.raises(KeyConfigError, match=r"sink_keys\.lake"):
         load_key(DeidConfig(key=old, sink_keys={"lake": "nope"}))
-    with pytest.raises(PolicyError, match="at least 16 bytes"):
+    with pytest.raises(KeyConfigError, match=r"deid\.keys\.k1: .* at least 16 bytes"):
         load_key(DeidConfig(keys={"k1": "short"}))
 
 
@@ -383,8 +387,14 @@ def _identified(raw: bytes) -> list[bytes]:
 
 def test_step_stamps_the_policy_and_counts_actions() -> None:
     policy = Policy.load("kr-pseudonym")
-    before = _counter("hl7bus_deid_actions_total", {"action": "shift_date", "phi": "date"})
-    scrubbed = _counter("hl7bus_deid_actions_total", {"action": "scrub", "phi": "free_text"})
+    # The action counts are registered where a worker is built (hl7bus worker), not on import.
+    actions = CollectorRegistry()
+    actions.register(ACTIONS_DONE)
+    shift_label = {"action": "shift_date", "phi": "date"}
+    before = _counter("hl7bus_deid_actions_total", shift_label, actions)
+    scrubbed = _counter(
+        "hl7bus_deid_actions_total", {"action": "scrub", "phi": "free_text"}, actions
+    )
     outs = [o for v in _identified(_message()) for o in deidentify_step(v, policy, KEY, True)]
     assert all(o.topic_id.startswith("research.") for o in outs)
     for out in outs:
@@ -392,8 +402,10 @@ def test_step_stamps_the_policy_and_counts_actions() -> None:
         _, record = codec.decode(out.value)
         assert record["deid_policy"] == policy.digest
         assert record["message_identifiers"] is None
-    assert _counter("hl7bus_deid_actions_total", {"action": "shift_date", "phi": "date"}) > before
-    assert _counter("hl7bus_deid_actions_total", {"action": "scrub", "phi": "free_text"}) > scrubbed
+    assert _counter("hl7bus_deid_actions_total", shift_label, actions) > before
+    after = _counter("hl7bus_deid_actions_total", {"action": "scrub", "phi": "free_text"}, actions)
+    assert after > scrubbed
+    assert REGISTRY.get_sample_value("hl7bus_deid_actions_total", shift_label) is None
 
 
 def test_step_fails_closed_with_codes(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -419,7 +431,7 @@ def test_step_fails_closed_with_codes(monkeypatch: pytest.MonkeyPatch) -> None:
     def boom(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr("hl7bus.streams.deidentify.scrub_text", boom)
+    monkeypatch.setattr("hl7bus.streams.deid.engine.scrub_text", boom)
     [out] = deidentify_step(observation, Policy.load("kr-pseudonym"), KEY, True)
     assert dict(out.headers)["hl7bus.reason"] == b"internal_error"
 
@@ -431,7 +443,7 @@ def test_leak_check_blocks_what_the_scrubber_missed(monkeypatch: pytest.MonkeyPa
     def blind(text: str, *args: Any, **kwargs: Any) -> ScrubResult:
         return ScrubResult(text, {})
 
-    monkeypatch.setattr("hl7bus.streams.deidentify.scrub_text", blind)
+    monkeypatch.setattr("hl7bus.streams.deid.engine.scrub_text", blind)
     values = _identified(_message(note="환자 홍길동 재검 요망"))
     [observation] = [v for v in values if codec.decode(v)[0] == "Observation"]
     leaks = _counter("hl7bus_deid_leaks_total")

@@ -21,9 +21,10 @@ import pytest
 from typer.testing import CliRunner
 
 from hl7bus.ops.cli import app
+from hl7bus.ops.deid_docs import profiles_markdown
 from hl7bus.schemas import codec
-from hl7bus.streams import deid_review
-from hl7bus.streams.deidentify import PROFILES, Policy, Pseudonymizer, profiles_markdown
+from hl7bus.streams.deid import PROFILES, Policy, Pseudonymizer
+from hl7bus.streams.deid import review as deid_review
 
 ROOT = Path(__file__).parent.parent
 GOLDEN_IN = Path(__file__).parent / "golden"

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hl7bus.schemas import codec
-from hl7bus.streams.deidentify import PROFILES, Policy, Pseudonymizer
+from hl7bus.streams.deid import PROFILES, Policy, Pseudonymizer
 from hl7bus.streams.steps import deidentify_step, parse_step
 
 SEOUL = ZoneInfo("Asia/Seoul")

@@ -24,8 +24,8 @@ from samples import envelope
 
 from hl7bus.hl7v2 import parse
 from hl7bus.schemas import codec
-from hl7bus.streams.deid_review import jsonable
-from hl7bus.streams.deidentify import Policy, Pseudonymizer, deidentify
+from hl7bus.streams.deid import Policy, Pseudonymizer, deidentify
+from hl7bus.streams.deid.review import jsonable
 from hl7bus.streams.parse import events_from_raw
 from hl7bus.streams.terminology import Terminology
 

@@ -12,9 +12,11 @@ import yaml
 from samples import envelope, feed, first
 
 from hl7bus.schemas import codec, topics
-from hl7bus.streams.deidentify import (
+from hl7bus.streams.deid import (
     DeidConfig,
     DeidError,
+    KeyConfigError,
+    NoKeyError,
     Policy,
     PolicyError,
     Pseudonymizer,
@@ -247,9 +249,9 @@ def test_no_identifier_of_the_sample_feed_reaches_research() -> None:
 
 
 def test_key_loading(tmp_path: Path) -> None:
-    with pytest.raises(PolicyError, match="no pseudonymization key"):
+    with pytest.raises(NoKeyError, match="no pseudonymization key"):
         load_key(DeidConfig())
-    with pytest.raises(PolicyError, match="at least 16 bytes"):
+    with pytest.raises(KeyConfigError, match="at least 16 bytes"):
         load_key(DeidConfig(key="short"))
     key_file = tmp_path / "key"
     key_file.write_text("0123456789abcdef0123456789abcdef\n")

@@ -9,7 +9,7 @@ from samples import envelope, feed
 
 from hl7bus.connectors.warehouse.duckdb_sink import open_warehouse, write_batch
 from hl7bus.schemas import codec
-from hl7bus.streams.deidentify import Policy, Pseudonymizer
+from hl7bus.streams.deid import Policy, Pseudonymizer
 from hl7bus.streams.steps import deidentify_step, parse_step
 
 KEY = Pseudonymizer(b"0123456789abcdef0123456789abcdef", "k1")

@@ -47,22 +47,23 @@ def deid_files(
     from zoneinfo import ZoneInfo
 
     from hl7bus.hl7v2 import Hl7ParseError
-    from hl7bus.streams import deid_review, deidentify
+    from hl7bus.streams import deid
+    from hl7bus.streams.deid import review as deid_review
 
     settings = load_settings(config)
     try:
-        policy = deidentify.Policy.load(policy_ref or settings.deid.policy)
-    except (deidentify.PolicyError, OSError) as exc:
+        policy = deid.Policy.load(policy_ref or settings.deid.policy)
+    except (deid.PolicyError, OSError) as exc:
         fail(str(exc), code=2)
     try:
-        key = deidentify.load_key(settings.deid, sink=sink)
-    except deidentify.PolicyError:
+        key = deid.load_key(settings.deid, sink=sink)
+    except deid.NoKeyError:
         # No key configured: an ephemeral one, so the review runs; pseudonyms and date shifts
         # then differ from the live worker's.
-        key = deidentify.Pseudonymizer(secrets.token_bytes(32), "ephemeral")
+        key = deid.Pseudonymizer(secrets.token_bytes(32), "ephemeral")
         err_console.print("[yellow]no deid key configured: using an ephemeral key[/]")
-    except OSError as exc:
-        fail(f"deid key: {exc}", code=2)
+    except deid.KeyConfigError as exc:
+        fail(str(exc), code=2)
     zone = ZoneInfo(settings.worker.timezone)
     reviewed: list[Any] = []
     for file in files:
@@ -80,7 +81,7 @@ def deid_files(
 def _print_review(reviewed: list[Any], policy: Any, key: Any) -> None:
     from rich.table import Table
 
-    from hl7bus.streams import deid_review
+    from hl7bus.streams.deid import review as deid_review
 
     console.print(f"[bold reverse red] {deid_review.WARNING} [/]")
     console.print(

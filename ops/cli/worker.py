@@ -34,17 +34,22 @@ def worker(
     With worker.stages set to deidentify only, it de-identifies hl7.events alone.
 
     Use it to re-make the research topics under a new policy (with its own worker.app_id)."""
+    from prometheus_client import REGISTRY
+
     from hl7bus.connectors import kafka_clients
     from hl7bus.ops import health
     from hl7bus.schemas import topics
-    from hl7bus.streams import deidentify, runtime
+    from hl7bus.streams import deid, runtime
+    from hl7bus.streams.deid import metrics as deid_metrics
 
     settings = load_settings(config)
     try:
-        policy = deidentify.Policy.load(settings.deid.policy)
-        key = deidentify.load_key(settings.deid)
-    except (deidentify.PolicyError, OSError) as exc:
+        policy = deid.Policy.load(settings.deid.policy)
+        key = deid.load_key(settings.deid)
+    except (deid.PolicyError, deid.KeyConfigError, OSError) as exc:
         fail(str(exc), code=2)
+    # The engine does not register its action counts on import; the worker serves them.
+    REGISTRY.register(deid_metrics.ACTIONS_DONE)
     catalog = load_catalog(settings)
     runtime.declare_changelog(
         kafka_clients.admin_client(settings.kafka, config_mod.bootstrap(settings)),

@@ -13,15 +13,11 @@ from typing import Any
 
 from hl7bus.hl7v2 import Message, parse_batch
 from hl7bus.schemas import codec
-from hl7bus.streams.deidentify import (
-    CARRIER,
-    ENGINE_FIELDS,
-    DeidError,
-    Policy,
-    Pseudonymizer,
-    Step,
-    deidentify,
-)
+from hl7bus.streams.deid.engine import Step, deidentify
+from hl7bus.streams.deid.errors import DeidError
+from hl7bus.streams.deid.fields import CARRIER, ENGINE_FIELDS
+from hl7bus.streams.deid.keys import Pseudonymizer
+from hl7bus.streams.deid.policy import Policy
 from hl7bus.streams.parse import events_from_raw
 
 #: Printed above every review: the account holds identified values.
