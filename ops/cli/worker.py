@@ -48,8 +48,6 @@ def worker(
         key = deid.load_key(settings.deid)
     except (deid.PolicyError, deid.KeyConfigError, OSError) as exc:
         fail(str(exc), code=2)
-    # The engine does not register its action counts on import; the worker serves them.
-    REGISTRY.register(deid_metrics.ACTIONS_DONE)
     catalog = load_catalog(settings)
     runtime.declare_changelog(
         kafka_clients.admin_client(settings.kafka, config_mod.bootstrap(settings)),
@@ -66,6 +64,8 @@ def worker(
         settings.deid.leak_check,
         serve_health=health.serve,
     )
+    # The engine does not register its action counts on import; the running worker serves them.
+    REGISTRY.register(deid_metrics.ACTIONS_DONE)
     sys.argv = [sys.argv[0]]  # faust's Worker parses argv itself
     runtime.run(faust_app, loglevel)
 
