@@ -8,7 +8,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from confluent_kafka import (
     Consumer,
@@ -112,6 +112,30 @@ Headers = Sequence[tuple[str, bytes]]
 
 #: Called on the event loop with a delivery report: (partition, offset), or the DeliveryError.
 OnDelivery = Callable[[Any], None]
+
+
+class Sender(Protocol):
+    """What a client that awaits each write needs of :class:`AsyncProducer` (the file source)."""
+
+    async def send(
+        self, topic: str, value: bytes, key: bytes | None = None, headers: Headers = ()
+    ) -> tuple[int, int]: ...
+
+
+class Submitter(Sender, Protocol):
+    """What a client that keeps many writes in flight needs of :class:`AsyncProducer` (the MLLP
+    listener): :meth:`AsyncProducer.submit` for the common path, ``send`` for the rare ones."""
+
+    def submit(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None,
+        headers: Headers,
+        on_delivery: OnDelivery,
+    ) -> None: ...
+
+    def flush(self, timeout: float = 30.0) -> int: ...
 
 
 class _Mailbox:

@@ -21,8 +21,7 @@ from polling import wait_until, wait_until_async
 from hl7bus.connectors import kafka_clients
 from hl7bus.connectors.envelope import Route
 from hl7bus.connectors.files import FilesConfig, FileSource
-from hl7bus.connectors.files.source import Producer
-from hl7bus.connectors.kafka_clients import AsyncProducer, Headers, KafkaConfig
+from hl7bus.connectors.kafka_clients import AsyncProducer, Headers, KafkaConfig, Sender
 from hl7bus.hl7v2 import parse
 from hl7bus.ops.demo_run import sample_feed_path
 from hl7bus.schemas import codec, topics
@@ -80,7 +79,7 @@ class Setup:
     def dlq(self, expected: int) -> list[KafkaRecord]:
         return read_topic(self.bootstrap, self.route.dlq_topic, expected)
 
-    def ingest(self, path: Path, producer: Producer | None = None, **cfg: Any) -> Any:
+    def ingest(self, path: Path, producer: Sender | None = None, **cfg: Any) -> Any:
         async def main() -> Any:
             real = self.producer()
             try:

@@ -46,7 +46,7 @@ from hl7bus.connectors.envelope import (
     raw_headers,
 )
 from hl7bus.connectors.files.split import FileFormatError, split_file
-from hl7bus.connectors.kafka_clients import DeliveryError, Headers
+from hl7bus.connectors.kafka_clients import DeliveryError, Sender
 from hl7bus.connectors.paths import default_home
 from hl7bus.schemas import codec
 
@@ -131,14 +131,6 @@ MESSAGES = Counter(
     "hl7bus_files_messages_total", "Messages confirmed by Kafka, by topic.", ["feed", "topic"]
 )
 DLQ = Counter("hl7bus_files_dlq_total", "Records sent to the DLQ.", ["feed", "reason"])
-
-
-class Producer(Protocol):
-    """What the source needs of :class:`hl7bus.connectors.kafka_clients.AsyncProducer`."""
-
-    async def send(
-        self, topic: str, value: bytes, key: bytes | None = None, headers: Headers = ()
-    ) -> tuple[int, int]: ...
 
 
 Outcome = Literal["done", "error", "failed", "interrupted", "busy"]
@@ -319,7 +311,7 @@ def _move(path: Path, folder: Path) -> Path:
 class FileSource:
     """Ingests files into Kafka: one-shot (:meth:`ingest`) or drop-folder mode (:meth:`watch`)."""
 
-    def __init__(self, cfg: FilesConfig, producer: Producer, route: Route) -> None:
+    def __init__(self, cfg: FilesConfig, producer: Sender, route: Route) -> None:
         self.cfg = cfg
         self.producer = producer
         self.route = route
@@ -623,7 +615,7 @@ class FileSource:
 async def ingest_file(
     path: Path,
     cfg: FilesConfig,
-    producer: Producer,
+    producer: Sender,
     route: Route,
     progress: Progress | None = None,
 ) -> FileResult:
