@@ -9,9 +9,9 @@ Contenders, measured in the same run, on the same listener code, alternating per
 * ``kafka`` -- the listener as deployed: each message is produced to hl7.raw on a real local
   broker (started here, in a temp dir) with acks=all and idempotence, and ACKed after the
   delivery report;
-* ``no_kafka`` -- the same listener with its benchmark-only switch (``MllpListener(...,
-  kafka=False)``): it decodes, parses, builds and encodes the envelope and answers AA without
-  producing. The ratio between the two is the cost of durability.
+* ``no_kafka`` -- the same listener given a null producer (:class:`NullProducer`, defined here):
+  it decodes, parses, builds and encodes the envelope and answers AA without producing. The
+  ratio between the two is the cost of durability.
 
 Steps: 1, 8 and 32 connections as fast as the ACKs allow (throughput, ACK latency p50/p99 as
 the sender sees it), then the widest step again with a pipelining sender (``pipelined_window``
@@ -48,7 +48,10 @@ import uuid
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hl7bus.connectors.kafka_clients import Headers, OnDelivery, Submitter
 
 TARGET_MESSAGE_BYTES = 2048
 TARGET_THROUGHPUT_32 = 5000.0
@@ -208,6 +211,30 @@ def framer_large_frame(repeats: int = 3) -> dict[str, Any]:
 # -- the run -------------------------------------------------------------------------------------
 
 
+class NullProducer:
+    """The ``no_kafka`` peer's producer: every write is confirmed at once and goes nowhere.
+    ``submit`` calls back before it returns, so the listener does the work it does with Kafka,
+    minus the producing."""
+
+    def submit(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None,
+        headers: Headers,
+        on_delivery: OnDelivery,
+    ) -> None:
+        on_delivery((0, 0))
+
+    async def send(
+        self, topic: str, value: bytes, key: bytes | None = None, headers: Headers = ()
+    ) -> tuple[int, int]:
+        return 0, 0
+
+    def flush(self, timeout: float = 30.0) -> int:
+        return 0
+
+
 class _Bench:
     def __init__(
         self,
@@ -245,10 +272,12 @@ class _Bench:
         rate: float | None = None,
         profiler: cProfile.Profile | None = None,
     ) -> dict[str, Any]:
-        from hl7bus.connectors.mllp.server import MllpConfig, MllpListener
+        from hl7bus.connectors.mllp.config import MllpConfig
+        from hl7bus.connectors.mllp.listener import MllpListener
 
         cfg = MllpConfig(port=0, feed="bench", metrics_port=None, max_in_flight=max(window, 1))
-        listener = MllpListener(cfg, self.producer, self.route, kafka=kafka)
+        producer: Submitter = self.producer if kafka else NullProducer()
+        listener = MllpListener(cfg, producer, self.route)
         await listener.start()
         self.runs += 1
         loop = asyncio.get_running_loop()
@@ -381,7 +410,7 @@ def run(
     linger_ms: int | None = None,
 ) -> dict[str, Any]:
     """Start a broker, run every step for both contenders, return the JSON-ready result."""
-    from hl7bus.connectors.mllp.server import settle_gc
+    from hl7bus.connectors.mllp.service import settle_gc
     from hl7bus.ops.local_kafka import kafka_version, temporary_broker
 
     data = Path(tempfile.mkdtemp(prefix="hl7bus-bench-mllp-"))
@@ -438,7 +467,7 @@ def run(
             "pipelined_window": pipelined_window,
             "sender": "hl7bus MLLP client in a separate process",
         },
-        "peer": "no_kafka: the same listener answering AA without producing (kafka=False)",
+        "peer": "no_kafka: the same listener answering AA without producing (a null producer)",
         "kafka": {
             "version": kafka_version(),
             "acks": "all",

@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from hl7bus.connectors.files import FilesConfig
 from hl7bus.connectors.kafka_clients import DEFAULT_BOOTSTRAP, KafkaConfig
-from hl7bus.connectors.mllp.server import MllpConfig
+from hl7bus.connectors.mllp.config import MllpConfig
 from hl7bus.connectors.warehouse.duckdb_sink import WarehouseConfig
 from hl7bus.ops.local_kafka import LocalKafkaConfig, running_bootstrap
 from hl7bus.schemas.codec import SchemasConfig

@@ -11,9 +11,11 @@ from kafka_helpers import apply_catalog, read_topic
 from samples import feed
 
 from hl7bus.connectors import kafka_clients
+from hl7bus.connectors.envelope import Route
 from hl7bus.connectors.kafka_clients import KafkaConfig
 from hl7bus.connectors.mllp.client import AckResult, send_messages
-from hl7bus.connectors.mllp.server import MllpConfig, MllpListener, Route
+from hl7bus.connectors.mllp.config import MllpConfig
+from hl7bus.connectors.mllp.listener import MllpListener
 from hl7bus.ops import local_kafka
 from hl7bus.ops.processes import free_port
 from hl7bus.schemas import codec, topics

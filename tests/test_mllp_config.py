@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hl7bus.connectors.mllp.server import MllpConfig
+from hl7bus.connectors.mllp.config import MllpConfig
 from hl7bus.ops import config
 from hl7bus.schemas.datafile import DataFileError
 

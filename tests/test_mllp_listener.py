@@ -14,10 +14,13 @@ from kafka_helpers import apply_catalog, read_topic
 from samples import first
 
 from hl7bus.connectors import kafka_clients
+from hl7bus.connectors.envelope import Route
 from hl7bus.connectors.kafka_clients import KafkaConfig
 from hl7bus.connectors.mllp.client import send_messages
+from hl7bus.connectors.mllp.config import MllpConfig
 from hl7bus.connectors.mllp.framer import encode_frame
-from hl7bus.connectors.mllp.server import DLQ_FAILURES, MllpConfig, MllpListener, Route
+from hl7bus.connectors.mllp.listener import MllpListener
+from hl7bus.connectors.mllp.metrics import DLQ_FAILURES
 from hl7bus.hl7v2 import parse
 from hl7bus.schemas import codec, topics
 

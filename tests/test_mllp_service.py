@@ -18,9 +18,13 @@ from polling import wait_until_async
 from samples import feed, first
 
 from hl7bus.connectors import kafka_clients
+from hl7bus.connectors.envelope import Route
 from hl7bus.connectors.kafka_clients import AsyncProducer, KafkaConfig
 from hl7bus.connectors.mllp.client import send_many, send_messages
-from hl7bus.connectors.mllp.server import REFUSED, MllpConfig, MllpListener, MllpService, Route
+from hl7bus.connectors.mllp.config import MllpConfig
+from hl7bus.connectors.mllp.listener import MllpListener
+from hl7bus.connectors.mllp.metrics import REFUSED
+from hl7bus.connectors.mllp.service import MllpService
 from hl7bus.hl7v2 import parse
 from hl7bus.ops.health import start_http
 from hl7bus.schemas import codec, topics
@@ -154,7 +158,7 @@ def test_allowed_networks(
         async with serving(kafka_bootstrap, unique_name, mllp) as bus:
             return await send_messages("127.0.0.1", bus.port(), [message], ack_timeout=5)
 
-    with caplog.at_level(logging.WARNING, logger="hl7bus.connectors.mllp.server"):
+    with caplog.at_level(logging.WARNING, logger="hl7bus.connectors.mllp.listener"):
         [result] = asyncio.run(main())
     refused = REFUSED.labels(feed_name, "network")._value.get() - before
     if allowed:

@@ -16,7 +16,8 @@ import pytest
 from test_mllp_service import numbered, serving
 
 from hl7bus.connectors.mllp.client import client_ssl_context, send_messages
-from hl7bus.connectors.mllp.server import REFUSED, TlsConfig
+from hl7bus.connectors.mllp.config import TlsConfig
+from hl7bus.connectors.mllp.metrics import REFUSED
 
 pytestmark = pytest.mark.kafka
 

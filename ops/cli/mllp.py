@@ -56,7 +56,8 @@ def mllp_serve(
 
 async def _serve_mllp(settings: Settings, mllp_cfg: Any) -> None:
     from hl7bus.connectors import kafka_clients
-    from hl7bus.connectors.mllp.server import MllpService, Route, settle_gc
+    from hl7bus.connectors.envelope import Route
+    from hl7bus.connectors.mllp.service import MllpService, settle_gc
     from hl7bus.ops import health
     from hl7bus.schemas import topics
 

@@ -1,0 +1,60 @@
+"""The MLLP listener's Prometheus metrics: one set per process, labelled by feed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram
+
+MESSAGES = Counter("hl7bus_mllp_messages_total", "Frames received.", ["feed"])
+BYTES = Counter("hl7bus_mllp_received_bytes_total", "Payload bytes received.", ["feed"])
+ACKS = Counter("hl7bus_mllp_acks_total", "ACKs sent, by MSA-1 code.", ["feed", "code"])
+FRAMING_ERRORS = Counter("hl7bus_mllp_framing_errors_total", "Framing errors.", ["feed", "reason"])
+DLQ = Counter("hl7bus_mllp_dlq_total", "Records written to the DLQ.", ["feed", "reason"])
+DLQ_FAILURES = Counter(
+    "hl7bus_mllp_dlq_failures_total",
+    "DLQ writes that Kafka did not confirm (the sender got AR/CR, or no ACK was owed).",
+    ["feed", "reason"],
+)
+CLOSED = Counter(
+    "hl7bus_mllp_closed_connections_total",
+    "Connections that ended, by reason: idle (closed by the listener after idle_timeout_s), "
+    "peer (the sender closed), error (reset or other socket error).",
+    ["feed", "reason"],
+)
+REFUSED = Counter(
+    "hl7bus_mllp_refused_connections_total",
+    "Connections closed before any message: client network not allowed, or TLS failed.",
+    ["feed", "reason"],
+)
+ACK_LATENCY = Histogram(
+    "hl7bus_mllp_ack_latency_seconds",
+    "From the last byte of a message to its ACK being written.",
+    ["feed"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+)
+CONNECTIONS = Gauge("hl7bus_mllp_connections", "Open connections.", ["feed"])
+IN_FLIGHT = Gauge("hl7bus_mllp_in_flight", "Messages awaiting Kafka.", ["feed"])
+
+
+class FeedMetrics:
+    """The label children of one feed, looked up once instead of per message."""
+
+    def __init__(self, feed: str) -> None:
+        self.feed = feed
+        self.messages = MESSAGES.labels(feed)
+        self.bytes = BYTES.labels(feed)
+        self.latency = ACK_LATENCY.labels(feed)
+        self._acks: dict[str, Any] = {}
+
+    def watch(self, connections: Callable[[], int], in_flight: Callable[[], int]) -> None:
+        """The gauges read the listener's counts at scrape time, not per message."""
+        CONNECTIONS.labels(self.feed).set_function(connections)
+        IN_FLIGHT.labels(self.feed).set_function(in_flight)
+
+    def ack(self, code: str) -> None:
+        child = self._acks.get(code)
+        if child is None:
+            child = self._acks[code] = ACKS.labels(self.feed, code)
+        child.inc()
