@@ -17,7 +17,7 @@ The rules:
   waits, and everything after it waits too: the listener reads nothing more, so TCP pushes back
   on the sender instead of the listener buffering without bound. A message that waits has not
   started: when the connection ends meanwhile it is dropped -- nothing stored, no ACK owed, the
-  sender resends it. Junk between frames is not a message and never waits.
+  sender resends it. Junk between frames is no message: it is skipped, it takes no slot.
 - **Idle.** A connection that sent no bytes for ``idle_timeout_s`` while none of its messages
   waits to start or for its ACK is idle; the listener closes it. A send-and-wait sender waiting
   on a slow Kafka is not idle.
