@@ -131,7 +131,7 @@ def test_more_policy_errors(tmp_path: Path) -> None:
         Policy.load("no-such-profile")
     bad = tmp_path / "bad.yaml"
     bad.write_text("events: [1, 2", "utf-8")
-    with pytest.raises(PolicyError, match="not YAML"):
+    with pytest.raises(PolicyError, match=r"bad\.yaml at line 1, column 14: expected ','"):
         Policy.load(str(bad))
 
 
@@ -475,3 +475,16 @@ def test_values_a_policy_releases_on_purpose_are_not_leaks() -> None:
     record = dict(record, city="마포구", postal_code="03937")
     out = deidentify("Patient", record, Policy.load("limited"), KEY)
     assert out["city"] == "마포구"
+
+
+def test_policy_file_errors_name_the_key_like_other_data_files(tmp_path: Path) -> None:
+    with pytest.raises(PolicyError) as unknown:
+        Policy.from_data({"events": {}, "extends": "safe-harbor"}, source="p.yaml")
+    assert str(unknown.value) == (
+        "policy p.yaml: 1 problem(s)\n  extends: unknown key; allowed here: "
+        "name, description, events, date_shift, free_text_dates"
+    )
+    with pytest.raises(PolicyError, match=r"free_text_dates = 'blur': Input should be"):
+        Policy.from_data({"free_text_dates": "blur"}, source="p.yaml")
+    with pytest.raises(PolicyError, match=r"events\.Patient = 'keep': Input should be"):
+        Policy.from_data({"events": {"Patient": "keep"}}, source="p.yaml")

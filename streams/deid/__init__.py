@@ -66,7 +66,6 @@ from hl7bus.streams.deid.leaks import check_leaks
 from hl7bus.streams.deid.policy import (
     ACTIONS,
     DEFAULT_PROFILE,
-    FREE_TEXT_DATES,
     PROFILES,
     Policy,
     profile_text,
@@ -77,7 +76,6 @@ __all__ = [
     "CARRIER",
     "DEFAULT_PROFILE",
     "ENGINE_FIELDS",
-    "FREE_TEXT_DATES",
     "MIN_KEY_BYTES",
     "PROFILES",
     "RESTRICTED_ZIP3",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from hl7bus.schemas.datafile import DataFileError
+
 
 class DeidError(Exception):
     """De-identification refused an event. The text names fields and causes, never values."""
@@ -11,8 +13,8 @@ class DeidError(Exception):
         self.code = code
 
 
-class PolicyError(ValueError):
-    """A policy that cannot be used; the message names the event type and field."""
+class PolicyError(DataFileError):
+    """A policy that cannot be used; the message names the file, the event type and field."""
 
 
 class KeyConfigError(ValueError):

@@ -9,12 +9,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
+from importlib.abc import Traversable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from hl7bus.schemas import codec
+from hl7bus.schemas import codec, datafile
+from hl7bus.schemas.datafile import DataFileError
 from hl7bus.streams.deid.errors import PolicyError
 from hl7bus.streams.deid.fields import ENGINE_FIELDS, field_kinds
 
@@ -37,10 +39,43 @@ ACTIONS = frozenset(
         "scrub",
     }
 )
-FREE_TEXT_DATES = ("shift", "remove", "keep")
+FreeTextDates = Literal["shift", "remove", "keep"]
 #: Fields removed, never hashed (a keyed hash of an RRN is still an identifier under PIPA
 #: guidance; a plain hash is reversible by enumeration).
 NEVER_HASHED = re.compile(r"national_id|ssn|rrn|insurance|policy_number|member_number")
+
+
+class DateShift(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    min_days: int = Field(-365, description="Earliest shift in days (inclusive).")
+    max_days: int = Field(-1, description="Latest shift in days (inclusive).")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DateShift:
+        if self.min_days > self.max_days:
+            raise ValueError("date_shift min_days is above max_days")
+        return self
+
+
+class PolicyFile(BaseModel):
+    """A policy file as written: which action each named field gets, per event type."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, description="The policy's name (default: its file or profile).")
+    description: str = Field("", description="What the policy is for.")
+    events: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description="Event type -> field -> action; a field not named is dropped.",
+    )
+    date_shift: DateShift = Field(
+        default_factory=DateShift,
+        description="The range of the per-patient date offset (shift_date and free text).",
+    )
+    free_text_dates: FreeTextDates = Field(
+        "shift", description="What scrubbing does with dates in free text."
+    )
 
 
 @dataclass(frozen=True)
@@ -57,51 +92,30 @@ class Policy:
         """A shipped profile by name, a policy file by path, or the default profile (None)."""
         if ref is None or str(ref) in PROFILES:
             name = DEFAULT_PROFILE if ref is None else str(ref)
-            text = profile_text(name)
+            file: Path | Traversable = _profile_file(name)
             source = name
         else:
-            path = Path(ref)
-            if not path.exists():
+            file = Path(ref)
+            if not file.exists():
                 known = ", ".join(PROFILES)
                 raise PolicyError(f"deid.policy: {ref} is neither a profile ({known}) nor a file")
-            text = path.read_text(encoding="utf-8")
-            source = str(path)
+            source = str(file)
         try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
-            raise PolicyError(f"policy {source}: not YAML ({exc})") from None
+            data = datafile.read_yaml(PolicyFile, file, f"policy {source}")
+        except DataFileError as exc:
+            raise PolicyError(str(exc)) from None
         return cls.from_data(data, source)
 
     @classmethod
     def from_data(cls, data: Mapping[str, Any], source: str = "data") -> Policy:
-        if not isinstance(data, Mapping):
-            raise PolicyError(f"policy {source}: must be a mapping")
-        unknown = set(data) - {"name", "description", "events", "date_shift", "free_text_dates"}
-        if unknown:
-            raise PolicyError(f"policy {source}: unknown key(s) {', '.join(sorted(unknown))}")
-        name = str(data.get("name") or source)
-        events = data.get("events") or {}
-        if not isinstance(events, Mapping):
-            raise PolicyError(f"policy {name}: events must map event types to fields")
-        actions: dict[str, dict[str, str]] = {}
-        for event_type, fields in events.items():
-            if not isinstance(fields, Mapping):
-                raise PolicyError(f"policy {name}: {event_type} must map fields to actions")
-            actions[str(event_type)] = {str(f): str(a) for f, a in fields.items()}
-        shift = data.get("date_shift") or {}
         try:
-            low, high = int(shift.get("min_days", -365)), int(shift.get("max_days", -1))
-        except (AttributeError, TypeError, ValueError):
-            raise PolicyError(
-                f"policy {name}: date_shift needs integer min_days, max_days"
-            ) from None
-        if low > high:
-            raise PolicyError(f"policy {name}: date_shift min_days is above max_days")
-        text_dates = str(data.get("free_text_dates", "shift"))
-        if text_dates not in FREE_TEXT_DATES:
-            raise PolicyError(
-                f"policy {name}: free_text_dates must be one of {', '.join(FREE_TEXT_DATES)}"
-            )
+            parsed = datafile.validate(PolicyFile, data, f"policy {source}")
+        except DataFileError as exc:
+            raise PolicyError(str(exc)) from None
+        name = parsed.name or source
+        actions = parsed.events
+        low, high = parsed.date_shift.min_days, parsed.date_shift.max_days
+        text_dates = parsed.free_text_dates
         canonical = json.dumps(
             {"name": name, "events": actions, "date_shift": [low, high], "text": text_dates},
             sort_keys=True,
@@ -152,8 +166,12 @@ class Policy:
                     raise PolicyError(f"{where}: {action} does not apply to a {kinds[name]} field")
 
 
+def _profile_file(name: str) -> Traversable:
+    return resources.files("hl7bus.streams").joinpath(f"policies/{name}.yaml")
+
+
 def profile_text(name: str) -> str:
-    return resources.files("hl7bus.streams").joinpath(f"policies/{name}.yaml").read_text("utf-8")
+    return _profile_file(name).read_text("utf-8")
 
 
 _NEEDS: dict[str, frozenset[str]] = {
