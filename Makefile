@@ -7,12 +7,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test env jars lint fmt clean
+.PHONY: demo test env jars postgres lint fmt clean
 
 demo: env jars
 	$(BIN)/hl7bus demo
 
-test: env jars lint
+test: env jars postgres lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 env: $(STAMP)
@@ -28,6 +28,14 @@ $(STAMP): pyproject.toml
 
 jars: env
 	$(BIN)/hl7bus kafka jars
+
+# Debian's PostgreSQL server for the warehouse tests (tests/conftest.py starts a throwaway
+# cluster from its binaries); installed only where no pg_ctl is found.
+postgres:
+	@if ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql; \
+	else echo "hl7bus tests need a PostgreSQL server (apt-get install postgresql)"; exit 1; fi
 
 # mypy and import-linter cannot read setuptools' package-dir mapping; a link tree gives them
 # the real module names.

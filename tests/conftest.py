@@ -1,4 +1,4 @@
-"""Shared fixtures: the real Kafka broker and per-test unique names
+"""Shared fixtures: the real Kafka broker, the real PostgreSQL server and per-test unique names
 (docs/architecture.md, Real parts in tests)."""
 
 from __future__ import annotations
@@ -9,10 +9,12 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from postgres_server import ServerError, temporary_server
 
 from hl7bus.ops.local_kafka import temporary_broker
 
 BOOTSTRAP_ENV = "HL7BUS_KAFKA_BOOTSTRAP"
+POSTGRES_URL_ENV = "HL7BUS_TEST_POSTGRES_URL"
 
 
 @pytest.fixture(scope="session")
@@ -30,6 +32,26 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     with temporary_broker(tmp_path_factory.mktemp("kafka"), name="session") as broker:
         yield broker.bootstrap
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """URL of a real PostgreSQL server's maintenance database for the whole session.
+
+    ``HL7BUS_TEST_POSTGRES_URL`` points the tests at an already running server (a superuser
+    URL: tests create and drop their own databases). Otherwise a throwaway cluster is started
+    from Debian's server binaries (tests/postgres_server.py) and stopped at session end. A
+    server that cannot start fails the tests with its output and log; nothing is skipped.
+    """
+    external = os.environ.get(POSTGRES_URL_ENV, "").strip()
+    if external:
+        yield external
+        return
+    try:
+        with temporary_server() as url:
+            yield url
+    except ServerError as exc:
+        pytest.fail(f"PostgreSQL for the tests: {exc}", pytrace=False)
 
 
 @pytest.fixture
