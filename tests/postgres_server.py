@@ -19,9 +19,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
-from kafka_helpers import free_port
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
+
+from hl7bus.ops.processes import free_port
 
 OS_USER = "postgres"
 _DEBIAN_ROOT = Path("/usr/lib/postgresql")

@@ -290,7 +290,7 @@ def assert_same_as_hl7apy(text: str) -> int | None:
     return compared
 
 
-def _blank_parts_emptied(value: str, enc: Any) -> str:
+def _blank_parts_emptied(value: str, enc: Encoding) -> str:
     """``value`` with every component and subcomponent that holds only blanks made empty."""
     return enc.component.join(
         enc.subcomponent.join(s if s.strip(" ") else "" for s in c.split(enc.subcomponent))
