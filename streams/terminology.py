@@ -2,7 +2,7 @@
 
 Everything here is loaded from CSV files (streams/maps/, shipped as package data, plus the
 deployment's own code maps) and looked up by pure functions; nothing is a branch in code
-(DESIGN §3). Lines starting with '#' are comments.
+(docs/architecture.md, Layers). Lines starting with '#' are comments.
 """
 
 from __future__ import annotations

@@ -170,7 +170,8 @@ def test_oversize_message_gets_ae_and_its_head_in_the_dlq(
         assert headers["hl7bus.stage"] == b"receiving"
         assert headers["hl7bus.reason"] == b"oversize"
         assert headers["hl7bus.size_bytes"] == str(len(big)).encode()
-        # No values of the message in the headers (DESIGN §5): names, codes and sizes only.
+        # No values of the message in the headers, only names, codes and sizes
+        # (docs/architecture.md, Privacy).
         control_id = (oru.control_id or "").encode()
         for value in headers.values():
             assert control_id not in value
