@@ -1,4 +1,4 @@
-"""The local broker launcher (ops/local_kafka.py) against a real Kafka."""
+"""The local broker launcher (ops/local_kafka/) against a real Kafka."""
 
 from __future__ import annotations
 
