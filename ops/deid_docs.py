@@ -26,7 +26,7 @@ def profiles_markdown() -> str:
         "tests/test_deid_profiles.py`.",
         "Review a profile on real messages with `hl7bus deid FILE... --policy NAME`.",
         "Actions are described in `streams/deid/__init__.py`; a field a profile does not name is",
-        "dropped (null on research topics).",
+        "dropped: absent from the research contract (docs/events.md, Research contracts).",
         "",
     ]
     for name in PROFILES:

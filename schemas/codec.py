@@ -1,9 +1,16 @@
-"""Avro encoding of the packaged event schemas: single-object (the default) or a schema registry.
+"""Avro encoding of the event contracts: single-object (the default) or a schema registry.
 
 Embedded default: every value on an hl7bus topic is `C3 01` + the 8-byte little-endian
 CRC-64-AVRO fingerprint of the writer schema's canonical form + the Avro binary body (Avro
 specification, "Single object encoding"), so any Avro library that holds our published `*.avsc`
 files can decode it.
+
+The writers are the identified schemas (`schemas/*.avsc`) and the research contracts: the
+schema of a research topic is derived from the identified one and a de-identification policy
+(streams/deid/contract.py), carries the policy hash in the schema-level property
+`hl7bus.deid_policy` (POLICY_PROPERTY), and is published for the shipped profiles as
+`schemas/research/<profile>.<type>.avsc`. `decode` knows every packaged writer by fingerprint,
+and those a process adds with `add_writer` (the contracts of a policy file of its own).
 
 With a schema registry configured (`schemas.registry_url`, see `configure`): values use the
 Confluent wire format through confluent-kafka's SchemaRegistryClient and AvroSerializer, one
@@ -21,6 +28,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from importlib.abc import Traversable
+from pathlib import Path
 from typing import Any
 
 import fastavro
@@ -28,6 +37,12 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 from pydantic import BaseModel, ConfigDict, Field
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
+# Schema-level properties of a research contract: the hash of the de-identification policy that
+# made it (Policy.digest) and the policy's name. Avro keeps unknown attributes as metadata and
+# leaves them out of the parsing canonical form, so they change neither the wire format nor the
+# fingerprint; a registry stores them with the schema.
+POLICY_PROPERTY = "hl7bus.deid_policy"
+PROFILE_PROPERTY = "hl7bus.deid_profile"
 # Kafka header that names the event type, so consumers can route without decoding.
 EVENT_TYPE_HEADER = "hl7bus.event_type"
 _HEADER_LEN = len(SINGLE_OBJECT_MAGIC) + 8
@@ -81,6 +96,17 @@ class EventSchema:
         """Field name -> PHI class ("direct", "quasi", "date", "free_text", "none")."""
         return {f["name"]: f["phi"] for f in self.definition["fields"]}
 
+    @property
+    def full_name(self) -> str:
+        namespace = self.definition.get("namespace")
+        return f"{namespace}.{self.name}" if namespace else self.name
+
+    @property
+    def policy(self) -> str | None:
+        """The policy hash of a research contract (None for an identified schema)."""
+        value = self.definition.get(POLICY_PROPERTY)
+        return str(value) if value is not None else None
+
 
 @cache
 def schemas() -> dict[str, EventSchema]:
@@ -95,7 +121,11 @@ def schemas() -> dict[str, EventSchema]:
 
 
 def _load(text: str) -> EventSchema:
-    definition = json.loads(text)
+    return load_schema(json.loads(text))
+
+
+def load_schema(definition: dict[str, Any]) -> EventSchema:
+    """A schema given as JSON (e.g. a derived research contract), parsed and fingerprinted."""
     parsed = fastavro.parse_schema(definition)
     canonical = to_parsing_canonical_form(parsed)
     return EventSchema(
@@ -107,26 +137,64 @@ def _load(text: str) -> EventSchema:
 
 
 @cache
-def _by_fingerprint() -> dict[bytes, EventSchema]:
-    return {s.fingerprint: s for s in schemas().values()}
+def research_schemas() -> dict[str, dict[str, EventSchema]]:
+    """The published research contracts of the shipped profiles (schemas/research/
+    <profile>.<type>.avsc) by profile and record name."""
+    found: dict[str, dict[str, EventSchema]] = {}
+    for entry in resources.files(__package__).joinpath("research").iterdir():
+        if entry.name.endswith(".avsc"):
+            loaded = _load(entry.read_text(encoding="utf-8"))
+            profile = str(loaded.definition.get(PROFILE_PROPERTY, entry.name.split(".")[0]))
+            found.setdefault(profile, {})[loaded.name] = loaded
+    return found
+
+
+# Writers a process added at run time (add_writer): the research contracts of its policy.
+_added: dict[bytes, EventSchema] = {}
+
+
+def add_writer(writer: EventSchema) -> None:
+    """Let `decode` read values written with `writer` (a derived research contract)."""
+    _added.setdefault(writer.fingerprint, writer)
 
 
 @cache
-def _released() -> dict[bytes, EventSchema]:
-    """Writer schemas of released versions (schemas/released/v*/), for values on the topics
-    that were written before an upgrade; they are resolved to the current schema on decode."""
-    found: dict[bytes, EventSchema] = {}
-    root = resources.files(__package__).joinpath("released")
+def _by_fingerprint() -> dict[bytes, EventSchema]:
+    found = {s.fingerprint: s for p in research_schemas().values() for s in p.values()}
+    found.update((s.fingerprint, s) for s in schemas().values())  # identified ones win a tie
+    return found
+
+
+@cache
+def _released() -> dict[bytes, tuple[EventSchema, Any]]:
+    return released_writers(resources.files(__package__).joinpath("released"))
+
+
+def released_writers(root: Traversable | Path) -> dict[bytes, tuple[EventSchema, Any]]:
+    """Writer schemas of released versions (<root>/v*/, research contracts under
+    v*/research/), for values on the topics that were written before an upgrade, each with the
+    reader it is resolved to on decode: the current schema of the same record (of the same
+    profile, for a research contract; one whose profile is gone decodes as written)."""
+    found: dict[bytes, tuple[EventSchema, Any]] = {}
     if not root.is_dir():
         return found
     for version in root.iterdir():
         if not version.is_dir():
             continue
-        for entry in version.iterdir():
-            if entry.name.endswith(".avsc"):
-                writer = _load(entry.read_text(encoding="utf-8"))
-                if writer.name in schemas() and writer.fingerprint not in _by_fingerprint():
-                    found[writer.fingerprint] = writer
+        research = version.joinpath("research")
+        entries = [*version.iterdir(), *(research.iterdir() if research.is_dir() else ())]
+        for entry in entries:
+            if not entry.name.endswith(".avsc"):
+                continue
+            writer = _load(entry.read_text(encoding="utf-8"))
+            if writer.name not in schemas() or writer.fingerprint in _by_fingerprint():
+                continue
+            if writer.policy is None:
+                found[writer.fingerprint] = (writer, schemas()[writer.name].parsed)
+            else:
+                profile = str(writer.definition.get(PROFILE_PROPERTY))
+                current = research_schemas().get(profile, {}).get(writer.name)
+                found[writer.fingerprint] = (writer, current.parsed if current else None)
     return found
 
 
@@ -139,17 +207,25 @@ def schema(event_type: str) -> EventSchema:
         ) from None
 
 
-def encode(event_type: str, record: Mapping[str, Any], topic: str | None = None) -> bytes:
-    """Encode a record of a packaged schema for `topic` (a topic name or catalog id; only the
-    registry mode uses it, for the subject; default: hl7.raw for RawMessage, else hl7.events)."""
+def encode(
+    event_type: str,
+    record: Mapping[str, Any],
+    topic: str | None = None,
+    writer: EventSchema | None = None,
+) -> bytes:
+    """Encode a record for `topic` (a topic name or catalog id; only the registry mode uses it,
+    for the subject; default: hl7.raw for RawMessage, else hl7.events) with `writer` (a research
+    contract; default: the packaged schema of `event_type`)."""
     registry = _registry
     if registry is not None:
-        return registry.encode(event_type, record, topic)
-    return encode_single_object(event_type, record)
+        return registry.encode(event_type, record, topic, writer)
+    return encode_single_object(event_type, record, writer)
 
 
-def encode_single_object(event_type: str, record: Mapping[str, Any]) -> bytes:
-    target = schema(event_type)
+def encode_single_object(
+    event_type: str, record: Mapping[str, Any], writer: EventSchema | None = None
+) -> bytes:
+    target = writer or schema(event_type)
     out = io.BytesIO()
     out.write(SINGLE_OBJECT_MAGIC)
     out.write(target.fingerprint)
@@ -174,13 +250,13 @@ def decode_single_object(data: bytes) -> tuple[str, dict[str, Any]]:
     if len(data) < _HEADER_LEN or data[:2] != SINGLE_OBJECT_MAGIC:
         raise CodecError(f"not an Avro single-object value ({len(data)} bytes, bad magic)")
     fp = data[2:_HEADER_LEN]
-    writer = _by_fingerprint().get(fp)
+    writer = _by_fingerprint().get(fp) or _added.get(fp)
     reader = None
     if writer is None:
-        writer = _released().get(fp)
-        if writer is None:
+        released = _released().get(fp)
+        if released is None:
             raise CodecError(f"unknown schema fingerprint {fp.hex()}")
-        reader = schemas()[writer.name].parsed  # resolve an older release to the current schema
+        writer, reader = released  # an older release, resolved to the current schema
     try:
         body = io.BytesIO(data[_HEADER_LEN:])
         record = fastavro.schemaless_reader(body, writer.parsed, reader)
@@ -272,7 +348,13 @@ class _Registry:
             self._serializers[event_type] = found
         return found
 
-    def encode(self, event_type: str, record: Mapping[str, Any], topic: str | None) -> bytes:
+    def encode(
+        self,
+        event_type: str,
+        record: Mapping[str, Any],
+        topic: str | None,
+        writer: EventSchema | None,
+    ) -> bytes:
         from confluent_kafka.serialization import MessageField, SerializationContext
 
         name = self.topic(event_type, topic)

@@ -59,14 +59,57 @@ def load_dir(directory: Traversable | Path) -> dict[str, dict[str, Any]]:
     return found
 
 
+def load_files(directory: Traversable | Path) -> dict[str, dict[str, Any]]:
+    """File name -> JSON schema of every *.avsc file directly in a directory (research
+    contracts, named <policy>.<type>.avsc, several per record type)."""
+    if not directory.is_dir():
+        return {}
+    return {
+        entry.name: json.loads(entry.read_text(encoding="utf-8"))
+        for entry in directory.iterdir()
+        if entry.name.endswith(".avsc")
+    }
+
+
+def _versions(root: Traversable | Path | None) -> list[Traversable | Path]:
+    base = root if root is not None else released_dir()
+    found = [e for e in base.iterdir() if e.is_dir() and e.name[1:].isdigit()]
+    return sorted(found, key=lambda e: int(e.name[1:]))
+
+
 def latest_release(root: Traversable | Path | None = None) -> tuple[str, dict[str, Any]] | None:
     """(version folder, schemas) of the newest release (v1, v2, ... by number)."""
-    base = root if root is not None else released_dir()
-    versions = [e for e in base.iterdir() if e.is_dir() and e.name[1:].isdigit()]
+    versions = _versions(root)
     if not versions:
         return None
-    newest = max(versions, key=lambda e: int(e.name[1:]))
-    return newest.name, load_dir(newest)
+    return versions[-1].name, load_dir(versions[-1])
+
+
+def latest_research_release(
+    root: Traversable | Path | None = None,
+) -> tuple[str, dict[str, dict[str, Any]]] | None:
+    """(version folder, file name -> contract) of the newest release that published research
+    contracts (v<N>/research/<policy>.<type>.avsc)."""
+    for version in reversed(_versions(root)):
+        found = load_files(version.joinpath("research"))
+        if found:
+            return version.name, found
+    return None
+
+
+def check_research(
+    current: dict[str, dict[str, Any]], released: dict[str, dict[str, Any]]
+) -> list[Problem]:
+    """Every released research contract (by file name) that its current one cannot read."""
+    problems: list[Problem] = []
+    for file, writer in sorted(released.items()):
+        where = file.removesuffix(".avsc")
+        reader = current.get(file)
+        if reader is None:
+            problems.append(Problem(where, "schema", "released research contract is gone"))
+            continue
+        problems += [Problem(where, p.where, p.what) for p in check({"R": reader}, {"R": writer})]
+    return problems
 
 
 def check(current: dict[str, Any], released: dict[str, Any]) -> list[Problem]:

@@ -15,8 +15,9 @@ from fastavro.validation import ValidationError as AvroValidationError
 
 from hl7bus.hl7v2 import Hl7ParseError
 from hl7bus.schemas import codec, topics
-from hl7bus.streams.deid import DeidError, Policy, Pseudonymizer, deidentify
+from hl7bus.streams.deid import DeidError, Policy, PolicyError, Pseudonymizer, deidentify
 from hl7bus.streams.deid import metrics as deid_metrics
+from hl7bus.streams.deid.contract import research_schema
 from hl7bus.streams.parse import events_from_raw
 
 Headers = list[tuple[str, bytes]]
@@ -145,29 +146,33 @@ def deidentify_step(
 def research_output(
     event_type: str, record: dict[str, Any], source: bytes, deid: DeidSettings
 ) -> Output:
-    """One identified event (``source``: its encoded form) -> its research form, or a DLQ record
-    (restricted hl7.dlq, stage deidentifying, an error code, ``source`` as the value). Fails
-    closed. Counts refusals by code, leaks, and actions per (action, PHI class)
-    (streams/deid/metrics.py; never values)."""
+    """One identified event (``source``: its encoded form) -> its research form encoded with
+    the policy's research contract, or a DLQ record (restricted hl7.dlq, stage deidentifying, an
+    error code, ``source`` as the value). Fails closed. Counts refusals by code, leaks, and
+    actions per (action, PHI class) (streams/deid/metrics.py; never values)."""
     counts: dict[tuple[str, str], int] = {}
     policy = deid.policy
+    topic_id = topics.research(event_type)
     try:
         research = deidentify(
             event_type, record, policy, deid.pseudonymize, deid.leak_check, counts=counts
         )
-        encoded = codec.encode(event_type, research)
+        writer = research_schema(policy, event_type)
+        encoded = codec.encode(event_type, research, topic=topic_id, writer=writer)
         key = research.get("patient_key")
     except DeidError as exc:
         return _deid_dlq(source, exc.code)
-    except (AvroValidationError, ValueError, TypeError):
-        # e.g. a policy that drops a required field: the research form does not encode.
+    except (PolicyError, AvroValidationError, ValueError, TypeError):
+        # e.g. a policy that drops a required field: no research contract, nothing to encode.
         return _deid_dlq(source, "unencodable_research_event")
+    except codec.RegistryError:
+        raise  # a deployment problem (unregistered subject): stop, do not DLQ every record
     except Exception:
         # Fail closed: whatever went wrong, nothing reaches a research topic.
         return _deid_dlq(source, "internal_error")
     deid_metrics.ACTIONS_DONE.add(counts)
     return Output(
-        topics.research(event_type),
+        topic_id,
         key.encode("utf-8") if isinstance(key, str) else None,
         encoded,
         [

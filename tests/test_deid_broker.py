@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import published_contracts
 import pytest
 from confluent_kafka import Producer
 from kafka_helpers import apply_catalog, read_topic
@@ -125,7 +126,10 @@ def test_worker_deidentifies_and_fails_closed(
         assert _header(record, "hl7bus.policy") == policy.digest.encode()
         _, event = codec.decode(record.value() or b"")
         assert event["deid_policy"] == policy.digest
-        assert event["message_identifiers"] is None
+        assert "message_identifiers" not in event  # absent from the research contract
+        # A consumer holding only the published contract reads the record off the topic.
+        contract, read = published_contracts.decode(record.value() or b"", "kr-pseudonym")
+        assert read == event and record.topic() == catalog.name(topics.research(contract.name))
         text = repr(event)
         for identifier in identifiers:
             assert identifier not in text

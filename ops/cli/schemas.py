@@ -1,4 +1,4 @@
-"""`hl7bus schemas check/docs`: the Avro event contracts."""
+"""`hl7bus schemas check/docs/research/register`: the Avro event contracts."""
 
 from __future__ import annotations
 
@@ -9,14 +9,21 @@ import typer
 
 from hl7bus.ops.cli.shared import console, err_console, fail
 
-schemas_app = typer.Typer(help="The Avro event contracts (schemas/*.avsc).")
+schemas_app = typer.Typer(
+    help="The Avro event contracts (schemas/*.avsc) and the research contracts derived from "
+    "them (schemas/research/)."
+)
 
 
 @schemas_app.command("check")
 def schemas_check(
     schemas_dir: Annotated[
         Path | None,
-        typer.Option("--schemas", help="Folder of the schemas to check (default: the packaged)."),
+        typer.Option(
+            "--schemas",
+            help="Folder of the schemas to check, research contracts in its research/ "
+            "(default: the packaged).",
+        ),
     ] = None,
     released: Annotated[
         Path | None,
@@ -26,23 +33,53 @@ def schemas_check(
         ),
     ] = None,
 ) -> None:
-    """Fail unless every schema reads data written with its last released version."""
-    from hl7bus.schemas import compat
+    """Check the schemas against their last release, and the research contracts.
 
-    current = compat.load_dir(schemas_dir) if schemas_dir else compat.load_dir(compat.current_dir())
+    Fails unless every schema reads data written with its last released version, the published
+    research contracts are those derived from the schemas and the shipped profiles, and they read
+    the research contracts of the last release that published some."""
+    from hl7bus.schemas import compat
+    from hl7bus.streams.deid import PROFILES, Policy
+    from hl7bus.streams.deid.contract import check_published
+
+    root = schemas_dir if schemas_dir else compat.current_dir()
+    current = compat.load_dir(root)
     found = compat.latest_release(released)
     if found is None:
         fail("no released schema version to check against", code=2)
     version, published = found
     problems = compat.check(current, published)
+    research = compat.load_files(root.joinpath("research"))
+    texts = {
+        name: root.joinpath("research").joinpath(name).read_text(encoding="utf-8")
+        for name in research
+    }
+    stale = check_published(texts, current, [Policy.load(p) for p in PROFILES])
+    research_release = compat.latest_research_release(released)
+    if research_release is not None:
+        problems += compat.check_research(research, research_release[1])
     for problem in problems:
         err_console.print(f"[red]incompatible[/] {problem}")
+    for line in stale:
+        err_console.print(f"[red]research contract[/] {line}")
     new = sorted(set(current) - set(published))
-    if problems:
-        fail(f"{len(problems)} incompatible change(s) against released {version}")
+    if problems or stale:
+        fail(
+            f"{len(problems)} incompatible change(s) against released {version}, "
+            f"{len(stale)} research contract problem(s)"
+        )
     console.print(
         f"schemas compatible with released {version} ({len(published)} record types)"
         + (f"; new since: {', '.join(new)}" if new else "")
+    )
+    against = (
+        f"compatible with released {research_release[0]}"
+        if research_release
+        else "none released yet"
+    )
+    console.print(
+        f"research contracts derived from the schemas and profiles ({len(research)} for "
+        f"{', '.join(PROFILES)}); {against}"
     )
 
 
@@ -52,7 +89,10 @@ def schemas_docs(
         Path, typer.Option("--output", "-o", help="Markdown file to write ('-' for stdout).")
     ] = Path("docs/events.md"),
 ) -> None:
-    """Write the event catalog (topic -> event -> field, type, PHI class, doc) as Markdown."""
+    """Write the event catalog (docs/events.md) as Markdown.
+
+    Topic -> event -> field, type, PHI class, and what each profile's research contract
+    holds."""
     from hl7bus.ops import event_catalog
 
     text = event_catalog.render()
@@ -62,3 +102,40 @@ def schemas_docs(
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text, encoding="utf-8")
     console.print(f"wrote {output}")
+
+
+@schemas_app.command("research")
+def schemas_research(
+    policies: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--policy",
+            "-p",
+            help="A profile name or policy file (repeatable; default: every shipped profile).",
+        ),
+    ] = None,
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Folder to write <policy>.<type>.avsc into.")
+    ] = Path("schemas/research"),
+) -> None:
+    """Write the research contracts of policies (one .avsc per policy and event type).
+
+    A research contract is an event type's schema as the policy lets it out: what research
+    consumers decode with. The shipped profiles' are committed in schemas/research/."""
+    from hl7bus.schemas import codec
+    from hl7bus.streams.deid import PROFILES, Policy, PolicyError
+    from hl7bus.streams.deid.contract import derive, file_name, render
+
+    output.mkdir(parents=True, exist_ok=True)
+    written = 0
+    for ref in policies or PROFILES:
+        try:
+            policy = Policy.load(ref)
+            contracts = {t: derive(codec.schema(t).definition, policy) for t in policy.actions}
+        except PolicyError as exc:
+            fail(str(exc), code=2)
+        for event_type, contract in sorted(contracts.items()):
+            target = output / file_name(policy, event_type)
+            target.write_text(render(contract), encoding="utf-8")
+            written += 1
+    console.print(f"wrote {written} research contracts into {output}")

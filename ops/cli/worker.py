@@ -41,10 +41,12 @@ def worker(
     from hl7bus.schemas import topics
     from hl7bus.streams import deid, runtime
     from hl7bus.streams.deid import metrics as deid_metrics
+    from hl7bus.streams.deid.contract import research_schemas
 
     settings = load_settings(config)
     try:
         policy = deid.Policy.load(settings.deid.policy)
+        research_schemas(policy)  # a policy with no research contract is refused at start
         key = deid.load_key(settings.deid)
     except (deid.PolicyError, deid.KeyConfigError, OSError) as exc:
         fail(str(exc), code=2)
@@ -75,9 +77,20 @@ def sink_warehouse(config: ConfigOption = None) -> None:
     """Write research events into the OMOP-shaped warehouse (DuckDB by default)."""
     from hl7bus.connectors import kafka_clients
     from hl7bus.connectors.warehouse.duckdb_sink import run_sink
+    from hl7bus.streams.deid import Policy, PolicyError
+    from hl7bus.streams.deid.contract import research_schemas
 
     settings = load_settings(config)
     catalog = load_catalog(settings)
+    try:
+        # The shipped profiles' contracts are packaged; those of a policy file are derived here
+        # so that values written under it decode.
+        research_schemas(Policy.load(settings.deid.policy))
+    except PolicyError as exc:
+        err_console.print(
+            f"[yellow]warning:[/] deid.policy has no research contracts ({exc}); research "
+            "values written under it will be skipped as undecodable"
+        )
     consumer_cfg = kafka_clients.consumer_config(
         settings.kafka, config_mod.bootstrap(settings), settings.warehouse.group_id
     )

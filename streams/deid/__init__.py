@@ -5,7 +5,9 @@ The engine is pure (no I/O); policies and keys are read once, at start. One job 
 pseudonyms, date offsets), :mod:`.engine` (applying a policy to one event),
 :mod:`.generalize` (dates, ages, postal codes), :mod:`.leaks` (the leak check), :mod:`.metrics`,
 :mod:`.review` (the offline review of ``hl7bus deid``), :mod:`.fields` (what the engine reads
-from the schemas), :mod:`.errors`, :mod:`.config` (the ``deid`` settings).
+from the schemas), :mod:`.contract` (the research contracts: the schema of each research topic,
+derived from the identified schema and the policy), :mod:`.errors`, :mod:`.config` (the
+``deid`` settings).
 
 A policy (YAML, :data:`PROFILES` shipped under ``streams/policies/``, or a user file) names, per
 event type and field, one action:
@@ -14,7 +16,7 @@ event type and field, one action:
 action                 effect
 =====================  ======================================================================
 ``keep``               the value as it is (refused for ``direct`` and ``free_text`` fields)
-``drop``               null (the same as not naming the field)
+``drop``               absent from the research contract (the same as not naming the field)
 ``pseudonymize``       keyed HMAC-SHA-256 of the value (32 hex digits); the key id goes to
                        ``pseudonym_key_id``. Refused for national ids and insurance numbers
                        (removed, never hashed: PIPA guidance)
@@ -34,9 +36,9 @@ action                 effect
                        patient's offset, replaced or kept (the policy's ``free_text_dates``)
 =====================  ======================================================================
 
-Allow-list: a field the policy does not name is null on the research topic (Z-segment content
-in Generic events included); a policy that names an unknown event type, field or action, or an
-action the field's type cannot take, is a :class:`PolicyError` at start.
+Allow-list: a field the policy does not name is absent from the research topic's contract
+(Z-segment content in Generic events included); a policy that names an unknown event type,
+field or action, or an action the field's type cannot take, is a :class:`PolicyError` at start.
 
 Two fields are the engine's own, set whatever the policy says: ``pseudonym_key_id`` (the active
 key id, when something was pseudonymized) and ``deid_policy`` (:attr:`Policy.digest`, a hash

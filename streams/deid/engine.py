@@ -1,6 +1,7 @@
 """The engine: one identified event -> its research form under a policy (pure; no I/O).
 
-Each field the policy names gets its action; every other field is null. Fails closed: an error
+Each field the policy names gets its action; every other field is absent, as in the research
+contract (:mod:`.contract`) the form is encoded with. Fails closed: an error
 while applying an action, or a source identifier found in the output, raises
 :class:`~hl7bus.streams.deid.errors.DeidError`.
 """
@@ -13,6 +14,7 @@ from datetime import date, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
+from hl7bus.streams.deid.contract import kept
 from hl7bus.streams.deid.errors import DeidError
 from hl7bus.streams.deid.fields import CARRIER, ENGINE_FIELDS, field_kinds, phi_classes
 from hl7bus.streams.deid.generalize import age90, kr_postal3, shift_date, truncate_date, zip3
@@ -43,14 +45,15 @@ def deidentify(
     account: list[Step] | None = None,
     counts: dict[tuple[str, str], int] | None = None,
 ) -> dict[str, Any]:
-    """The research form of one event: only fields the policy names, each with its action.
+    """The research form of one event: only the fields of its research contract (those the
+    policy names, and the engine's own), each with its action.
 
     ``account`` (offline review) receives one :class:`Step` per named field; ``counts`` gets
     (action, PHI class) -> number of non-null values acted on, for the audit metrics.
     """
     plan = _plan(policy, event_type)
     job = _Job(event_type, record, policy, pseudonymize)
-    out: dict[str, Any] = dict.fromkeys(field_kinds(event_type))  # schema fields only
+    out: dict[str, Any] = dict.fromkeys(plan.fields)  # the research contract's fields only
     haystack: list[str] = []
     released: set[str] = set()  # quasi values the policy releases on purpose (limited: city)
     tally: dict[tuple[str, str], int] = {} if counts is None else counts
@@ -85,9 +88,9 @@ def deidentify(
     if "deid_policy" in out:
         out["deid_policy"] = policy.digest
     if account is not None:
-        account.extend(Step(n, phi, a, get(n), out[n]) for n, a, phi in plan.rows)
-    # Required fields of the schema (ids, times) must be named; a policy that drops one makes
-    # the event unencodable, caught by the caller.
+        account.extend(Step(n, phi, a, get(n), out.get(n)) for n, a, phi in plan.rows)
+    # Required fields of the schema (ids, times) must be named; a policy that drops one has no
+    # research contract (contract.derive refuses it), caught by the caller.
     if leak_check:
         check_leaks(
             event_type, record, haystack, job.identifiers(required=False), frozenset(released)
@@ -111,6 +114,7 @@ class _Group:
 
 @dataclass(frozen=True)
 class _Plan:
+    fields: tuple[str, ...]  # the research contract's fields, in schema order
     rows: tuple[tuple[str, str, str], ...]  # every named field: (field, action, PHI class)
     groups: tuple[_Group, ...]  # keep and drop
     acted: tuple[tuple[str, str, tuple[str, str], bool, bool], ...]  # the other actions
@@ -154,7 +158,8 @@ def _plan(policy: Policy, event_type: str) -> _Plan:
         _Group((action, cls), tuple(names), action == "keep", how, cls == "quasi")
         for (action, cls, how), names in grouped.items()
     )
-    plan = _Plan(rows, groups, tuple(acted))
+    fields = tuple(name for name in kinds if kept(name, actions))
+    plan = _Plan(fields, rows, groups, tuple(acted))
     if len(_PLANS) > 256:
         _PLANS.clear()
     _PLANS[(id(policy), event_type)] = (policy, plan)

@@ -13,8 +13,9 @@ from typing import Any
 
 from hl7bus.hl7v2 import Message, parse_batch
 from hl7bus.schemas import codec
+from hl7bus.streams.deid.contract import research_schema
 from hl7bus.streams.deid.engine import Step, deidentify
-from hl7bus.streams.deid.errors import DeidError
+from hl7bus.streams.deid.errors import DeidError, PolicyError
 from hl7bus.streams.deid.fields import CARRIER, ENGINE_FIELDS
 from hl7bus.streams.deid.keys import Pseudonymizer
 from hl7bus.streams.deid.policy import Policy
@@ -67,12 +68,16 @@ def review_message(
         steps: list[Step] = []
         try:
             research = deidentify(event.type, event.record, policy, key, True, account=steps)
-            codec.encode(event.type, research)
+            codec.encode_single_object(event.type, research, research_schema(policy, event.type))
         except DeidError as exc:
             out.append(Reviewed(number, event.type, None, exc.code, str(exc), steps))
             continue
-        except (ValueError, TypeError) as exc:
-            reason = f"the research form does not encode: {type(exc).__name__}"
+        except (PolicyError, ValueError, TypeError) as exc:
+            reason = (
+                str(exc)  # names the policy and the field, never a value
+                if isinstance(exc, PolicyError)
+                else f"the research form does not encode: {type(exc).__name__}"
+            )
             out.append(Reviewed(number, event.type, None, "unencodable_research_event", reason))
             continue
         # The carried identifiers are summarized: the account is about the event's fields.
