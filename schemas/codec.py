@@ -14,10 +14,12 @@ and those a process adds with `add_writer` (the contracts of a policy file of it
 
 With a schema registry configured (`schemas.registry_url`, see `configure`): values use the
 Confluent wire format through confluent-kafka's SchemaRegistryClient and AvroSerializer, one
-subject per topic and record (`<topic>-hl7bus.v1.Patient`, the TopicRecordNameStrategy, since
-hl7.events carries several record types). In production mode nothing is registered by the bus:
-the serializer uses the latest version registered under the subject, and a subject that is not
-registered raises RegistryError. `decode` reads both formats, so a topic can be migrated.
+subject per topic, `<topic>-value` (TopicNameStrategy): a research topic's subject holds its
+research contract; `hl7.raw`'s the RawMessage schema; `hl7.events`, which carries every event
+type, holds one union of the identified event records (`events_union`). In production mode
+nothing is registered by the bus: the exact schema a value is written with must already be
+registered under its subject (`hl7bus schemas register`), else RegistryError. `decode` reads
+both formats, so a topic can be migrated.
 """
 
 from __future__ import annotations
@@ -72,8 +74,9 @@ class SchemasConfig(BaseModel):
     auto_register: bool = Field(
         False,
         description=(
-            "Register the packaged schemas on first use (development only). Off: the latest "
-            "version registered under each subject is used; an unregistered subject is an error."
+            "Register each topic's schema under its subject on first use (development only). "
+            "Off: the exact schema must already be registered under the subject (hl7bus schemas "
+            "register); an unregistered one is an error."
         ),
     )
     client: dict[str, str] = Field(
@@ -283,14 +286,19 @@ def configure(cfg: SchemasConfig, topic_names: Mapping[str, str] | None = None) 
     if cfg.registry_url is None:
         _registry = None
         return
+    _registry = _Registry(registry_client(cfg), cfg.auto_register, dict(topic_names or {}))
+
+
+def registry_client(cfg: SchemasConfig) -> Any:
+    """A SchemaRegistryClient for cfg.registry_url (mock://name: the in-process mock)."""
     from confluent_kafka.schema_registry import SchemaRegistryClient
 
+    if cfg.registry_url is None:
+        raise RegistryError("schemas.registry_url is not set")
     conf = {**cfg.client, "url": cfg.registry_url}
     if cfg.registry_url.startswith("mock://"):
-        client = SchemaRegistryClient.new_client(conf)  # tests: the in-process mock registry
-    else:
-        client = SchemaRegistryClient(conf)
-    _registry = _Registry(client, cfg.auto_register, dict(topic_names or {}))
+        return SchemaRegistryClient.new_client(conf)  # tests: the in-process mock registry
+    return SchemaRegistryClient(conf)
 
 
 def use_registry_client(
@@ -307,12 +315,15 @@ def reset() -> None:
     _registry = None
 
 
-def subject(topic: str, event_type: str) -> str:
-    """The subject of a record type on a topic (TopicRecordNameStrategy)."""
-    definition = schema(event_type).definition
-    namespace = definition.get("namespace")
-    full = f"{namespace}.{definition['name']}" if namespace else definition["name"]
-    return f"{topic}-{full}"
+def subject(topic: str) -> str:
+    """The registry subject of a topic's values (TopicNameStrategy)."""
+    return f"{topic}-value"
+
+
+def events_union() -> list[dict[str, Any]]:
+    """The schema of hl7.events in registry mode: one union of the identified event records
+    (one subject per topic, and hl7.events carries every event type)."""
+    return [schemas()[name].definition for name in sorted(schemas()) if name != "RawMessage"]
 
 
 class _Registry:
@@ -320,32 +331,35 @@ class _Registry:
         self.client = client
         self.auto_register = auto_register
         self.topic_names = topic_names
-        self._serializers: dict[str, Any] = {}
-        self._deserializers: dict[str, Any] = {}
-        self._names: dict[int, str] = {}
+        self.events_topic = self.topic("", "events")
+        self._serializers: dict[tuple[str, bytes, str | None], Any] = {}
+        self._deserializers: dict[int, tuple[Any, str | None]] = {}
 
     def topic(self, event_type: str, topic: str | None) -> str:
+        """The topic name for a name or catalog id (raw, events: hl7.raw, hl7.events when
+        configure was given no names, as in topics.yaml; research ids are their names)."""
         if topic is None:
             topic = "raw" if event_type == "RawMessage" else "events"
-            return self.topic_names.get(topic, f"hl7.{topic}")
-        return self.topic_names.get(topic, topic)
+        if topic in self.topic_names:
+            return self.topic_names[topic]
+        return f"hl7.{topic}" if topic in ("raw", "events") else topic
 
-    def _serializer(self, event_type: str) -> Any:
-        found = self._serializers.get(event_type)
+    def _serializer(self, topic: str, writer: EventSchema) -> Any:
+        # One per topic and writer: a serializer remembers one schema id.
+        key = (topic, writer.fingerprint, writer.policy)
+        found = self._serializers.get(key)
         if found is None:
-            from confluent_kafka.schema_registry import topic_record_subject_name_strategy
             from confluent_kafka.schema_registry.avro import AvroSerializer
 
+            definition: Any = events_union() if topic == self.events_topic else writer.definition
             found = AvroSerializer(
                 self.client,
-                json.dumps(schema(event_type).definition),
-                conf={
-                    "auto.register.schemas": self.auto_register,
-                    "use.latest.version": not self.auto_register,
-                    "subject.name.strategy": topic_record_subject_name_strategy,
-                },
+                json.dumps(definition),
+                # Production: look the exact schema up under the subject (no use.latest.version:
+                # a value is never written with a schema other than its own contract).
+                conf={"auto.register.schemas": self.auto_register},
             )
-            self._serializers[event_type] = found
+            self._serializers[key] = found
         return found
 
     def encode(
@@ -358,61 +372,78 @@ class _Registry:
         from confluent_kafka.serialization import MessageField, SerializationContext
 
         name = self.topic(event_type, topic)
-        serializer = self._serializer(event_type)
+        writer = writer or schema(event_type)
+        serializer = self._serializer(name, writer)
+        # A union takes the branch by name (fastavro's tuple notation), not by trying each.
+        value: Any = (writer.full_name, dict(record)) if name == self.events_topic else dict(record)
         try:
-            value = serializer(dict(record), SerializationContext(name, MessageField.VALUE))
+            encoded = serializer(value, SerializationContext(name, MessageField.VALUE))
         except Exception as exc:
             if _is_registry_error(exc):
                 raise RegistryError(
-                    f"schema registry: subject {subject(name, event_type)!r} is not usable "
-                    f"({_registry_reason(exc)}); register the schema (hl7bus schemas docs "
-                    "lists them) or set schemas.auto_register in development"
+                    f"schema registry: subject {subject(name)!r} has no version of the "
+                    f"{event_type} schema this process writes ({_registry_reason(exc)}); "
+                    "register it with `hl7bus schemas register` (or set schemas.auto_register "
+                    "in development)"
                 ) from None
             raise CodecError(f"{event_type} record does not fit its schema: {exc}") from exc
-        if value is None:
+        if encoded is None:
             raise CodecError(f"{event_type} record encoded to nothing")
-        return bytes(value)
+        return bytes(encoded)
 
-    def _name_of(self, schema_id: int) -> str:
-        name = self._names.get(schema_id)
-        if name is None:
-            try:
-                registered = self.client.get_schema(schema_id)
-            except Exception as exc:
-                if _is_registry_error(exc):
-                    raise RegistryError(
-                        f"schema registry: schema id {schema_id} not found "
-                        f"({_registry_reason(exc)})"
-                    ) from None
-                raise
-            name = str(json.loads(registered.schema_str)["name"])
-            self._names[schema_id] = name
-        return name
+    def _deserializer(self, schema_id: int) -> tuple[Any, str | None]:
+        """(deserializer, record name; None for the events union, whose values name their
+        record) for a registered schema id.
+
+        Readers: the current events union or packaged schema, so that older registered
+        versions resolve to what this release knows; a research contract is read as written
+        (its shape is the policy's)."""
+        found = self._deserializers.get(schema_id)
+        if found is not None:
+            return found
+        from confluent_kafka.schema_registry.avro import AvroDeserializer
+
+        try:
+            registered = json.loads(self.client.get_schema(schema_id).schema_str)
+        except Exception as exc:
+            if _is_registry_error(exc):
+                raise RegistryError(
+                    f"schema registry: schema id {schema_id} not found ({_registry_reason(exc)})"
+                ) from None
+            raise
+        union = isinstance(registered, list)
+        name: str | None = None
+        if union:
+            reader: str | None = json.dumps(events_union())
+        elif not isinstance(registered, dict) or registered.get("name") not in schemas():
+            raise CodecError(f"registered schema {schema_id} is not one of ours")
+        else:
+            name = str(registered["name"])
+            reader = None if POLICY_PROPERTY in registered else json.dumps(schema(name).definition)
+        found = (AvroDeserializer(self.client, reader, return_record_name=union), name)
+        self._deserializers[schema_id] = found
+        return found
 
     def decode(self, data: bytes, topic: str | None) -> tuple[str, dict[str, Any]]:
-        from confluent_kafka.schema_registry.avro import AvroDeserializer
         from confluent_kafka.serialization import MessageField, SerializationContext
 
         if len(data) < 5:
             raise CodecError(f"not a Confluent wire-format value ({len(data)} bytes)")
-        # Only to pick the reader schema: the deserializer parses the header itself.
-        name = self._name_of(int.from_bytes(data[1:5], "big"))
-        if name not in schemas():
-            raise CodecError(f"registered schema {name!r} is not one of ours")
-        deserializer = self._deserializers.get(name)
-        if deserializer is None:
-            deserializer = AvroDeserializer(self.client, json.dumps(schema(name).definition))
-            self._deserializers[name] = deserializer
-        ctx = SerializationContext(self.topic(name, topic), MessageField.VALUE)
+        # The deserializer parses the header itself; the id only picks the reader.
+        deserializer, name = self._deserializer(int.from_bytes(data[1:5], "big"))
+        ctx = SerializationContext(self.topic("", topic or "events"), MessageField.VALUE)
         try:
-            record = deserializer(data, ctx)
+            decoded = deserializer(data, ctx)
         except Exception as exc:
             if _is_registry_error(exc):
                 raise RegistryError(f"schema registry: {_registry_reason(exc)}") from None
-            raise CodecError(f"corrupt {name} body: {type(exc).__name__}") from exc
-        if not isinstance(record, dict):
-            raise CodecError(f"{name} body did not decode to a record")
-        return name, record
+            raise CodecError(f"corrupt value: {type(exc).__name__}") from exc
+        if name is None and isinstance(decoded, tuple):
+            full_name, decoded = decoded
+            name = str(full_name).rsplit(".", 1)[-1]
+        if not isinstance(decoded, dict) or name not in schemas():
+            raise CodecError("registry value did not decode to one of our records")
+        return name, decoded
 
 
 def _is_registry_error(exc: BaseException) -> bool:

@@ -112,6 +112,17 @@ def check_research(
     return problems
 
 
+def check_subject(new: Schema, registered: Schema) -> list[Problem]:
+    """Every way in which `new` (a record, or a union of records such as hl7.events') cannot
+    read data written with `registered`, record by record."""
+    return check(_records(new), _records(registered))
+
+
+def _records(schema: Schema) -> dict[str, Any]:
+    branches = schema if isinstance(schema, list) else [schema]
+    return {b["name"]: b for b in branches if isinstance(b, dict) and b.get("type") == "record"}
+
+
 def check(current: dict[str, Any], released: dict[str, Any]) -> list[Problem]:
     """Every way in which `current` cannot read data written with `released`."""
     problems: list[Problem] = []

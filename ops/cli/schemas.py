@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from hl7bus.ops.cli.shared import console, err_console, fail
+from hl7bus.ops.cli.shared import ConfigOption, console, err_console, fail
 
 schemas_app = typer.Typer(
     help="The Avro event contracts (schemas/*.avsc) and the research contracts derived from "
@@ -91,8 +91,8 @@ def schemas_docs(
 ) -> None:
     """Write the event catalog (docs/events.md) as Markdown.
 
-    Topic -> event -> field, type, PHI class, and what each profile's research contract
-    holds."""
+    Topic -> event -> field, type, PHI class, what each profile's research contract holds, and
+    the registry subjects."""
     from hl7bus.ops import event_catalog
 
     text = event_catalog.render()
@@ -139,3 +139,46 @@ def schemas_research(
             target.write_text(render(contract), encoding="utf-8")
             written += 1
     console.print(f"wrote {written} research contracts into {output}")
+
+
+@schemas_app.command("register")
+def schemas_register(config: ConfigOption = None) -> None:
+    """Register each topic's schema under its subject (<topic>-value) in the schema registry.
+
+    hl7.raw, hl7.events (the union of the event records) and the research topics (the
+    contracts of deid.policy). A change that cannot read the latest registered version is
+    refused with its reasons, and nothing is sent for it."""
+    from hl7bus.ops.cli.shared import load_settings, topic_catalog
+    from hl7bus.schemas import codec, subjects
+    from hl7bus.streams.deid import Policy, PolicyError
+    from hl7bus.streams.deid.contract import research_schemas
+
+    settings = load_settings(config)
+    if settings.schemas.registry_url is None:
+        fail("schemas.registry_url is not set: there is no registry to register with", code=2)
+    catalog = topic_catalog(settings)
+    try:
+        research = research_schemas(Policy.load(settings.deid.policy))
+    except PolicyError as exc:
+        fail(str(exc), code=2)
+    names = {tid: spec.name for tid, spec in catalog.specs.items()}
+    try:
+        outcomes = subjects.register(
+            codec.registry_client(settings.schemas), subjects.contracts(names, research)
+        )
+    except codec.RegistryError as exc:
+        fail(str(exc))
+    refused = 0
+    for outcome in outcomes:
+        if outcome.status == "refused":
+            refused += 1
+            err_console.print(f"[red]refused[/] {outcome.subject}")
+            for reason in outcome.reasons:
+                err_console.print(f"  {reason}")
+        else:
+            console.print(
+                f"{outcome.status} {outcome.subject} (version {outcome.version}, "
+                f"id {outcome.schema_id})"
+            )
+    if refused:
+        fail(f"{refused} subject(s) refused an incompatible schema")
