@@ -140,7 +140,7 @@ def load_schema(definition: dict[str, Any]) -> EventSchema:
 
 
 @cache
-def research_schemas() -> dict[str, dict[str, EventSchema]]:
+def published_contracts() -> dict[str, dict[str, EventSchema]]:
     """The published research contracts of the shipped profiles (schemas/research/
     <profile>.<type>.avsc) by profile and record name."""
     found: dict[str, dict[str, EventSchema]] = {}
@@ -163,7 +163,7 @@ def add_writer(writer: EventSchema) -> None:
 
 @cache
 def _by_fingerprint() -> dict[bytes, EventSchema]:
-    found = {s.fingerprint: s for p in research_schemas().values() for s in p.values()}
+    found = {s.fingerprint: s for p in published_contracts().values() for s in p.values()}
     found.update((s.fingerprint, s) for s in schemas().values())  # identified ones win a tie
     return found
 
@@ -196,7 +196,7 @@ def released_writers(root: Traversable | Path) -> dict[bytes, tuple[EventSchema,
                 found[writer.fingerprint] = (writer, schemas()[writer.name].parsed)
             else:
                 profile = str(writer.definition.get(PROFILE_PROPERTY))
-                current = research_schemas().get(profile, {}).get(writer.name)
+                current = published_contracts().get(profile, {}).get(writer.name)
                 found[writer.fingerprint] = (writer, current.parsed if current else None)
     return found
 

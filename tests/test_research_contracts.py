@@ -129,7 +129,7 @@ def test_published_contracts_are_the_derivation() -> None:
     )
     assert len(published) == sum(len(Policy.load(p).actions) for p in PROFILES)
     # The codec knows them all by fingerprint, and the CLI writes the same files.
-    assert {s.fingerprint for p in codec.research_schemas().values() for s in p.values()} == {
+    assert {s.fingerprint for p in codec.published_contracts().values() for s in p.values()} == {
         research_schema(Policy.load(p), t).fingerprint
         for p in PROFILES
         for t in Policy.load(p).actions
@@ -209,7 +209,7 @@ def test_values_of_a_released_research_contract_resolve_to_the_current_one(tmp_p
     writers = codec.released_writers(tmp_path)
     [(writer, reader)] = writers.values()
     assert writer.policy == older[codec.POLICY_PROPERTY]
-    assert reader == codec.research_schemas()["limited"]["Patient"].parsed
+    assert reader == codec.published_contracts()["limited"]["Patient"].parsed
 
 
 def _research_outputs(profile: str) -> list[tuple[Any, dict[str, Any]]]:
