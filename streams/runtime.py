@@ -1,4 +1,9 @@
-"""The one module that imports faust: it wires the pure steps of streams/steps.py to Kafka.
+"""The faust adapter: the one module that imports faust.
+
+It builds the faust app (topics, agents, the dedupe table), feeds each agent's batches to the
+stage logic of streams/stage.py, sends the outputs, and acks the offsets only after Kafka has
+confirmed every output. Everything the stages decide is in streams/stage.py and tested without
+Kafka; what is left here is wiring.
 
 Processing is at-least-once: each stage takes records in batches (take_events), sends all
 their outputs, waits until Kafka has confirmed every one, and only then are the batch's offsets
@@ -8,6 +13,10 @@ nothing. A killed worker re-emits at most the records past the last commit
 
 The worker serves /metrics, /healthz and /readyz (ready: source partitions assigned, no
 rebalance or table recovery going on, no partition stalled) on worker.metrics_port.
+
+Every use of something faust does not document (a leading underscore, or an attribute its
+docs do not promise) is in the section "faust's private parts" at the end of this module, and
+tests/test_faust_private.py checks each against the installed faust.
 """
 
 from __future__ import annotations
@@ -19,55 +28,22 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hl7bus.schemas import topics
 from hl7bus.schemas.topics import TopicCatalog
 from hl7bus.streams.deid import Policy, Pseudonymizer
-from hl7bus.streams.steps import (
-    DEID_STAGE,
-    DeidSettings,
-    Output,
-    Sighting,
-    dedupe_check,
-    deidentify_step,
-    parse_step,
-)
+from hl7bus.streams.stage import Record, Stages
+from hl7bus.streams.steps import DeidSettings, Output
 
 log = logging.getLogger(__name__)
 
 #: Serves /metrics and /readyz on (host, port) with the given readiness check until cancelled.
 ServeHealth = Callable[[str, int, Callable[[], Awaitable[bool]]], Awaitable[None]]
 
-RECORDS = Counter(
-    "hl7bus_stream_records_total", "Records out of a stage, by outcome.", ["stage", "outcome"]
-)
-RECORDS_IN = Counter("hl7bus_stream_in_records_total", "Records into a stage.", ["stage"])
-ERRORS = Counter(
-    "hl7bus_stream_errors_total",
-    "Records a stage sent to the DLQ, by error code.",
-    ["stage", "code"],
-)
-DUPLICATES = Counter(
-    "hl7bus_stream_duplicates_total",
-    "Duplicate sends (same feed and MSH-10 within the window) counted and not re-emitted.",
-    ["feed"],
-)
-LATENCY = Histogram(
-    "hl7bus_stream_latency_seconds",
-    "Time from a record's arrival at a stage to the delivery of all its outputs.",
-    ["stage"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
-)
-
 # Duplicate sends are recognized for this long after the first sighting (WorkerConfig default).
 DEDUPE_WINDOW_S = 7 * 24 * 3600
 DEDUPE_TABLE = "dedupe"
-
-
-# Loggers that write record keys and values at DEBUG.
-_VALUE_LOGGERS = ("faust.topics", "faust.transport.drivers.aiokafka")
 
 
 def changelog_topic(app_id: str) -> str:
@@ -207,43 +183,6 @@ class WorkerConfig(BaseModel):
         return value
 
 
-class Progress:
-    """Where each source partition got to, for /readyz.
-
-    A partition is stalled when records are waiting in it (high watermark beyond the next
-    offset to process) and none of them was processed for the timeout: a partition that stopped
-    fetching after a rebalance (faust #629) or an agent that died (#523). An idle partition
-    is never stalled; its clock starts when records begin to wait.
-    """
-
-    def __init__(self) -> None:
-        self._next: dict[Any, int] = {}
-        self._since: dict[Any, float] = {}
-
-    def processed(self, tp: Any, offset: int, now: float) -> None:
-        self._next[tp] = offset + 1
-        self._since[tp] = now
-
-    def stalled(
-        self,
-        highwaters: Mapping[Any, int | None],
-        committed: Mapping[Any, int | None],
-        now: float,
-        timeout: float,
-    ) -> list[Any]:
-        found = []
-        for tp, high in highwaters.items():
-            start = self._next.get(tp)
-            if start is None:
-                start = committed.get(tp) or 0
-            if high is None or high <= start:
-                self._since[tp] = now
-                continue
-            if now - self._since.setdefault(tp, now) > timeout:
-                found.append(tp)
-        return found
-
-
 def build_app(
     cfg: WorkerConfig,
     bootstrap: str,
@@ -278,7 +217,6 @@ def build_app(
         broker_heartbeat_interval=min(3.0, cfg.session_timeout_s / 3),
         broker_commit_interval=cfg.commit_interval_s,
     )
-    zone = ZoneInfo(cfg.timezone)
 
     def topic(topic_id: str) -> Any:
         return app.topic(
@@ -299,92 +237,41 @@ def build_app(
         value_type=int,
         help="First sighting of each feed|MSH-10, for duplicate-send detection.",
     )
-    window_us = cfg.dedupe_window_s * 1_000_000
     selected = tuple(cfg.stages) if stages is None else stages
     fused = "parse" in selected and "deidentify" in selected
-    deid = DeidSettings(policy, pseudonymize, leak_check)
-    progress = Progress()
+    core = Stages(
+        ZoneInfo(cfg.timezone),
+        DeidSettings(policy, pseudonymize, leak_check),
+        _TableStore(seen),
+        cfg.dedupe_window_s,
+        fused,
+    )
     sources = {catalog.name(tid) for tid in source_topics(selected)}
 
-    async def emit(stage: str, produced: list[Output]) -> None:
+    async def emit(produced: list[Output]) -> None:
         """Send every output of a batch, then wait for all of Kafka's confirmations.
 
-        The batch's offsets are acked only after this returns (take_events acks after the
-        loop body), so at-least-once holds; a failed delivery raises, the agent crashes and
-        the records are redelivered. One wait per batch instead of one per record lets the
-        producer put many records in one request.
+        A failed delivery raises: the agent crashes and the batch is redelivered. One wait per
+        batch instead of one per record lets the producer put many records in one request.
         """
-        pending = []
-        for out in produced:
-            sent = await outputs[out.topic_id].send(
-                key=out.key, value=out.value, headers=out.headers
-            )
-            pending.append((out, sent))
-        for out, sent in pending:
+        pending = [
+            await outputs[out.topic_id].send(key=out.key, value=out.value, headers=out.headers)
+            for out in produced
+        ]
+        for sent in pending:
             await sent
-            # The fused parse agent also emits de-identification's outputs: count them there.
-            by = "deidentify" if _deidentifying(out) else stage
-            if out.topic_id == topics.DLQ:
-                RECORDS.labels(by, "dlq").inc()
-                ERRORS.labels(by, dict(out.headers).get("hl7bus.reason", b"?").decode()).inc()
-            else:
-                RECORDS.labels(by, "ok").inc()
 
-    def batches(stream: Any) -> Any:
-        return stream.take_events(cfg.batch_max_records, cfg.batch_wait_ms / 1000.0)
+    def agent_of(stage: str) -> Callable[[Any], Awaitable[None]]:
+        async def agent(stream: Any) -> None:
+            # take_events acks a batch's offsets after the loop body: after delivery.
+            batches = stream.take_events(cfg.batch_max_records, cfg.batch_wait_ms / 1000.0)
+            async for events in batches:
+                started = time.perf_counter()
+                batch = core.process(stage, [_record(event) for event in events])
+                await emit(batch.outputs)
+                core.delivered(batch, time.monotonic(), time.perf_counter() - started)
 
-    def done(stage: str, batch: list[Any], started: float) -> None:
-        now = time.monotonic()
-        LATENCY.labels(stage).observe(time.perf_counter() - started)
-        for event in batch:
-            progress.processed(event.message.tp, event.message.offset, now)
-
-    async def parse_agent(stream: Any) -> None:
-        in_batch: dict[str, int] = {}  # sightings of the current batch, not yet in the table
-
-        def first_seen(key: str) -> int | None:
-            found = in_batch.get(key)
-            return found if found is not None else seen.get(key)
-
-        async for batch in batches(stream):
-            started = time.perf_counter()
-            RECORDS_IN.labels("parse").inc(len(batch))
-            produced: list[Output] = []
-            sightings: list[tuple[Any, Sighting]] = []
-            in_batch.clear()
-            for event in batch:
-                sighting, duplicate = dedupe_check(event.value, first_seen, window_us)
-                if duplicate:
-                    DUPLICATES.labels(_feed_label(event.value)).inc()
-                    continue
-                produced += parse_step(event.key, event.value, zone, deid if fused else None)
-                if sighting is not None:
-                    in_batch[sighting.key] = sighting.received_us
-                    sightings.append((event, sighting))
-            if fused:
-                RECORDS_IN.labels("deidentify").inc(
-                    sum(1 for out in produced if out.topic_id == topics.EVENTS)
-                )
-            await emit("parse", produced)
-            # Remembered only after the outputs are delivered: a crash in between re-emits
-            # (same event ids, sinks upsert) rather than losing the message.
-            for event, sighting in sightings:
-                # The table writes its changelog to the partition of the current event.
-                _set_current_event(event)
-                seen[sighting.key] = sighting.received_us
-            done("parse", batch, started)
-
-    async def deidentify_agent(stream: Any) -> None:
-        async for batch in batches(stream):
-            started = time.perf_counter()
-            RECORDS_IN.labels("deidentify").inc(len(batch))
-            produced: list[Output] = []
-            for event in batch:
-                produced += deidentify_step(
-                    event.value, deid.policy, deid.pseudonymize, deid.leak_check
-                )
-            await emit("deidentify", produced)
-            done("deidentify", batch, started)
+        return agent
 
     @app.task  # type: ignore[untyped-decorator]
     async def quiet_value_logs() -> None:
@@ -394,27 +281,22 @@ def build_app(
             logger = logging.getLogger(name)
             logger.setLevel(max(logging.INFO, logger.getEffectiveLevel()))
 
-    agents = {
-        "parse": (topics.RAW, parse_agent),
-        "deidentify": (topics.EVENTS, deidentify_agent),
-    }
+    sources_of = {"parse": topics.RAW, "deidentify": topics.EVENTS}
     for stage in selected:
         if fused and stage == "deidentify":
             continue  # done by the parse agent
-        source, agent = agents[stage]
-        app.agent(outputs[source], name=stage)(agent)
+        app.agent(outputs[sources_of[stage]], name=stage)(agent_of(stage))
 
     async def ready() -> bool:
         """Source partitions assigned, no rebalance or table recovery going on, none stalled."""
         consumer = app.consumer
         assigned = [tp for tp in consumer.assignment() if tp.topic in sources]
-        if not assigned or app.rebalancing or getattr(app, "in_recovery", False):
+        if not assigned or _busy(app):
             return False
-        committed = getattr(consumer, "_committed_offset", {})
-        highwaters = {tp: consumer.highwater(tp) for tp in assigned}
-        return not progress.stalled(
-            highwaters,
-            {tp: committed.get(tp) for tp in assigned},
+        committed = _committed_offsets(consumer)
+        return not core.progress.stalled(
+            {(tp.topic, tp.partition): consumer.highwater(tp) for tp in assigned},
+            {(tp.topic, tp.partition): committed.get(tp) for tp in assigned},
             time.monotonic(),
             cfg.stall_timeout_s,
         )
@@ -436,14 +318,41 @@ def run(app: Any, loglevel: str = "warning") -> None:
     faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
 
 
-def _deidentifying(out: Output) -> bool:
-    if out.topic_id == topics.DLQ:
-        return dict(out.headers).get("hl7bus.stage") == DEID_STAGE.encode()
-    return out.topic_id.startswith(topics.research(""))
+def _record(event: Any) -> Record:
+    message = event.message
+    return Record(
+        event.key, event.value, message.topic, message.partition, message.offset, origin=event
+    )
+
+
+class _TableStore:
+    """The dedupe store on the faust table (changelog-backed: it survives restarts)."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+
+    def first_seen(self, key: str) -> int | None:
+        found = self.table.get(key)
+        return None if found is None else int(found)
+
+    def remember(self, key: str, received_us: int, source: Record) -> None:
+        # The table writes its changelog to the partition of the current event: the source's.
+        _set_current_event(source.origin)
+        self.table[key] = received_us
+
+
+# -- faust's private parts ----------------------------------------------------------------------
+# Everything here relies on faust internals that its documentation does not promise. Each is
+# checked against the installed faust by tests/test_faust_private.py; a faust upgrade that
+# changes one fails that test, not a running worker.
+
+# The loggers that write every sent record's key and value at DEBUG (faust's module names).
+_VALUE_LOGGERS = ("faust.topics", "faust.transport.drivers.aiokafka")
 
 
 def _set_current_event(event: Any) -> None:
-    """Make `event` faust's current event (tables pick the changelog partition from it)."""
+    """Make `event` faust's current event: a table picks the changelog partition of a write
+    from it (faust.streams.current_event()), and take_events leaves the batch's last event."""
     import weakref
 
     from faust.streams import _current_event
@@ -451,10 +360,14 @@ def _set_current_event(event: Any) -> None:
     _current_event.set(weakref.ref(event))
 
 
-def _feed_label(value: bytes) -> str:
-    from hl7bus.schemas import codec
+def _committed_offsets(consumer: Any) -> Mapping[Any, int | None]:
+    """The offsets faust last committed (or found committed at assignment) per TP: the next
+    offset to process. faust keeps them in Consumer._committed_offset, a defaultdict(None)."""
+    committed: Mapping[Any, int | None] = consumer._committed_offset
+    return committed
 
-    try:
-        return str(codec.decode(value)[1]["feed"])
-    except codec.CodecError:
-        return "?"
+
+def _busy(app: Any) -> bool:
+    """A rebalance or a table recovery is going on (attributes of faust's AppT, set by its
+    consumer and its table recovery service, not in its docs)."""
+    return bool(app.rebalancing or app.in_recovery)

@@ -1,10 +1,11 @@
-"""Readiness of the worker: the stall rule of streams/runtime.Progress, and the config fields."""
+"""Readiness of the worker: the stall rule of streams/stage.Progress, and the config fields."""
 
 from __future__ import annotations
 
 import pytest
 
-from hl7bus.streams.runtime import Progress, WorkerConfig
+from hl7bus.streams.runtime import WorkerConfig
+from hl7bus.streams.stage import Progress
 
 
 def test_a_partition_with_waiting_records_that_does_not_move_is_stalled() -> None:

@@ -1,0 +1,263 @@
+"""The worker's stage logic as a plain object over batches of plain records.
+
+A batch of consumed records goes in; what to emit, which sends were duplicates and what to
+count come out. streams/runtime.py (the faust adapter) only moves records: it hands each
+batch to :meth:`Stages.process`, sends :attr:`Batch.outputs` in order, waits until Kafka has
+confirmed every one, then calls :meth:`Stages.delivered` and only after that acks the batch's
+offsets. So everything decided here is tested without Kafka or faust (tests/test_stage.py).
+
+Duplicate sends (same feed and MSH-10 within the window) are checked against a
+:class:`DedupeStore`; a sighting is remembered only in :meth:`Stages.delivered`, after the
+outputs are confirmed: a crash in between re-emits the message (same event ids, sinks upsert)
+rather than dropping it as a duplicate of itself.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import tzinfo
+from typing import Any, Protocol
+
+from prometheus_client import Counter as PromCounter
+from prometheus_client import Histogram
+
+from hl7bus.schemas import codec, topics
+from hl7bus.streams.steps import (
+    DEID_STAGE,
+    DeidSettings,
+    Output,
+    Sighting,
+    dedupe_check,
+    deidentify_step,
+    parse_step,
+)
+
+RECORDS = PromCounter(
+    "hl7bus_stream_records_total", "Records out of a stage, by outcome.", ["stage", "outcome"]
+)
+RECORDS_IN = PromCounter("hl7bus_stream_in_records_total", "Records into a stage.", ["stage"])
+ERRORS = PromCounter(
+    "hl7bus_stream_errors_total",
+    "Records a stage sent to the DLQ, by error code.",
+    ["stage", "code"],
+)
+DUPLICATES = PromCounter(
+    "hl7bus_stream_duplicates_total",
+    "Duplicate sends (same feed and MSH-10 within the window) counted and not re-emitted.",
+    ["feed"],
+)
+LATENCY = Histogram(
+    "hl7bus_stream_latency_seconds",
+    "Time from a record's arrival at a stage to the delivery of all its outputs.",
+    ["stage"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+
+PARSE = "parse"
+DEIDENTIFY = "deidentify"
+
+
+@dataclass(frozen=True)
+class Record:
+    """One consumed record as the stages see it."""
+
+    key: bytes | None
+    value: bytes
+    topic: str
+    partition: int
+    offset: int
+    # The adapter's own handle on the record (faust's event), handed back to the store when a
+    # sighting is remembered; never read here.
+    origin: Any = field(default=None, compare=False, repr=False)
+
+
+class DedupeStore(Protocol):
+    """First sightings of feed|MSH-10 (received time in µs), kept across restarts.
+
+    The runtime's store is a faust table backed by a changelog topic: ``remember`` gets the
+    record the sighting came from, because the table writes its changelog to that record's
+    partition (the partition it restores on the worker that gets the record's partition).
+    """
+
+    def first_seen(self, key: str) -> int | None: ...
+
+    def remember(self, key: str, received_us: int, source: Record) -> None: ...
+
+
+@dataclass
+class Counts:
+    """What a batch adds to the stream metrics once its outputs are delivered."""
+
+    records_in: Counter[str] = field(default_factory=Counter)  # stage
+    outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)  # (stage, ok|dlq)
+    errors: Counter[tuple[str, str]] = field(default_factory=Counter)  # (stage, code)
+    duplicates: Counter[str] = field(default_factory=Counter)  # feed
+
+
+@dataclass
+class Batch:
+    """One processed batch: the outputs to send, in order, and what follows their delivery."""
+
+    stage: str
+    records: list[Record]
+    outputs: list[Output]
+    counts: Counts
+    # Sightings to remember once the outputs are delivered, with their source record.
+    sightings: list[tuple[Record, Sighting]] = field(default_factory=list)
+
+
+class Progress:
+    """Where each source partition got to, for /readyz.
+
+    A partition is stalled when records are waiting in it (high watermark beyond the next
+    offset to process) and none of them was processed for the timeout: a partition that stopped
+    fetching after a rebalance (faust #629) or an agent that died (#523). An idle partition
+    is never stalled; its clock starts when records begin to wait. Partitions are any hashable
+    key; the runtime uses (topic, partition).
+    """
+
+    def __init__(self) -> None:
+        self._next: dict[Any, int] = {}
+        self._since: dict[Any, float] = {}
+
+    def processed(self, tp: Any, offset: int, now: float) -> None:
+        self._next[tp] = offset + 1
+        self._since[tp] = now
+
+    def stalled(
+        self,
+        highwaters: Mapping[Any, int | None],
+        committed: Mapping[Any, int | None],
+        now: float,
+        timeout: float,
+    ) -> list[Any]:
+        found = []
+        for tp, high in highwaters.items():
+            start = self._next.get(tp)
+            if start is None:
+                start = committed.get(tp) or 0
+            if high is None or high <= start:
+                self._since[tp] = now
+                continue
+            if now - self._since.setdefault(tp, now) > timeout:
+                found.append(tp)
+        return found
+
+
+class Stages:
+    """The parse and deidentify stages of one worker over batches of records.
+
+    ``parse`` takes hl7.raw records: duplicate sends are counted and dropped, the rest parsed
+    into hl7.events outputs (or a DLQ record), and, when the worker also runs ``deidentify``
+    (``fused``), each event's research form is made beside it from the event in memory.
+    ``deidentify`` on its own takes hl7.events records to their research form (or the DLQ).
+    """
+
+    def __init__(
+        self,
+        zone: tzinfo,
+        deid: DeidSettings,
+        store: DedupeStore,
+        dedupe_window_s: int,
+        fused: bool,
+    ) -> None:
+        self.zone = zone
+        self.deid = deid
+        self.store = store
+        self.window_us = dedupe_window_s * 1_000_000
+        self.fused = fused
+        self.progress = Progress()
+
+    def process(self, stage: str, records: Sequence[Record]) -> Batch:
+        if stage == PARSE:
+            return self._parse(records)
+        if stage == DEIDENTIFY:
+            return self._deidentify(records)
+        raise ValueError(f"unknown stage {stage!r}; the stages are {PARSE}, {DEIDENTIFY}")
+
+    def delivered(self, batch: Batch, now: float, elapsed_s: float) -> None:
+        """Every output of `batch` is confirmed by Kafka: remember its sightings, note the
+        progress of its partitions (`now`: a monotonic clock) and count it (`elapsed_s`: from
+        its arrival to the last confirmation). The runtime acks the offsets after this."""
+        for source, sighting in batch.sightings:
+            self.store.remember(sighting.key, sighting.received_us, source)
+        for record in batch.records:
+            self.progress.processed((record.topic, record.partition), record.offset, now)
+        count(batch.counts)
+        LATENCY.labels(batch.stage).observe(elapsed_s)
+
+    def _parse(self, records: Sequence[Record]) -> Batch:
+        counts = Counts()
+        counts.records_in[PARSE] = len(records)
+        outputs: list[Output] = []
+        sightings: list[tuple[Record, Sighting]] = []
+        in_batch: dict[str, int] = {}  # sightings of this batch, not yet in the store
+
+        def first_seen(key: str) -> int | None:
+            found = in_batch.get(key)
+            return found if found is not None else self.store.first_seen(key)
+
+        deid = self.deid if self.fused else None
+        for record in records:
+            sighting, duplicate = dedupe_check(record.value, first_seen, self.window_us)
+            if duplicate:
+                counts.duplicates[_feed_label(record.value)] += 1
+                continue
+            outputs += parse_step(record.key, record.value, self.zone, deid)
+            if sighting is not None:
+                in_batch[sighting.key] = sighting.received_us
+                sightings.append((record, sighting))
+        if self.fused:
+            counts.records_in[DEIDENTIFY] = sum(1 for o in outputs if o.topic_id == topics.EVENTS)
+        _count_outputs(PARSE, outputs, counts)
+        return Batch(PARSE, list(records), outputs, counts, sightings)
+
+    def _deidentify(self, records: Sequence[Record]) -> Batch:
+        counts = Counts()
+        counts.records_in[DEIDENTIFY] = len(records)
+        outputs: list[Output] = []
+        deid = self.deid
+        for record in records:
+            outputs += deidentify_step(
+                record.value, deid.policy, deid.pseudonymize, deid.leak_check
+            )
+        _count_outputs(DEIDENTIFY, outputs, counts)
+        return Batch(DEIDENTIFY, list(records), outputs, counts)
+
+
+def count(counts: Counts) -> None:
+    """Add a delivered batch's counts to the Prometheus metrics (once per batch and label)."""
+    for stage, n in counts.records_in.items():
+        RECORDS_IN.labels(stage).inc(n)
+    for (stage, outcome), n in counts.outcomes.items():
+        RECORDS.labels(stage, outcome).inc(n)
+    for (stage, code), n in counts.errors.items():
+        ERRORS.labels(stage, code).inc(n)
+    for feed, n in counts.duplicates.items():
+        DUPLICATES.labels(feed).inc(n)
+
+
+def _count_outputs(stage: str, outputs: Sequence[Output], counts: Counts) -> None:
+    for out in outputs:
+        # The fused parse stage also makes de-identification's outputs: count them there.
+        by = DEIDENTIFY if _deidentifying(out) else stage
+        if out.topic_id == topics.DLQ:
+            counts.outcomes[by, "dlq"] += 1
+            counts.errors[by, dict(out.headers).get("hl7bus.reason", b"?").decode()] += 1
+        else:
+            counts.outcomes[by, "ok"] += 1
+
+
+def _deidentifying(out: Output) -> bool:
+    if out.topic_id == topics.DLQ:
+        return dict(out.headers).get("hl7bus.stage") == DEID_STAGE.encode()
+    return out.topic_id.startswith(topics.research(""))
+
+
+def _feed_label(value: bytes) -> str:
+    try:
+        return str(codec.decode(value)[1]["feed"])
+    except codec.CodecError:
+        return "?"

@@ -1,0 +1,156 @@
+"""What the faust adapter (streams/runtime.py) assumes of faust internals, checked against the
+installed faust: each helper of its section "faust's private parts" has a test here that fails
+if faust changes what the helper relies on. No broker: the app is built, not started, and the
+calls that would reach Kafka (the consumer's seek and commit) answer from the test.
+
+The running worker is covered on the real broker by tests/test_worker_*.py,
+tests/test_deid_broker.py and tests/test_end_to_end.py.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import contextvars
+import importlib
+import logging
+import secrets
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import faust.streams
+import pytest
+from faust.types import TP
+
+from hl7bus.schemas import topics
+from hl7bus.streams import deid, runtime
+from hl7bus.streams.stage import Record
+
+REPO = Path(__file__).resolve().parent.parent
+PACKAGE_DIRS = ("hl7v2", "schemas", "streams", "connectors", "ops")
+CATALOG = topics.TopicCatalog.load(topics.TopicsConfig(prefix="private."))
+RAW = CATALOG.name(topics.RAW)
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[Any]:
+    """The worker's faust app, as `hl7bus worker` builds it (both stages), never started."""
+    cfg = runtime.WorkerConfig(app_id="private-test", data_dir=tmp_path, metrics_port=None)
+    key = deid.Pseudonymizer(secrets.token_bytes(32), "k")
+    yield runtime.build_app(cfg, "127.0.0.1:1", CATALOG, deid.Policy.load(None), key, False)
+
+
+class _Event:
+    """What a table reads of faust's current event: its message's topic and partition
+    (weakly referenced, as faust does)."""
+
+    def __init__(self, topic: str, partition: int) -> None:
+        self.message = SimpleNamespace(topic=topic, partition=partition)
+
+
+def test_exactly_one_module_of_the_package_imports_faust() -> None:
+    importers = set()
+    for folder in PACKAGE_DIRS:
+        for path in (REPO / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                names = []
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module:
+                    names = [node.module]
+                if any(n == "faust" or n.startswith("faust.") for n in names):
+                    importers.add(str(path.relative_to(REPO)))
+    assert importers == {"streams/runtime.py"}
+
+
+def test_a_remembered_sighting_is_written_to_the_changelog_partition_of_its_record(
+    app: Any,
+) -> None:
+    """_set_current_event: the table picks a write's changelog partition from faust's current
+    event (faust.streams._current_event), which the store sets to the sighting's record."""
+    table = app.tables[runtime.DEDUPE_TABLE]
+    sent: list[tuple[int | None, Any, Any]] = []
+
+    def send_changelog(partition: int | None, key: Any, value: Any, *_: Any) -> Any:
+        sent.append((partition, key, value))
+        return SimpleNamespace(message=SimpleNamespace(partition=partition))
+
+    table.send_changelog = send_changelog
+    store = runtime._TableStore(table)
+    origin = _Event(RAW, 3)
+    source = Record(b"k", b"v", RAW, 3, 17, origin=origin)
+
+    def write() -> None:
+        store.remember("feed|MSG1", 1234, source)
+        current: object = faust.streams.current_event()
+        assert current is origin
+
+    contextvars.copy_context().run(write)  # the current event stays in that context
+    assert sent == [(3, "feed|MSG1", 1234)]
+    assert store.first_seen("feed|MSG1") == 1234
+    assert store.first_seen("feed|other") is None
+
+
+def test_committed_offsets_are_the_ones_faust_found_and_committed(app: Any) -> None:
+    """_committed_offsets reads Consumer._committed_offset: None for a partition with no
+    commit, the committed offset found when partitions are assigned (perform_seek), and the
+    offset faust's own commit wrote."""
+    consumer = app.consumer
+    tp, fresh = TP(RAW, 1), TP(RAW, 2)
+    committed_by_kafka: list[Mapping[TP, int]] = []
+
+    async def seek_to_committed() -> Mapping[TP, int]:  # what Kafka answers at assignment
+        return {tp: 42}
+
+    async def commit_to_kafka(offsets: Mapping[TP, int]) -> bool:
+        committed_by_kafka.append(dict(offsets))
+        return True
+
+    consumer.seek_to_committed = seek_to_committed
+    consumer._commit = commit_to_kafka
+    consumer.assignment = lambda: {tp, fresh}
+
+    async def scenario() -> None:
+        assert runtime._committed_offsets(consumer).get(fresh) is None
+        await consumer.perform_seek()
+        assert runtime._committed_offsets(consumer).get(tp) == 42
+        assert await consumer._commit_offsets({tp: 45})
+        assert committed_by_kafka == [{tp: 45}]
+        assert runtime._committed_offsets(consumer).get(tp) == 45
+        assert runtime._committed_offsets(consumer).get(fresh) is None
+
+    asyncio.run(scenario())
+
+
+def test_busy_follows_faust_rebalances_and_table_recoveries(app: Any) -> None:
+    """_busy reads AppT.rebalancing (set by the app's rebalance hooks) and AppT.in_recovery
+    (set by the table recovery service)."""
+    assert runtime._busy(app) is False
+    app.on_rebalance_start()
+    assert runtime._busy(app) is True
+    app.on_rebalance_end()
+    assert runtime._busy(app) is False
+    recovery = app.tables.recovery
+    recovery._set_recovery_started()
+    assert runtime._busy(app) is True
+    recovery._set_recovery_ended()
+    assert runtime._busy(app) is False
+
+
+def test_the_value_loggers_are_the_ones_that_log_sent_records() -> None:
+    """_VALUE_LOGGERS names faust's modules that log each sent key and value at DEBUG; the
+    worker keeps them at INFO. A renamed module would let values through under --loglevel
+    debug."""
+    for name in runtime._VALUE_LOGGERS:
+        module = importlib.import_module(name)
+        assert isinstance(module.logger, logging.Logger | logging.LoggerAdapter)
+        assert getattr(module.logger, "name", None) == name
+        assert '"send: topic=%r k=%r v=%r' in Path(str(module.__file__)).read_text()
+
+
+def test_the_dedupe_changelog_topic_is_named_as_declare_changelog_creates_it(app: Any) -> None:
+    """declare_changelog creates faust's changelog topic itself (topic_allow_declare=False)."""
+    table = app.tables[runtime.DEDUPE_TABLE]
+    assert table.changelog_topic.get_topic_name() == runtime.changelog_topic("private-test")
