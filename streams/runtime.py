@@ -7,9 +7,10 @@ Kafka; what is left here is wiring.
 
 Processing is at-least-once: each stage takes records in batches (take_events), sends all
 their outputs, waits until Kafka has confirmed every one, and only then are the batch's offsets
-acked for faust's periodic commit. Sinks upsert by event id, so a redelivered record changes
-nothing. A killed worker re-emits at most the records past the last commit
-(tests/test_worker_faults.py says exactly what is guaranteed).
+acked for faust's periodic commit. The producer is idempotent, so its own retries write no
+record twice. Sinks upsert by event id, so a redelivered record changes nothing. A killed
+worker re-emits at most the records past the last commit (tests/test_worker_faults.py says
+exactly what is guaranteed).
 
 The worker serves /metrics, /healthz and /readyz (ready: source partitions assigned, no
 rebalance or table recovery going on, no partition stalled) on worker.metrics_port.
@@ -24,6 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -217,6 +219,8 @@ def build_app(
         broker_heartbeat_interval=min(3.0, cfg.session_timeout_s / 3),
         broker_commit_interval=cfg.commit_interval_s,
     )
+    # Before anything touches app.transport (declaring an agent does).
+    _use_idempotent_producer(app)
 
     def topic(topic_id: str) -> Any:
         return app.topic(
@@ -371,3 +375,28 @@ def _busy(app: Any) -> bool:
     """A rebalance or a table recovery is going on (attributes of faust's AppT, set by its
     consumer and its table recovery service, not in its docs)."""
     return bool(app.rebalancing or app.in_recovery)
+
+
+def _use_idempotent_producer(app: Any) -> None:
+    """Give the app an aiokafka transport whose producer is idempotent.
+
+    faust passes enable_idempotence to aiokafka only with processing_guarantee=exactly_once
+    (whose transactions are unreliable, faust #136); at-least-once gets no setting for it. Its
+    Producer merges _settings_extra() into the AIOKafkaProducer arguments, so a subclass adds
+    it there (acks=-1 is set by producer_acks, as idempotence requires).
+    """
+    app.transport = _idempotent_transport()(app.conf.broker_consumer, app)
+
+
+@cache
+def _idempotent_transport() -> type[Any]:
+    from faust.transport.drivers import aiokafka
+
+    class IdempotentProducer(aiokafka.Producer):
+        def _settings_extra(self) -> Mapping[str, Any]:
+            return {**super()._settings_extra(), "enable_idempotence": True}
+
+    class IdempotentTransport(aiokafka.Transport):
+        Producer = IdempotentProducer
+
+    return IdempotentTransport

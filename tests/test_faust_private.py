@@ -139,6 +139,25 @@ def test_busy_follows_faust_rebalances_and_table_recoveries(app: Any) -> None:
     assert runtime._busy(app) is False
 
 
+def test_the_worker_producer_is_an_idempotent_aiokafka_producer(app: Any) -> None:
+    """_use_idempotent_producer: faust's Producer merges _settings_extra() into the arguments of
+    the AIOKafkaProducer it makes; the one it makes for the worker is idempotent (aiokafka keeps
+    a transaction manager, which numbers the batches, exactly when idempotence is on) with
+    acks=all. tests/test_worker_idempotence.py shows it on the real broker."""
+    producer = app.producer
+    assert producer._settings_extra()["enable_idempotence"] is True
+
+    async def made() -> None:
+        client = producer._new_producer()
+        try:
+            assert client._txn_manager is not None
+            assert client._sender._acks == -1
+        finally:
+            await client.stop()
+
+    asyncio.run(made())
+
+
 def test_the_value_loggers_are_the_ones_that_log_sent_records() -> None:
     """_VALUE_LOGGERS names faust's modules that log each sent key and value at DEBUG; the
     worker keeps them at INFO. A renamed module would let values through under --loglevel
