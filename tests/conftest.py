@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 from postgres_server import ServerError, temporary_server
 
-from hl7bus.ops.local_kafka import temporary_broker
+from hl7bus.ops.local_kafka import BrokerInfo, temporary_broker
 
 BOOTSTRAP_ENV = "HL7BUS_KAFKA_BOOTSTRAP"
 POSTGRES_URL_ENV = "HL7BUS_TEST_POSTGRES_URL"
@@ -32,6 +32,19 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     with temporary_broker(tmp_path_factory.mktemp("kafka"), name="session") as broker:
         yield broker.bootstrap
+
+
+@pytest.fixture(scope="session")
+def kafka_sasl_ssl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerInfo]:
+    """A second real broker whose clients' listener speaks SASL_SSL (SCRAM-SHA-512, a throwaway
+    CA): ``.sasl_ssl`` has its address, CA file and credentials, ``.bootstrap`` the PLAINTEXT
+    listener for a test's own setup and checks. Started only by the tests that ask for it, so
+    the session broker stays as quick to start as before.
+    """
+    with temporary_broker(
+        tmp_path_factory.mktemp("kafka-sasl-ssl"), name="sasl-ssl", sasl_ssl=True
+    ) as broker:
+        yield broker
 
 
 @pytest.fixture(scope="session")

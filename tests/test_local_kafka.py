@@ -32,6 +32,7 @@ from hl7bus.ops.local_kafka import (
     ensure_jars,
     kill,
     running_bootstrap,
+    server_properties,
     status,
     up,
 )
@@ -156,6 +157,54 @@ def test_session_fixture_broker(kafka_bootstrap: str, unique_name: str) -> None:
     create_topic(kafka_bootstrap, unique_name)
     produce_one(kafka_bootstrap, unique_name, b"k", b"v")
     assert consume_first(kafka_bootstrap, unique_name, unique_name).value() == b"v"
+
+
+# --------------------------------------------------------------------------- SASL_SSL listener
+
+
+def test_sasl_ssl_listener_is_rendered_beside_plaintext(tmp_path: Path) -> None:
+    plain = server_properties.render("127.0.0.1", 9092, 9093, tmp_path)
+    secure = server_properties.render("127.0.0.1", 9092, 9093, tmp_path, (9094, tmp_path / "k"))
+    assert not [line for line in plain.splitlines() if "SASL" in line and line[0] != "#"]
+    lines = dict(
+        line.split("=", 1) for line in secure.splitlines() if "=" in line and line[0] != "#"
+    )
+    assert lines["listeners"] == (
+        "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093,SASL_SSL://127.0.0.1:9094"
+    )
+    assert lines["advertised.listeners"] == "PLAINTEXT://127.0.0.1:9092,SASL_SSL://127.0.0.1:9094"
+    # The controller and the broker's own traffic stay PLAINTEXT on loopback.
+    assert lines["inter.broker.listener.name"] == "PLAINTEXT"
+    assert lines["listener.security.protocol.map"] == (
+        "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL"
+    )
+    assert lines["listener.name.sasl_ssl.sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    assert lines["listener.name.sasl_ssl.ssl.keystore.location"] == str(tmp_path / "k")
+
+
+@pytest.mark.kafka
+def test_sasl_ssl_listener_keeps_ca_and_user_across_restarts(
+    cfg: LocalKafkaConfig, unique_name: str
+) -> None:
+    cfg = cfg.model_copy(update={"sasl_ssl_port": 0})
+    first = up(cfg).sasl_ssl
+    assert first is not None
+    ca = first.ca_file.read_bytes()
+    secure: dict[str, str | int | float | bool] = {
+        "bootstrap.servers": first.bootstrap,
+        **first.client_settings(),
+    }
+    AdminClient(secure).list_topics(timeout=10)
+    down(cfg)
+
+    again = up(cfg)
+    assert again.sasl_ssl == first  # same port, CA file and credentials
+    assert first.ca_file.read_bytes() == ca
+    running = status(cfg)
+    assert running is not None and running.broker.sasl_ssl == first  # read back from state
+    metadata = AdminClient(secure).list_topics(timeout=10)
+    assert [f"127.0.0.1:{b.port}" for b in metadata.brokers.values()] == [first.bootstrap]
+    down(cfg)
 
 
 # --------------------------------------------------------------------------- prerequisites

@@ -30,6 +30,16 @@ def kafka_up(config: ConfigOption = None) -> None:
         f"(pid {info.pid}, log {info.log_file})"
     )
     console.print("Other hl7bus commands on this machine find it by themselves.")
+    if info.sasl_ssl is not None:
+        secure = info.sasl_ssl
+        console.print(
+            f"SASL_SSL ({secure.mechanism}, user {secure.username}) at [bold]{secure.bootstrap}[/]"
+            f"; CA {secure.ca_file}; password in {secure.ca_file.parent / 'scram.json'}. "
+            "Clients use it with kafka.bootstrap and kafka.client set to:"
+        )
+        shown = {**secure.client_settings(), "sasl.password": "<from scram.json>"}
+        for key, value in shown.items():
+            console.print(f"  {key}: {value}", markup=False)
 
 
 @kafka_app.command("jars")

@@ -7,7 +7,8 @@ distribution, Docker or ZooKeeper is involved.
 
 One job a file: :mod:`.config` (:class:`LocalKafkaConfig`), :mod:`.jars` (the Kafka version,
 the jar cache, the Java and Maven it needs), :mod:`.ports` (choosing the ports),
-:mod:`.server_properties` (the broker's configuration and listeners), :mod:`.process` (the
+:mod:`.server_properties` (the broker's configuration and listeners), :mod:`.sasl_ssl` (the
+optional SASL_SSL listener: its throwaway CA, certificate and SCRAM user), :mod:`.process` (the
 JVM: command line, storage formatting, starting, pids, signals), :mod:`.state` (what an
 instance records on disk), :mod:`.probe` (metadata requests), :mod:`.broker` (up, down, kill,
 status), :mod:`.temporary` (:func:`temporary_broker`), :mod:`.files` (atomic JSON, locks, log
@@ -24,6 +25,7 @@ Layout on disk::
     <data_root>/<name>/server.properties   rendered from ops/kafka/server.properties.template
     <data_root>/<name>/state.json          pid, bootstrap, ports of the running broker
     <data_root>/<name>/instance.json       ports of the last start, reused when free
+    <data_root>/<name>/sasl_ssl/           the SASL_SSL listener's CA, keystore, SCRAM user
 
 ``data_root`` defaults to ``<home>/broker``; tests point it at a temporary directory and
 keep sharing the jar cache.
@@ -37,6 +39,7 @@ from hl7bus.ops.local_kafka.broker import BrokerStatus, down, kill, running_boot
 from hl7bus.ops.local_kafka.config import LocalKafkaConfig
 from hl7bus.ops.local_kafka.errors import LocalKafkaError
 from hl7bus.ops.local_kafka.jars import ensure_jars, kafka_version
+from hl7bus.ops.local_kafka.sasl_ssl import SaslSslListener
 from hl7bus.ops.local_kafka.state import BrokerInfo
 from hl7bus.ops.local_kafka.temporary import temporary_broker
 
@@ -45,6 +48,7 @@ __all__ = [
     "BrokerStatus",
     "LocalKafkaConfig",
     "LocalKafkaError",
+    "SaslSslListener",
     "default_home",
     "down",
     "ensure_jars",

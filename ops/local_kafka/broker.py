@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from hl7bus.ops.local_kafka import process, server_properties
+from hl7bus.ops.local_kafka import process, sasl_ssl, server_properties
 from hl7bus.ops.local_kafka.config import LocalKafkaConfig
 from hl7bus.ops.local_kafka.errors import LocalKafkaError
 from hl7bus.ops.local_kafka.files import locked
@@ -81,6 +81,8 @@ def up(cfg: LocalKafkaConfig) -> BrokerInfo:
             notes: tuple[str, ...] = (f"already running (pid {running.pid})",)
             if cfg.port and cfg.port != running.port:
                 notes += (f"it listens on {running.port}, not the configured {cfg.port}",)
+            if cfg.sasl_ssl_port is not None and running.sasl_ssl is None:
+                notes += ("it has no SASL_SSL listener: restart it (kafka down, kafka up)",)
             return dataclasses.replace(running, already_running=True, notes=notes)
         state_file(cfg).unlink(missing_ok=True)
         return _start(cfg, java, libs)
@@ -91,7 +93,7 @@ def _start(cfg: LocalKafkaConfig, java: str, libs: Path) -> BrokerInfo:
     data_dir = instance / "data"
     log_file = instance / "broker.log"
     properties_file = instance / "server.properties"
-    last_port, last_controller_port = previous_ports(cfg)
+    last_port, last_controller_port, last_sasl_port = previous_ports(cfg)
 
     # A restart prefers the previous ports so clients' bootstrap setting stays valid.
     port = choose_port(cfg.host, cfg.port, last_port, set())
@@ -99,9 +101,18 @@ def _start(cfg: LocalKafkaConfig, java: str, libs: Path) -> BrokerInfo:
     notes: list[str] = []
     if cfg.port and port != cfg.port:
         notes.append(f"port {cfg.port} on {cfg.host} is in use; the broker listens on {port}")
+    secure: tuple[int, Path] | None = None
+    password = ""
+    if cfg.sasl_ssl_port is not None:
+        sasl_port = choose_port(
+            cfg.host, cfg.sasl_ssl_port, last_sasl_port, {port, controller_port}
+        )
+        keystore, password = sasl_ssl.ensure_material(instance, cfg.host)
+        secure = (sasl_port, keystore)
 
     properties_file.write_text(
-        server_properties.render(cfg.host, port, controller_port, data_dir), encoding="utf-8"
+        server_properties.render(cfg.host, port, controller_port, data_dir, secure),
+        encoding="utf-8",
     )
     jvm_common = process.jvm_command(java, cfg.heap, instance, libs)
     if not (data_dir / "meta.properties").exists():
@@ -110,8 +121,16 @@ def _start(cfg: LocalKafkaConfig, java: str, libs: Path) -> BrokerInfo:
     log_start = log_file.stat().st_size if log_file.exists() else 0
     proc = process.spawn(jvm_common, properties_file, instance, log_file)
     bootstrap = hostport(cfg.host, port)
+    listener = None
     try:
         wait_answering(bootstrap, cfg.host, port, cfg, proc, log_start)
+        if secure is not None:
+            sasl_ssl.add_scram_user(bootstrap, password, cfg.start_timeout_s)
+            listener = sasl_ssl.listener(instance, hostport(cfg.host, secure[0]))
+            assert listener is not None  # ensure_material wrote it
+            # Answering over SASL_SSL proves the certificate and the SCRAM user work.
+            settings = listener.client_settings()
+            wait_answering(listener.bootstrap, cfg.host, secure[0], cfg, proc, log_start, settings)
     except BaseException:
         # A broker that never became ready must not linger holding the ports and data lock.
         process.discard(proc)
@@ -130,9 +149,10 @@ def _start(cfg: LocalKafkaConfig, java: str, libs: Path) -> BrokerInfo:
         log_file=log_file,
         started_at=datetime.now(UTC),
         notes=tuple(notes),
+        sasl_ssl=listener,
     )
     write_state(cfg, info)
-    remember_ports(cfg, port, controller_port)
+    remember_ports(cfg, port, controller_port, None if secure is None else secure[0])
     return info
 
 

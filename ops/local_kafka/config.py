@@ -33,6 +33,14 @@ class LocalKafkaConfig(BaseModel):
         description="KRaft controller port. 0 reuses the previous start's port when free, "
         "else picks a free one.",
     )
+    sasl_ssl_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Port of an extra client listener speaking SASL_SSL (SCRAM-SHA-512 over "
+        "TLS, with a throwaway CA made in the instance directory), to try the clients' TLS and "
+        "SASL settings; 0 picks a free port; null: none. `hl7bus kafka up` prints its settings.",
+    )
     heap: str = Field(
         default="512m",
         pattern=r"^[1-9][0-9]*[kKmMgG]?$",

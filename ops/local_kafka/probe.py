@@ -16,8 +16,9 @@ from hl7bus.ops.local_kafka.files import tail
 _LOG_TAIL_LINES = 20
 
 
-def probe(bootstrap: str, timeout: float) -> tuple[str, ...]:
-    """Non-internal topic names, from a metadata request; raises when nobody answers."""
+def probe(bootstrap: str, timeout: float, client: dict[str, str] | None = None) -> tuple[str, ...]:
+    """Non-internal topic names, from a metadata request; raises when nobody answers.
+    ``client``: extra client properties (the SASL_SSL listener's)."""
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
@@ -26,6 +27,7 @@ def probe(bootstrap: str, timeout: float) -> tuple[str, ...]:
         # Connection refusals while the broker boots are expected; keep them off stderr.
         "log_level": 0,
         "error_cb": lambda _err: None,
+        **(client or {}),
     }
     admin = AdminClient(conf)
     try:
@@ -52,9 +54,11 @@ def wait_answering(
     cfg: LocalKafkaConfig,
     proc: subprocess.Popen[bytes] | None,
     log_start: int,
+    client: dict[str, str] | None = None,
 ) -> None:
-    """Wait until the broker answers metadata; raises when ``proc`` (when given) exits first,
-    or after ``cfg.start_timeout_s``, with the broker log written since ``log_start``.
+    """Wait until the broker answers metadata (asked with the ``client`` properties); raises
+    when ``proc`` (when given) exits first, or after ``cfg.start_timeout_s``, with the broker
+    log written since ``log_start``.
     """
     log_file = cfg.instance_dir / "broker.log"
     deadline = time.monotonic() + cfg.start_timeout_s
@@ -76,7 +80,7 @@ def wait_answering(
         # Only ask for metadata once the port accepts, so the client has no refusals to log.
         if _tcp_open(host, port):
             try:
-                probe(bootstrap, timeout=max(0.5, min(3.0, remaining)))
+                probe(bootstrap, timeout=max(0.5, min(3.0, remaining)), client=client)
             except LocalKafkaError as exc:
                 last_error = str(exc)
             else:

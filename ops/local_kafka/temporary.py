@@ -21,8 +21,11 @@ def temporary_broker(
     home: Path | None = None,
     heap: str = "512m",
     start_timeout_s: float = 60.0,
+    sasl_ssl: bool = False,
 ) -> Iterator[BrokerInfo]:
-    """A broker on free ports with its data under ``data_root``, stopped on exit.
+    """A broker on free ports with its data under ``data_root``, stopped on exit; with
+    ``sasl_ssl``, a SASL_SSL listener too (``BrokerInfo.sasl_ssl``: its address, CA file and
+    SCRAM credentials).
 
     The jars come from the shared cache in ``home`` (default_home() when None), so only the
     first use on a machine pays for Maven.
@@ -35,6 +38,7 @@ def temporary_broker(
         data_root=data_root,
         name=name,
         start_timeout_s=start_timeout_s,
+        sasl_ssl_port=0 if sasl_ssl else None,
     )
     info = up(cfg)
     try:
