@@ -21,6 +21,8 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 from pydantic import BaseModel, ConfigDict, Field
 
+from hl7bus.connectors.kafka_settings import ClientSettings
+
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 
 log = logging.getLogger(__name__)
@@ -55,17 +57,18 @@ class KafkaConfig(BaseModel):
             "messages per request under load (less CPU for the listener and the broker)."
         ),
     )
-    client: dict[str, str] = Field(
-        default_factory=dict,
+    client: ClientSettings = Field(
+        default_factory=ClientSettings,
         description=(
-            "Extra librdkafka properties for every client (security.protocol, sasl.*, ssl.*); "
-            "values whose key mentions password or secret are masked in `config show`."
+            "TLS, SASL and connection settings of every Kafka client: listener, ingest, "
+            "worker, sinks, admin (librdkafka property names, listed below; in the variable, "
+            "as JSON). Any other key is refused at start."
         ),
     )
 
 
 def base_config(cfg: KafkaConfig, bootstrap: str) -> dict[str, Any]:
-    return {"bootstrap.servers": bootstrap, **cfg.client}
+    return {"bootstrap.servers": bootstrap, **cfg.client.librdkafka()}
 
 
 def producer_config(cfg: KafkaConfig, bootstrap: str) -> dict[str, Any]:
@@ -96,6 +99,48 @@ def consumer_config(cfg: KafkaConfig, bootstrap: str, group_id: str) -> dict[str
 
 def admin_client(cfg: KafkaConfig, bootstrap: str) -> AdminClient:
     return AdminClient(base_config(cfg, bootstrap))
+
+
+class KafkaUnreachable(RuntimeError):
+    """No broker answered; the message says why, as far as librdkafka told (never a secret)."""
+
+
+# Errors that retrying cannot fix: the settings or the credentials are wrong.
+_SETTINGS_ERRORS = frozenset({KafkaError._AUTHENTICATION, KafkaError._SSL})
+
+
+def check_connection(cfg: KafkaConfig, bootstrap: str, timeout: float = 15.0) -> None:
+    """Ask the brokers for metadata with the `kafka.client` settings; raise
+    :class:`KafkaUnreachable` with the cause, at once when it is a TLS or SASL failure.
+
+    A process checks this before its long-running clients start, so wrong settings stop it
+    with one clear message instead of endless reconnect logs.
+    """
+    errors: list[KafkaError] = []
+    # The cause goes into the message; librdkafka's own log lines would only repeat it.
+    conf = {**base_config(cfg, bootstrap), "error_cb": errors.append, "log_level": 0}
+    admin = AdminClient(conf)
+    protocol = cfg.client.security_protocol
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            admin.list_topics(timeout=max(0.1, min(1.0, deadline - time.monotonic())))
+            return
+        except KafkaException:
+            pass
+        admin.poll(0)  # serves error_cb
+        fatal = [e for e in errors if e.code() in _SETTINGS_ERRORS]
+        if fatal:
+            raise KafkaUnreachable(
+                f"cannot reach Kafka at {bootstrap} over {protocol}: {fatal[-1].str()}"
+            )
+        if time.monotonic() >= deadline:
+            raise KafkaUnreachable(
+                f"no Kafka broker at {bootstrap} answered over {protocol} within {timeout:g} s. "
+                "Is it running there? A listener that requires TLS or SASL closes connections "
+                "of another protocol: check kafka.bootstrap and kafka.client.security.protocol."
+            )
+        time.sleep(0.2)
 
 
 class DeliveryError(RuntimeError):

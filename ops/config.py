@@ -158,6 +158,8 @@ def _shown_default(field: FieldInfo) -> str:
     if field.is_required():
         return "(required)"
     default = field.get_default(call_default_factory=True)
+    if isinstance(default, BaseModel):
+        return "(below)"
     if isinstance(default, Path):
         default = str(default).replace(str(Path.home()), "~")
     return "(unset)" if default is None else f"`{default!s}`" if default != "" else '`""`'
@@ -179,7 +181,8 @@ def _nested_tables(prefix: str, model: type[BaseModel], seen: set[type[BaseModel
         lines += ["| key | default | description |", "|---|---|---|"]
         for sub_name, sub in nested.model_fields.items():
             description = (sub.description or "").replace("|", "\\|")
-            lines.append(f"| `{sub_name}` | {_shown_default(sub)} | {description} |")
+            key_name = sub.alias or sub_name  # kafka.client: librdkafka's dotted names
+            lines.append(f"| `{key_name}` | {_shown_default(sub)} | {description} |")
         lines.append("")
         lines += _nested_tables(key, nested, seen)
     return lines

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hl7bus.schemas import topics
 from hl7bus.schemas.topics import TopicCatalog
+from hl7bus.streams.broker_auth import BrokerAuth
 from hl7bus.streams.deid import Policy, Pseudonymizer
 from hl7bus.streams.stage import Record, Stages
 from hl7bus.streams.steps import DeidSettings, Output
@@ -194,18 +195,21 @@ def build_app(
     leak_check: bool,
     stages: tuple[str, ...] | None = None,
     serve_health: ServeHealth | None = None,
+    auth: BrokerAuth | None = None,
 ) -> Any:
     """The faust app of the worker. `stages` (default: cfg.stages) selects the agents: parse
     (hl7.raw -> hl7.events) and deidentify (hl7.events -> research.*; with parse, it runs inside
     the parse agent instead, on the events in memory); none for (). `serve_health`, given by
     the composition root, serves /metrics and /readyz on worker.metrics_port while the app
-    runs."""
+    runs. `auth` (default: PLAINTEXT) is how its clients reach the brokers: the `kafka.client`
+    settings every other client of the bus uses."""
     import faust
 
     brokers = ";".join(f"kafka://{host}" for host in bootstrap.split(","))
     app = faust.App(
         cfg.app_id,
         broker=brokers,
+        **_broker_settings(auth or BrokerAuth()),
         # Tables live in memory and are rebuilt from their changelog topic on start.
         store="memory://",
         # faust's leader-assignor topic fails to be created on Kafka 4 brokers; we need none.
@@ -313,6 +317,26 @@ def build_app(
             await serve(host, port, ready)
 
     return app
+
+
+def _broker_settings(auth: BrokerAuth) -> dict[str, Any]:
+    """faust's settings for `auth`: its consumer, producer and topic admin all take them."""
+    import faust
+
+    settings: dict[str, Any] = {}
+    if auth.client_id is not None:
+        settings["broker_client_id"] = auth.client_id
+    if auth.sasl_mechanism is not None:
+        # With a TLS context faust speaks SASL_SSL, without one SASL_PLAINTEXT.
+        settings["broker_credentials"] = faust.SASLCredentials(
+            username=auth.username,
+            password=auth.password,
+            ssl_context=auth.ssl_context,
+            mechanism=auth.sasl_mechanism,
+        )
+    elif auth.ssl_context is not None:
+        settings["broker_credentials"] = faust.SSLCredentials(auth.ssl_context)
+    return settings
 
 
 def run(app: Any, loglevel: str = "warning") -> None:

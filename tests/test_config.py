@@ -81,7 +81,7 @@ def test_effective_config_masks_secrets(tmp_path: Path, monkeypatch: pytest.Monk
     path = write(
         tmp_path,
         "kafka:\n  bootstrap: k:9\n  client:\n    sasl.password: hunter2\n"
-        "    security.protocol: SASL_SSL\n",
+        "    security.protocol: SASL_SSL\n    sasl.mechanism: PLAIN\n    sasl.username: bus\n",
     )
     monkeypatch.setenv("HL7BUS_DEID_KEY", "0123456789abcdef0123")
     shown = config.effective(config.load(path))

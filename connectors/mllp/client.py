@@ -32,10 +32,10 @@ import ssl as ssl_module
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from hl7bus.connectors.mllp.framer import Frame, Framer, encode_frame
+from hl7bus.connectors.tls import client_ssl_context
 from hl7bus.hl7v2 import parse, read_msh_field
 
 __all__ = [
@@ -176,22 +176,6 @@ async def send_many(
         )
     )
     return sorted((r for rs in per_connection for r in rs), key=lambda r: r.index)
-
-
-def client_ssl_context(
-    *, ca: Path | None = None, cert: Path | None = None, key: Path | None = None
-) -> ssl_module.SSLContext:
-    """A TLS client context: the server is verified against ``ca`` (default: the system CAs)
-    and its name; ``cert``/``key`` present a client certificate (mutual TLS).
-
-    Raises ``OSError``/``ssl.SSLError`` when a file cannot be read or does not fit.
-    """
-    if key is not None and cert is None:
-        raise ValueError("a client key needs its certificate (--cert)")
-    ctx = ssl_module.create_default_context(cafile=str(ca) if ca is not None else None)
-    if cert is not None:
-        ctx.load_cert_chain(str(cert), str(key) if key is not None else None)
-    return ctx
 
 
 # -- internals -----------------------------------------------------------------------------------

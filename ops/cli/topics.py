@@ -25,8 +25,12 @@ def apply_topics(
 
     settings = load_settings(config)
     bootstrap = config_mod.bootstrap(settings)
-    admin = kafka_clients.admin_client(settings.kafka, bootstrap)
     catalog = topic_catalog(settings)
+    try:
+        kafka_clients.check_connection(settings.kafka, bootstrap)
+    except kafka_clients.KafkaUnreachable as exc:
+        fail(str(exc))
+    admin = kafka_clients.admin_client(settings.kafka, bootstrap)
     try:
         if dry_run:
             plans = topics_apply.plan(admin, catalog)

@@ -37,6 +37,7 @@ def worker(
     from prometheus_client import REGISTRY
 
     from hl7bus.connectors import kafka_clients
+    from hl7bus.connectors.kafka_settings import KafkaSettingsError
     from hl7bus.ops import health
     from hl7bus.schemas import topics
     from hl7bus.streams import deid, runtime
@@ -48,9 +49,14 @@ def worker(
         policy = deid.Policy.load(settings.deid.policy)
         research_schemas(policy)  # a policy with no research contract is refused at start
         key = deid.load_key(settings.deid)
-    except (deid.PolicyError, deid.KeyConfigError, OSError) as exc:
+        auth = settings.kafka.client.broker_auth()
+    except (deid.PolicyError, deid.KeyConfigError, KafkaSettingsError, OSError) as exc:
         fail(str(exc), code=2)
     catalog = load_catalog(settings)
+    try:
+        kafka_clients.check_connection(settings.kafka, config_mod.bootstrap(settings))
+    except kafka_clients.KafkaUnreachable as exc:
+        fail(str(exc))
     runtime.declare_changelog(
         kafka_clients.admin_client(settings.kafka, config_mod.bootstrap(settings)),
         settings.worker.app_id,
@@ -65,6 +71,7 @@ def worker(
         key,
         settings.deid.leak_check,
         serve_health=health.serve,
+        auth=auth,
     )
     # The engine does not register its action counts on import; the running worker serves them.
     REGISTRY.register(deid_metrics.ACTIONS_DONE)
