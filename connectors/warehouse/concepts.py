@@ -2,8 +2,9 @@
 
 The mapping (research event -> OMOP rows) asks one question per coded value: which standard
 concept, in which domain, and which source concept does this (system, code) stand for. The
-vocabulary loaded from an OHDSI Athena download answers it (connectors/warehouse/vocabulary.py);
-without one every code is unmapped. An unmapped code gets concept 0, its source value is kept in
+vocabulary loaded from an OHDSI Athena download answers it (connectors/warehouse/vocabulary/);
+without one every code is unmapped but sex and patient class, which fall back to OMOP's fixed
+standard Gender and Visit concepts. An unmapped code gets concept 0, its source value is kept in
 the *_source_value column, and it is counted so a terminologist can fix the maps.
 """
 
