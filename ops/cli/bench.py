@@ -1,4 +1,4 @@
-"""`hl7bus bench parse/mllp/deid/stream`: the benchmarks of bench/ (a source checkout only).
+"""`hl7bus bench parse/mllp/deid/stream/vocab`: the benchmarks of bench/ (a source checkout only).
 
 Each prints JSON with its figure and a named peer's figure from the same run (BENCHMARKS.md).
 """
@@ -161,4 +161,29 @@ def bench_stream(
     profile_text = result.pop("profile", None)
     if profile_text:
         err_console.print(profile_text, markup=False)
+    typer.echo(json.dumps(result, indent=2))
+
+
+@bench_app.command("vocab")
+def bench_vocab(
+    concepts: Annotated[
+        int, typer.Option(min=1000, help="Concepts of the synthetic Athena download.")
+    ] = 200_000,
+    distinct: Annotated[
+        int, typer.Option(min=10, help="Distinct (system, code) keys the sink asks about.")
+    ] = 2000,
+    seconds: Annotated[
+        float, typer.Option(min=0.1, help="Time budget of the warm figures, per contender.")
+    ] = 2.0,
+    rounds: Annotated[int, typer.Option(min=1, help="Interleaved rounds.")] = 5,
+    postgres_url: Annotated[
+        str | None,
+        typer.Option(help="Also measure on this PostgreSQL database (its vocabulary is replaced)."),
+    ] = None,
+) -> None:
+    """The concept lookup per call (cached, and a first call) against a plain dict get, the
+    preloading alternative, and the bulk load, on DuckDB (and PostgreSQL)."""
+    bench = bench_module("vocab")
+    with err_console.status("benchmarking the vocabulary (load and lookups)..."):
+        result = bench.run(concepts, distinct, seconds, rounds, postgres_url)
     typer.echo(json.dumps(result, indent=2))
