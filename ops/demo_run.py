@@ -23,6 +23,7 @@ from rich.table import Table
 
 from hl7bus.connectors import kafka_clients
 from hl7bus.connectors.mllp.sending import read_messages, send_and_report
+from hl7bus.connectors.warehouse.vocabulary import load_vocabulary, sample_folder
 from hl7bus.ops import local_kafka, topics_apply
 from hl7bus.ops.config import Settings
 from hl7bus.ops.processes import ProcessError, Processes, free_port, port_open
@@ -94,6 +95,10 @@ def _run(
         # A fresh random key per demo run, held only by the worker process.
         "HL7BUS_DEID_KEY": secrets.token_hex(32),
     }
+    # The shipped sample vocabulary, so codes map to concepts (`hl7bus warehouse vocab load`).
+    loaded = load_vocabulary(sample_folder(), path=warehouse)
+    concepts = sum(item.rows for item in loaded if item.table == "concept")
+    console.print(f"[green]✓[/] sample vocabulary loaded into the warehouse ({concepts} concepts)")
     procs.start("listener", ["mllp", "serve"], env)
     procs.start("worker", ["worker"], env)
     procs.start("sink", ["sink", "warehouse"], env)

@@ -121,6 +121,7 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert result.returncode == 0, output
     assert "demo OK" in output
     assert "ACK AA" in output and "305" in output
+    assert "sample vocabulary loaded into the warehouse (127 concepts)" in output
     assert "no direct identifier of the source is in the research record" in output
     assert (tmp_path / "demo-out" / "warehouse.duckdb").exists()
     assert time.monotonic() - started < 180
