@@ -390,6 +390,21 @@ def test_answers_are_cached(lookup: VocabularyLookup) -> None:
     assert lookup.queries == after_miss + 1
 
 
+def test_rebind_keeps_the_cache(warehouse: Warehouse) -> None:
+    warehouse.load(SAMPLE)
+    first, second = warehouse.connect(), warehouse.connect()
+    try:
+        lookup = VocabularyLookup(first, warehouse.dialect)
+        assert lookup.map("LOINC", "718-7").concept_id == 3000963
+        first.close()  # the connection is gone, as after an outage
+        lookup.rebind(second)
+        assert lookup.map("LOINC", "718-7").concept_id == 3000963  # from the cache
+        assert lookup.map("LOINC", "2345-7").concept_id == 3004501  # through the new one
+        assert lookup.queries == 2
+    finally:
+        second.close()
+
+
 def test_a_bounded_cache_starts_over_when_full(warehouse: Warehouse) -> None:
     warehouse.load(SAMPLE)
     conn = warehouse.connect()

@@ -4,7 +4,9 @@ source codes to concepts, and counting the codes that map to nothing.
 What the sink calls (docs/omop-mapping.md, Vocabulary):
 
 - ``VocabularyLookup(conn, dialect, schema)``: the ConceptLookup (concepts.py) over the loaded
-  vocabulary tables; ``.map(system, code) -> Mapped``.
+  vocabulary tables; ``.map(system, code) -> Mapped``; ``.rebind(conn)`` after a reconnect.
+  ``conn``: for DuckDB the sink's ``connection.cursor()``, for PostgreSQL a connection of its
+  own in autocommit mode.
 - ``UnmappedCounter``: ``.counted(feed, system, code, mapped)`` while mapping a batch, then
   ``record_unmapped(conn, dialect, counter.drain(), seen, schema)`` in the batch's transaction;
   the table comes from ``unmapped_table_statement(schema)``.

@@ -180,6 +180,11 @@ class VocabularyLookup:
         """Forget every answer (after a new vocabulary was loaded)."""
         self._cache.clear()
 
+    def rebind(self, conn: Any) -> None:
+        """Query through `conn` from now on (the sink reconnected after an outage); the answers
+        cached so far stay."""
+        self._conn = conn
+
     def _resolve(self, system: str | None, code: str | None) -> Mapped:
         code = (code or "").strip()
         if not system or not code:
