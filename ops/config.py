@@ -9,6 +9,7 @@ HL7BUS_KAFKA_BOOTSTRAP sets kafka.bootstrap, HL7BUS_MLLP_MAX_FRAME_BYTES sets ml
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, get_args, get_origin
 
@@ -19,7 +20,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from hl7bus.connectors.files import FilesConfig
 from hl7bus.connectors.kafka_clients import DEFAULT_BOOTSTRAP, KafkaConfig
 from hl7bus.connectors.mllp.config import MllpConfig
-from hl7bus.connectors.warehouse.duckdb_sink import WarehouseConfig
+from hl7bus.connectors.warehouse.config import WarehouseConfig
 from hl7bus.ops.local_kafka import LocalKafkaConfig, running_bootstrap
 from hl7bus.schemas.codec import SchemasConfig
 from hl7bus.schemas.datafile import DataFileError, explain, nested_model, read_yaml
@@ -108,7 +109,13 @@ def effective(settings: Settings) -> dict[str, Any]:
     return masked
 
 
+# The password of a URL (postgresql://user:password@host/db).
+_URL_PASSWORD = re.compile(r"^([a-z][a-z0-9+.-]*://[^:/@]*:)[^@]*(@)")
+
+
 def _mask(data: Any, model: Any) -> Any:
+    if isinstance(data, str):
+        return _URL_PASSWORD.sub(rf"\g<1>{_MASK}\g<2>", data)
     if isinstance(data, dict):
         out = {}
         for k, v in data.items():

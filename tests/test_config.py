@@ -54,6 +54,16 @@ def test_config_file_from_environment(tmp_path: Path, monkeypatch: pytest.Monkey
         ("nonsense: 1\n", ["nonsense: unknown key", "allowed here: kafka, broker"]),
         ("- a\n- b\n", ["top level must be a mapping"]),
         ("mllp: [1,\n", ["line 2", "column 1"]),
+        ("warehouse:\n  url: mysql://h/db\n", ["warehouse.url", "postgresql://"]),
+        ("warehouse:\n  cdm_schema: Cdm-1\n", ["warehouse.cdm_schema", "pattern"]),
+        (
+            "warehouse:\n  load_result_statuses: [F, XX]\n",
+            ["warehouse.load_result_statuses", "'XX' is not an OBX-11 status"],
+        ),
+        (
+            "warehouse:\n  load_result_statuses: [F, X]\n",
+            ["warehouse", "X are in both load_result_statuses and delete_result_statuses"],
+        ),
     ],
 )
 def test_errors_name_the_key_and_the_rule(tmp_path: Path, text: str, expected: list[str]) -> None:
@@ -81,7 +91,8 @@ def test_effective_config_masks_secrets(tmp_path: Path, monkeypatch: pytest.Monk
     path = write(
         tmp_path,
         "kafka:\n  bootstrap: k:9\n  client:\n    sasl.password: hunter2\n"
-        "    security.protocol: SASL_SSL\n    sasl.mechanism: PLAIN\n    sasl.username: bus\n",
+        "    security.protocol: SASL_SSL\n    sasl.mechanism: PLAIN\n    sasl.username: bus\n"
+        "warehouse:\n  url: postgresql://sink:s3cret@db:5432/omop\n",
     )
     monkeypatch.setenv("HL7BUS_DEID_KEY", "0123456789abcdef0123")
     shown = config.effective(config.load(path))
@@ -91,6 +102,8 @@ def test_effective_config_masks_secrets(tmp_path: Path, monkeypatch: pytest.Monk
     assert shown["kafka"]["client"]["security.protocol"] == "SASL_SSL"
     assert shown["kafka"]["bootstrap"] == "k:9"
     assert shown["deid"]["key"] == "********"
+    assert "s3cret" not in text
+    assert shown["warehouse"]["url"] == "postgresql://sink:********@db:5432/omop"
 
 
 def test_config_reference_is_current(monkeypatch: pytest.MonkeyPatch) -> None:

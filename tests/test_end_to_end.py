@@ -11,15 +11,18 @@ import secrets
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import duckdb
 import pytest
 from samples import feed
+from warehouse_events import golden_messages
 
 from hl7bus.connectors import kafka_clients
 from hl7bus.connectors.kafka_clients import KafkaConfig
 from hl7bus.ops.processes import Processes, free_port, port_open
+from hl7bus.schemas import topics
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -37,7 +40,7 @@ def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 
 def test_mllp_to_warehouse(kafka_bootstrap: str, unique_name: str, tmp_path: Path) -> None:
-    mllp_port = free_port()
+    mllp_port, sink_metrics = free_port(), free_port()
     warehouse = tmp_path / "warehouse.duckdb"
     env = {
         **os.environ,
@@ -50,6 +53,7 @@ def test_mllp_to_warehouse(kafka_bootstrap: str, unique_name: str, tmp_path: Pat
         "HL7BUS_WORKER_DATA_DIR": str(tmp_path / "worker"),
         "HL7BUS_WORKER_METRICS_PORT": str(free_port()),
         "HL7BUS_WAREHOUSE_PATH": str(warehouse),
+        "HL7BUS_WAREHOUSE_METRICS_PORT": str(sink_metrics),
         "HL7BUS_WAREHOUSE_GROUP_ID": f"{unique_name}-warehouse",
         "HL7BUS_DEID_KEY": secrets.token_hex(32),
     }
@@ -57,13 +61,21 @@ def test_mllp_to_warehouse(kafka_bootstrap: str, unique_name: str, tmp_path: Pat
     assert applied.returncode == 0, applied.stderr
     assert f"created  {unique_name}.hl7.raw" in applied.stdout
 
-    messages = feed()[:MESSAGES]
+    # The sample feed (registrations, admissions, lab results) and one message of every other
+    # kind (orders, diagnoses, allergies, procedures, medications, a document, a merge).
+    sample = list(feed()[:MESSAGES])
+    messages = [*sample, *golden_messages()]
     feed_file = tmp_path / "feed.hl7"
     feed_file.write_bytes(b"".join(m.to_bytes() + b"\n" for m in messages))
     patients = {m.get("PID-3.1") for m in messages if (m.message_type or "").startswith("ADT")}
-    observations = sum(
-        len(list(m.segments("OBX"))) for m in messages if m.message_type == "ORU^R01"
-    )
+    # Loaded results: final or corrected, one row per result (a correction replaces it).
+    results = {
+        (oru.get("OBR-3.1") or oru.get("OBR-2.1"), obx.get("3.1"), obx.get("4"))
+        for oru in sample
+        if oru.message_type == "ORU^R01"
+        for obx in oru.segments("OBX")
+        if obx.get("11") in ("F", "C")
+    }
 
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -76,33 +88,55 @@ def test_mllp_to_warehouse(kafka_bootstrap: str, unique_name: str, tmp_path: Pat
 
         sent = _cli("send", "--port", str(mllp_port), "--window", "4", str(feed_file), env=env)
         assert sent.returncode == 0, sent.stdout + sent.stderr
-        assert f"ACK AA           │ {MESSAGES}" in sent.stdout
+        assert f"ACK AA           │ {len(messages)}" in sent.stdout
 
-        research = [f"{unique_name}.research.patient", f"{unique_name}.research.observation"]
+        catalog = topics.TopicCatalog.load(topics.TopicsConfig(prefix=f"{unique_name}."))
+        research = [s.name for s in catalog.specs.values() if s.id.startswith("research.")]
         kafka = KafkaConfig()
 
         def caught_up() -> bool:
-            sizes = kafka_clients.topic_sizes(kafka, kafka_bootstrap, research)
             lag = kafka_clients.group_lag(
                 kafka, kafka_bootstrap, f"{unique_name}-warehouse", research
             )
-            return sizes[research[1]] == observations and lag == 0
+            worker_lag = kafka_clients.group_lag(
+                kafka, kafka_bootstrap, f"{unique_name}-worker", [f"{unique_name}.hl7.raw"]
+            )
+            return worker_lag == 0 and lag == 0
 
         procs.wait_for("research events in the warehouse", caught_up, 120)
+        metrics = _get(sink_metrics, "/metrics")
+        assert 'hl7bus_warehouse_rows_total{op="upsert",table="measurement"}' in metrics
+        assert _get(sink_metrics, "/readyz") == "ready\n"
         procs.stop("sink")
     finally:
         procs.stop_all()
 
     conn = duckdb.connect(str(warehouse), read_only=True)
-    persons = conn.execute("SELECT * FROM person").fetchall()
-    measurements = conn.execute("SELECT count(*) FROM measurement").fetchone()
-    assert len(persons) == len(patients)
-    assert measurements == (observations,)
-    dump = repr(persons) + repr(conn.execute("SELECT * FROM measurement").fetchall())
+
+    def rows(table: str) -> int:
+        return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # type: ignore[index]
+
+    assert rows("person") == len(patients)
+    # The golden ORU adds 7 measurements and 3 observations (one more is the allergy).
+    assert rows("measurement") == len(results) + 7
+    assert rows("observation") == 4
+    assert (rows("condition_occurrence"), rows("procedure_occurrence")) == (3, 1)
+    assert (rows("drug_exposure"), rows("note")) == (2, 1)
+    for table in ("visit_occurrence", "visit_detail", "specimen", "location"):
+        assert rows(table) > 0, table
+    assert rows("observation_period") >= rows("person")
+    tables = ("person", "visit_occurrence", "measurement", "observation", "note", "location")
+    dump = repr([conn.execute(f"SELECT * FROM {table}").fetchall() for table in tables])
     for message in messages:
         for path in ("PID-3.1", "PID-5.1", "PID-5.2", "PID-13.1", "PID-19"):
             value = message.get(path)
-            assert value and value not in dump, f"{path} leaked into the warehouse"
+            if value:
+                assert value not in dump, f"{path} leaked into the warehouse"
+
+
+def _get(port: int, path: str) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+        return str(response.read().decode())
 
 
 def test_demo_runs_end_to_end(tmp_path: Path) -> None:

@@ -36,3 +36,10 @@ class ConceptLookup(Protocol):
     ``HL70004`` patient class). Never raises for an unknown code: it returns UNMAPPED."""
 
     def map(self, system: str | None, code: str | None) -> Mapped: ...
+
+
+class NoVocabulary:
+    """The lookup of a warehouse with no vocabulary loaded: every code is unmapped."""
+
+    def map(self, system: str | None, code: str | None) -> Mapped:
+        return UNMAPPED

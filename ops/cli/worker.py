@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import sys
-import threading
 from typing import Annotated
 
 import typer
@@ -81,9 +80,14 @@ def worker(
 
 @sink_app.command("warehouse")
 def sink_warehouse(config: ConfigOption = None) -> None:
-    """Write research events into the OMOP-shaped warehouse (DuckDB by default)."""
+    """Write research events into the OMOP CDM v5.4 warehouse (DuckDB, or PostgreSQL with
+    warehouse.url)."""
+    import asyncio
+
     from hl7bus.connectors import kafka_clients
-    from hl7bus.connectors.warehouse.duckdb_sink import run_sink
+    from hl7bus.connectors.warehouse.sink import WarehouseSink
+    from hl7bus.ops import health
+    from hl7bus.schemas import topics
     from hl7bus.streams.deid import Policy, PolicyError
     from hl7bus.streams.deid.contract import research_schemas
 
@@ -98,15 +102,42 @@ def sink_warehouse(config: ConfigOption = None) -> None:
             f"[yellow]warning:[/] deid.policy has no research contracts ({exc}); research "
             "values written under it will be skipped as undecodable"
         )
-    consumer_cfg = kafka_clients.consumer_config(
-        settings.kafka, config_mod.bootstrap(settings), settings.warehouse.group_id
-    )
+    bootstrap = config_mod.bootstrap(settings)
+    cfg = settings.warehouse
     names = [s.name for s in catalog.specs.values() if s.id.startswith("research.")]
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    err_console.print(f"writing {', '.join(names)} into {settings.warehouse.path}")
-    run_sink(settings.warehouse, consumer_cfg, names, stop)
+    sink = WarehouseSink(
+        cfg,
+        kafka_clients.consumer_config(settings.kafka, bootstrap, cfg.group_id),
+        kafka_clients.producer_config(settings.kafka, bootstrap),
+        names,
+        catalog.name(topics.DLQ),
+        start_http=health.start_http,
+    )
+    where = "PostgreSQL (warehouse.url)" if cfg.url else str(cfg.path)
+    err_console.print(f"writing {', '.join(names)} into {where}")
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await sink.run(stop)
+
+    try:
+        asyncio.run(serve())
+    except Exception as exc:
+        fail(f"warehouse sink stopped: {_describe(exc)}")
+
+
+def _describe(exc: Exception) -> str:
+    """An error for the console: connection and file errors say where; others only their
+    type, since a database's message may quote a row (docs/architecture.md, Privacy)."""
+    import duckdb
+    import psycopg
+
+    if isinstance(exc, OSError | duckdb.IOException | psycopg.OperationalError):
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return type(exc).__name__
 
 
 # -- status -------------------------------------------------------------------------------------

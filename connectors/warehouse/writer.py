@@ -1,0 +1,234 @@
+"""One batch of research records -> one warehouse transaction.
+
+Decode, map (omop.py), resolve every source key to its id (keymap.py), fold the row changes
+(fold.py) and write each table's rows with one bulk merge; merges and cancellations run as
+statements in event order between bulk writes; then the observation periods of every person
+the batch touched, and the detail ends of every visit, are recomputed.
+
+Redelivery changes nothing: every row's id comes from its source key, and writing a row
+overwrites it. A record that cannot be written (undecodable, unmappable, a required column
+missing, a constraint the database refuses) is reported for the DLQ and the others are
+written: a refused batch is split in halves until the one record is found.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from hl7bus.connectors.warehouse import fold, keymap, statements
+from hl7bus.connectors.warehouse.changes import (
+    PERSON,
+    CancelTransfer,
+    CancelVisit,
+    Change,
+    Delete,
+    EventChanges,
+    MappingError,
+    MergePersons,
+    Ref,
+    Row,
+    id_column,
+)
+from hl7bus.connectors.warehouse.concepts import ConceptLookup
+from hl7bus.connectors.warehouse.engine import Engine, WarehouseDataError, transaction
+from hl7bus.connectors.warehouse.omop import DEFAULT_STATUSES, ResultStatuses, map_event
+from hl7bus.schemas import codec
+
+WRITTEN, SKIPPED, DLQ = "written", "skipped", "dlq"
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One consumed record: its value, and its topic (the registry mode decodes by it)."""
+
+    value: bytes
+    topic: str | None = None
+
+
+@dataclass
+class Outcome:
+    """What became of each record of a batch, and the rows written per (table, op)."""
+
+    event_types: list[str | None]
+    results: list[str]
+    reasons: list[str | None]
+    rows: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    @classmethod
+    def empty(cls, size: int) -> Outcome:
+        return cls([None] * size, [WRITTEN] * size, [None] * size)
+
+    def mark(self, index: int, result: str, reason: str) -> None:
+        self.results[index], self.reasons[index] = result, reason
+
+    @property
+    def dlq(self) -> list[int]:
+        return [i for i, result in enumerate(self.results) if result == DLQ]
+
+
+@dataclass
+class _Applied:
+    rows: Counter[tuple[str, str]] = field(default_factory=Counter)
+    dropped: dict[int, str] = field(default_factory=dict)
+
+
+class BatchWriter:
+    def __init__(
+        self,
+        engine: Engine,
+        concepts: ConceptLookup,
+        statuses: ResultStatuses = DEFAULT_STATUSES,
+    ) -> None:
+        self.engine = engine
+        self.concepts = concepts
+        self.statuses = statuses
+
+    def write(self, records: Sequence[Incoming]) -> Outcome:
+        """Write a batch in one transaction (more when a refused batch is split). Raises only
+        when the database itself fails (not the data): then nothing of the batch is kept."""
+        outcome = Outcome.empty(len(records))
+        mapped: list[tuple[int, EventChanges]] = []
+        for index, record in enumerate(records):
+            try:
+                event_type, event = codec.decode(record.value, record.topic)
+            except codec.CodecError:
+                outcome.mark(index, DLQ, "undecodable")
+                continue
+            outcome.event_types[index] = event_type
+            try:
+                changes = map_event(event_type, event, self.concepts, self.statuses)
+            except MappingError as exc:
+                outcome.mark(index, DLQ, exc.code)
+                continue
+            if not changes.changes:
+                outcome.mark(index, SKIPPED, changes.skipped or "no_change")
+                continue
+            mapped.append((index, changes))
+        self._write_or_split(mapped, outcome)
+        return outcome
+
+    def _write_or_split(self, mapped: list[tuple[int, EventChanges]], outcome: Outcome) -> None:
+        if not mapped:
+            return
+        try:
+            with transaction(self.engine):
+                applied = self._apply(mapped)
+        except WarehouseDataError as exc:
+            if len(mapped) == 1:
+                outcome.mark(mapped[0][0], DLQ, exc.code)
+                return
+            # In order, so the halves end where the whole batch would have.
+            middle = len(mapped) // 2
+            self._write_or_split(mapped[:middle], outcome)
+            self._write_or_split(mapped[middle:], outcome)
+            return
+        for index, reason in applied.dropped.items():
+            outcome.mark(index, DLQ, reason)
+        outcome.rows.update(applied.rows)
+
+    def _apply(self, mapped: list[tuple[int, EventChanges]]) -> _Applied:
+        engine = self.engine
+        applied = _Applied()
+        ids = keymap.resolve(engine, _refs(mapped))
+        visits: set[int] = set()
+        segment: list[tuple[int, Row | Delete]] = []
+        for index, event in mapped:
+            for change in event.changes:
+                if isinstance(change, Row | Delete):
+                    segment.append((index, change))
+                    continue
+                self._write_segment(segment, ids, applied, visits)
+                segment = []
+                if index not in applied.dropped:
+                    self._structural(change, ids, visits)
+        self._write_segment(segment, ids, applied, visits)
+        persons = {
+            ids[event.person]
+            for index, event in mapped
+            if event.person is not None and index not in applied.dropped
+        }
+        statements.recompute_visit_details(engine, visits)
+        statements.recompute_observation_periods(engine, persons)
+        return applied
+
+    def _structural(self, change: Change, ids: dict[Ref, int], visits: set[int]) -> None:
+        if isinstance(change, MergePersons):
+            retired, survivor = ids[change.retired], ids[change.survivor]
+            statements.merge_persons(self.engine, retired, survivor)
+            # Later events of this batch that name the retired person now mean the survivor.
+            for ref, id_ in ids.items():
+                if ref.kind == PERSON and id_ == retired:
+                    ids[ref] = survivor
+        elif isinstance(change, CancelVisit):
+            statements.cancel_visit(self.engine, ids[change.visit])
+        elif isinstance(change, CancelTransfer):
+            visit = ids[change.visit]
+            statements.cancel_transfer(
+                self.engine, visit, change.cancelled_location, change.back_to
+            )
+            visits.add(visit)
+
+    def _write_segment(
+        self,
+        segment: list[tuple[int, Row | Delete]],
+        ids: dict[Ref, int],
+        applied: _Applied,
+        visits: set[int],
+    ) -> None:
+        """Fold and write a run of row changes; events whose rows cannot be completed are
+        dropped (with all their changes) and the rest folded again."""
+        if not segment:
+            return
+        while True:
+            kept = [(i, change) for i, change in segment if i not in applied.dropped]
+            pending = fold.fold(kept, ids)
+            final = fold.finish(pending, self._stored(fold.merge_keys(pending)))
+            if not final.invalid:
+                break
+            applied.dropped.update(final.invalid)
+        for table, gone in final.deletes.items():
+            self.engine.delete(table, id_column(table), gone)
+            applied.rows[(table, "delete")] += len(gone)
+        for table, rows in final.upserts.items():
+            columns = fold.COLUMNS[table]
+            self.engine.upsert(
+                table, columns, id_column(table), [tuple(r.get(c) for c in columns) for r in rows]
+            )
+            applied.rows[(table, "upsert")] += len(rows)
+        for table in ("visit_occurrence", "visit_detail"):
+            visits.update(row["visit_occurrence_id"] for row in final.upserts.get(table, ()))
+
+    def _stored(self, wanted: dict[str, list[int]]) -> dict[fold.RowKey, dict[str, Any]]:
+        stored: dict[fold.RowKey, dict[str, Any]] = {}
+        for table, table_ids in wanted.items():
+            columns = fold.COLUMNS[table]
+            key = id_column(table)
+            for values in self.engine.query(
+                f"SELECT {', '.join(columns)} FROM {self.engine.table(table)} "
+                f"WHERE {self.engine.any_id(key)}",
+                [table_ids],
+            ):
+                row = dict(zip(columns, values, strict=True))
+                stored[(table, row[key])] = row
+        return stored
+
+
+def _refs(mapped: Iterable[tuple[int, EventChanges]]) -> list[Ref]:
+    refs: list[Ref] = []
+    for _, event in mapped:
+        if event.person is not None:
+            refs.append(event.person)
+        for change in event.changes:
+            if isinstance(change, Row):
+                refs.append(change.ref)
+                refs.extend(v for v in change.values.values() if isinstance(v, Ref))
+            elif isinstance(change, Delete):
+                refs.append(change.ref)
+            elif isinstance(change, MergePersons):
+                refs.extend((change.retired, change.survivor))
+            else:
+                refs.append(change.visit)
+    return refs
