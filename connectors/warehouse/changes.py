@@ -10,7 +10,7 @@ document keys of the research events) or built from pseudonyms and codes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from hl7bus.connectors.warehouse import cdm
 
@@ -61,9 +61,9 @@ def id_column(table: str) -> str:
     return keys[0] if keys else "person_id"
 
 
-@dataclass(frozen=True)
-class Ref:
-    """A surrogate id still to be resolved: (kind, source key) -> integer, via the key map."""
+class Ref(NamedTuple):
+    """A surrogate id still to be resolved: (kind, source key) -> integer, via the key map.
+    (A named tuple: a batch hashes tens of thousands of them.)"""
 
     kind: str
     key: str

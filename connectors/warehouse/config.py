@@ -48,7 +48,15 @@ class WarehouseConfig(BaseModel):
     group_id: str = Field(
         "hl7bus-warehouse", description="Kafka consumer group of the warehouse sink."
     )
-    batch_size: int = Field(500, ge=1, description="Most records written per transaction.")
+    batch_size: int = Field(
+        5000,
+        ge=1,
+        description=(
+            "Most records written per transaction. A batch costs a few statements per table "
+            "however many rows it has, so big batches keep up with a fast stream; a slow one "
+            "is written every poll_timeout_s."
+        ),
+    )
     poll_timeout_s: float = Field(
         0.5, gt=0, description="Longest wait for a batch to fill before writing what came."
     )

@@ -27,18 +27,31 @@ def person_ref(event: Event) -> Ref:
     return Ref(PERSON, key)
 
 
+def _zone(offset: str | None) -> timezone:
+    """The fixed zone of a +HHMM offset; UTC for none or a malformed one."""
+    zone = _ZONES.get(offset)
+    if zone is None:
+        zone = UTC
+        match = _OFFSET.match(offset or "")
+        if match:
+            sign = -1 if match.group(1) == "-" else 1
+            delta = timedelta(hours=int(match.group(2)), minutes=int(match.group(3)))
+            zone = timezone(sign * delta)
+        if len(_ZONES) < 1000:  # feeds send a handful of offsets; never grow without bound
+            _ZONES[offset] = zone
+    return zone
+
+
+_ZONES: dict[str | None, timezone] = {}
+
+
 def local(instant: datetime | None, offset: str | None) -> datetime | None:
     """The wall-clock time of `instant` at `offset` (+HHMM), naive; UTC without an offset."""
     if instant is None:
         return None
     if instant.tzinfo is None:
         instant = instant.replace(tzinfo=UTC)
-    zone: timezone = UTC
-    match = _OFFSET.match(offset or "")
-    if match:
-        sign = -1 if match.group(1) == "-" else 1
-        zone = timezone(sign * timedelta(hours=int(match.group(2)), minutes=int(match.group(3))))
-    return instant.astimezone(zone).replace(tzinfo=None)
+    return instant.astimezone(_zone(offset)).replace(tzinfo=None)
 
 
 def at(event: Event, name: str) -> datetime | None:

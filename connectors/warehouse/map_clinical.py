@@ -92,26 +92,38 @@ def _fact(
     type_concept: int = c.EHR,
 ) -> dict[str, Any]:
     """The columns every clinical fact table has, under that table's names."""
-    stem = {
-        "condition_occurrence": "condition",
-        "procedure_occurrence": "procedure",
-        "drug_exposure": "drug",
-    }.get(table, table)
-    start = {
-        "condition_occurrence": "condition_start",
-        "drug_exposure": "drug_exposure_start",
-        "procedure_occurrence": "procedure",
-    }.get(table, table)
+    concept_, source_concept, source, type_, day, time_ = _FACT_COLUMNS[table]
     return {
         "person_id": person,
         "visit_occurrence_id": visit,
-        f"{stem}_concept_id": found.concept_id,
-        f"{stem}_source_concept_id": found.source_concept_id,
-        f"{stem}_source_value": source_value,
-        f"{stem}_type_concept_id": type_concept,
-        f"{start}_date": moment.date(),
-        f"{start}_datetime": moment,
+        concept_: found.concept_id,
+        source_concept: found.source_concept_id,
+        source: source_value,
+        type_: type_concept,
+        day: moment.date(),
+        time_: moment,
     }
+
+
+def _fact_columns(stem: str, start: str) -> tuple[str, str, str, str, str, str]:
+    return (
+        f"{stem}_concept_id",
+        f"{stem}_source_concept_id",
+        f"{stem}_source_value",
+        f"{stem}_type_concept_id",
+        f"{start}_date",
+        f"{start}_datetime",
+    )
+
+
+# Per fact table: its concept, source concept, source value, type, date and datetime columns.
+_FACT_COLUMNS = {
+    "measurement": _fact_columns("measurement", "measurement"),
+    "observation": _fact_columns("observation", "observation"),
+    "condition_occurrence": _fact_columns("condition", "condition_start"),
+    "procedure_occurrence": _fact_columns("procedure", "procedure"),
+    "drug_exposure": _fact_columns("drug", "drug_exposure_start"),
+}
 
 
 def _coded_fact(

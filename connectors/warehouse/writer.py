@@ -195,7 +195,7 @@ class BatchWriter:
         for table, rows in final.upserts.items():
             columns = fold.COLUMNS[table]
             self.engine.upsert(
-                table, columns, id_column(table), [tuple(r.get(c) for c in columns) for r in rows]
+                table, columns, id_column(table), [tuple(map(r.get, columns)) for r in rows]
             )
             applied.rows[(table, "upsert")] += len(rows)
         for table in ("visit_occurrence", "visit_detail"):

@@ -187,3 +187,41 @@ def bench_vocab(
     with err_console.status("benchmarking the vocabulary (load and lookups)..."):
         result = bench.run(concepts, distinct, seconds, rounds, postgres_url)
     typer.echo(json.dumps(result, indent=2))
+
+
+@bench_app.command("warehouse")
+def bench_warehouse(
+    engine: Annotated[
+        str, typer.Option(help="duckdb, postgresql, or both (comma-separated).")
+    ] = "duckdb,postgresql",
+    phase_stays: Annotated[
+        int, typer.Option(min=1, help="Stays (45 research records each) per measured phase.")
+    ] = 500,
+    fill_rows: Annotated[
+        int, typer.Option(min=0, help="OMOP rows written between the start and after phases.")
+    ] = 1_000_000,
+    windows: Annotated[int, typer.Option(min=1, help="Timed windows of the fill.")] = 5,
+    batch_size: Annotated[
+        int, typer.Option(min=1, help="Records per sink batch (warehouse.batch_size).")
+    ] = 5000,
+    postgres_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="HL7BUS_BENCH_POSTGRES_URL",
+            help="A PostgreSQL server's maintenance database (a superuser URL): the benchmark "
+            "creates and drops its own databases there.",
+        ),
+    ] = None,
+) -> None:
+    """OMOP rows/s the warehouse sink writes for a mixed research stream vs a bare bulk load
+    (DuckDB appender, PostgreSQL COPY) of the same rows, at the start and after fill_rows."""
+    engines = [part.strip() for part in engine.split(",") if part.strip()]
+    unknown = sorted(set(engines) - {"duckdb", "postgresql"})
+    if not engines or unknown:
+        fail(f"--engine {engine!r}: expected duckdb, postgresql or both", code=2)
+    if "postgresql" in engines and not postgres_url:
+        fail("--postgres-url (or HL7BUS_BENCH_POSTGRES_URL) is needed for postgresql", code=2)
+    bench = bench_module("warehouse")
+    with err_console.status("benchmarking the warehouse sink against a bare bulk load..."):
+        result = bench.run(engines, phase_stays, fill_rows, windows, batch_size, postgres_url)
+    typer.echo(json.dumps(result, indent=2))
