@@ -278,6 +278,18 @@ def test_a40_moves_every_fact_to_the_survivor(engine: Engine) -> None:
     assert select(engine, "measurement", "DISTINCT person_id") == [(keep,)]
 
 
+def test_a40_moves_the_death_row_when_the_survivor_has_none(engine: Engine) -> None:
+    survivor, retired = ev.pseudonym("patient-1"), ev.pseudonym("patient-old")
+    write(
+        engine,
+        ev.patient(patient_key=survivor),
+        ev.patient(patient_key=retired, deceased=True, death_time=T0),
+    )
+    write(engine, ev.patient(patient_key=survivor, merged_from_patient_key=retired))
+    keep = person_id(engine, survivor)
+    assert select(engine, "death", "person_id, death_date") == [(keep, SEOUL.date())]
+
+
 # -- visits -------------------------------------------------------------------------------------
 
 

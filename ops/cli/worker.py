@@ -112,6 +112,8 @@ def sink_warehouse(config: ConfigOption = None) -> None:
         names,
         catalog.name(topics.DLQ),
         start_http=health.start_http,
+        # concepts=: the vocabulary lookup over the opened database, once a vocabulary loader
+        # exists; without it every code is concept 0 (docs/omop-mapping.md, Vocabulary).
     )
     where = "PostgreSQL (warehouse.url)" if cfg.url else str(cfg.path)
     err_console.print(f"writing {', '.join(names)} into {where}")
