@@ -12,6 +12,7 @@ import os
 import secrets
 import shutil
 import time
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -99,40 +100,16 @@ def _run(
     bootstrap = broker.bootstrap
     console.print(f"[green]✓[/] Kafka {broker.version} at {bootstrap}")
 
-    admin = kafka_clients.admin_client(settings.kafka, bootstrap)
-    catalog = topics.TopicCatalog.load(settings.topics)
-    topics_apply.apply(admin, catalog, settings.topics.replication_factor)
+    bus = start_bus(settings, bootstrap, procs, out_dir, DEMO_FEED)
+    console.print(f"[green]✓[/] topics applied: {', '.join(bus.topic_names)}")
     console.print(
-        f"[green]✓[/] topics applied: {', '.join(s.name for s in catalog.specs.values())}"
+        f"[green]✓[/] sample vocabulary loaded into the warehouse ({bus.concepts} concepts)"
     )
-
-    mllp_port, metrics_port = free_port(), free_port()
-    warehouse = out_dir / "warehouse.duckdb"
-    env = {
-        **os.environ,
-        "HL7BUS_KAFKA_BOOTSTRAP": bootstrap,
-        "HL7BUS_MLLP_PORT": str(mllp_port),
-        "HL7BUS_MLLP_FEED": DEMO_FEED,
-        "HL7BUS_MLLP_METRICS_PORT": str(metrics_port),
-        "HL7BUS_WORKER_DATA_DIR": str(out_dir / "worker"),
-        "HL7BUS_WORKER_METRICS_PORT": str(free_port()),
-        "HL7BUS_WAREHOUSE_PATH": str(warehouse),
-        "HL7BUS_WAREHOUSE_METRICS_PORT": str(free_port()),
-        # A fresh random key per demo run, held only by the worker process.
-        "HL7BUS_DEID_KEY": secrets.token_hex(32),
-    }
-    # The shipped sample vocabulary, so codes map to concepts (`hl7bus warehouse vocab load`).
-    loaded = load_vocabulary(sample_folder(), path=warehouse)
-    concepts = sum(item.rows for item in loaded if item.table == "concept")
-    console.print(f"[green]✓[/] sample vocabulary loaded into the warehouse ({concepts} concepts)")
-    procs.start("listener", ["mllp", "serve"], env)
-    procs.start("worker", ["worker"], env)
-    procs.start("sink", ["sink", "warehouse"], env)
-    procs.wait_for("the MLLP listener", lambda: port_open(mllp_port), 30)
-    console.print(f"[green]✓[/] listener on 127.0.0.1:{mllp_port}, worker and sink started")
+    console.print(f"[green]✓[/] listener on 127.0.0.1:{bus.mllp_port}, worker and sink started")
+    catalog = topics.TopicCatalog.load(settings.topics)
 
     messages = read_messages([feed_file or sample_feed_path()])
-    summary = send_and_report(console, "127.0.0.1", mllp_port, messages, window=8).summary
+    summary = send_and_report(console, "127.0.0.1", bus.mllp_port, messages, window=8).summary
 
     names = {tid: catalog.name(tid) for tid in catalog.specs}
     research = [n for tid, n in names.items() if tid.startswith("research.")]
@@ -160,16 +137,69 @@ def _run(
         )
     procs.stop("sink")  # releases the DuckDB file for the report
     sizes = kafka_clients.topic_sizes(settings.kafka, bootstrap, list(names.values()))
-    rows = _table_rows(warehouse)
+    rows = _table_rows(bus.warehouse)
     pair = _example_pair(settings, bootstrap, names[topics.EVENTS], names["research.patient"])
 
-    console.print(_report(summary.total, summary.by_code, sizes, rows, warehouse))
+    console.print(_report(summary.total, summary.by_code, sizes, rows, bus.warehouse))
     leaks = _print_pair(console, pair)
     filled = all(rows[table] for table in _SAMPLE_TABLES)
     ok = summary.ok and filled and pair is not None and not leaks
     verdict = "[bold green]demo OK[/]" if ok else "[bold red]demo FAILED[/]"
     console.print(f"{verdict} in {time.monotonic() - started:.0f}s; logs and warehouse: {out_dir}")
     return 0 if ok else 1
+
+
+@dataclass(frozen=True)
+class Bus:
+    """What `start_bus` started: where to send, where the rows land, where the sink's
+    metrics are."""
+
+    mllp_port: int
+    warehouse: Path
+    sink_metrics_port: int
+    topic_names: tuple[str, ...]
+    concepts: int
+
+
+def start_bus(
+    settings: Settings, bootstrap: str, procs: Processes, out_dir: Path, feed: str
+) -> Bus:
+    """Apply the topic catalog, load the sample vocabulary into a DuckDB warehouse under
+    `out_dir`, start listener, worker and warehouse sink as processes on free ports, and wait
+    until the listener accepts connections (the demo and `hl7bus bench e2e`)."""
+    admin = kafka_clients.admin_client(settings.kafka, bootstrap)
+    catalog = topics.TopicCatalog.load(settings.topics)
+    topics_apply.apply(admin, catalog, settings.topics.replication_factor)
+
+    mllp_port, metrics_port, sink_metrics_port = free_port(), free_port(), free_port()
+    warehouse = out_dir / "warehouse.duckdb"
+    env = {
+        **os.environ,
+        "HL7BUS_KAFKA_BOOTSTRAP": bootstrap,
+        "HL7BUS_MLLP_PORT": str(mllp_port),
+        "HL7BUS_MLLP_FEED": feed,
+        "HL7BUS_MLLP_METRICS_PORT": str(metrics_port),
+        "HL7BUS_WORKER_DATA_DIR": str(out_dir / "worker"),
+        "HL7BUS_WORKER_METRICS_PORT": str(free_port()),
+        "HL7BUS_WAREHOUSE_PATH": str(warehouse),
+        "HL7BUS_WAREHOUSE_METRICS_PORT": str(sink_metrics_port),
+        # A fresh random key per run, held only by the worker process.
+        "HL7BUS_DEID_KEY": secrets.token_hex(32),
+    }
+    # The shipped sample vocabulary, so codes map to concepts (`hl7bus warehouse vocab load`).
+    loaded = load_vocabulary(sample_folder(), path=warehouse)
+    concepts = sum(item.rows for item in loaded if item.table == "concept")
+    procs.start("listener", ["mllp", "serve"], env)
+    procs.start("worker", ["worker"], env)
+    procs.start("sink", ["sink", "warehouse"], env)
+    procs.wait_for("the MLLP listener", lambda: port_open(mllp_port), 30)
+    return Bus(
+        mllp_port=mllp_port,
+        warehouse=warehouse,
+        sink_metrics_port=sink_metrics_port,
+        topic_names=tuple(spec.name for spec in catalog.specs.values()),
+        concepts=concepts,
+    )
 
 
 def _table_rows(path: Path) -> dict[str, int]:
