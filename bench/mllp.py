@@ -92,11 +92,12 @@ def _templates() -> tuple[str, ...]:
     return tuple(out)
 
 
-def corpus(count: int, tag: str) -> list[bytes]:
-    """``count`` messages with MSH-10 = TAG + a sequence number."""
+def corpus(count: int, tag: str, variants: int | None = None) -> list[bytes]:
+    """``count`` messages with MSH-10 = TAG + a sequence number, cycling over the first
+    ``variants`` templates (all of them when None)."""
     from hl7bus.hl7v2 import parse
 
-    templates = _templates()
+    templates = _templates()[:variants]
     out = []
     for i in range(count):
         message = parse(templates[i % len(templates)])

@@ -1,4 +1,5 @@
-"""`hl7bus bench parse/mllp/deid/stream/vocab`: the benchmarks of bench/ (a source checkout only).
+"""`hl7bus bench ...` (parse, mllp, deid, stream, vocab, warehouse, e2e): the benchmarks of
+bench/ (a source checkout only).
 
 Each prints JSON with its figure and a named peer's figure from the same run (BENCHMARKS.md).
 """
@@ -224,4 +225,26 @@ def bench_warehouse(
     bench = bench_module("warehouse")
     with err_console.status("benchmarking the warehouse sink against a bare bulk load..."):
         result = bench.run(engines, phase_stays, fill_rows, windows, batch_size, postgres_url)
+    typer.echo(json.dumps(result, indent=2))
+
+
+@bench_app.command("e2e")
+def bench_e2e(
+    rates: Annotated[
+        str, typer.Option(help="Comma-separated offered rates (messages/s), one rung each.")
+    ] = "50,100,200,400",
+    seconds: Annotated[float, typer.Option(min=0.5, help="Duration of each rung.")] = 10.0,
+) -> None:
+    """MLLP -> warehouse rows with every process real (broker, listener, worker, sink): sustained
+    messages/s and freshness p50/p99 per offered rate against the listener's ACK latency at the
+    same rate; the highest rate whose p99 freshness is at most 2 s. Starts its own broker."""
+    try:
+        ladder = [float(part) for part in rates.split(",") if part.strip()]
+    except ValueError:
+        fail(f"--rates {rates!r}: expected numbers like 50,100,200,400", code=2)
+    if not ladder or min(ladder) <= 0:
+        fail(f"--rates {rates!r}: expected positive numbers like 50,100,200,400", code=2)
+    bench = bench_module("e2e")
+    with err_console.status("benchmarking MLLP -> warehouse (starts a broker and the bus)..."):
+        result = bench.run(ladder, seconds)
     typer.echo(json.dumps(result, indent=2))
