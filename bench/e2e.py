@@ -305,7 +305,9 @@ def _settled(scraper: _Scraper) -> bool:
     return scraper.records() == before
 
 
-def run(rates: Sequence[float] = (50, 100, 200, 400), seconds: float = 10.0) -> dict[str, Any]:
+def run(
+    rates: Sequence[float] = (10, 25, 50, 100, 200, 400), seconds: float = 10.0
+) -> dict[str, Any]:
     """Start broker and bus, run the ladder, return the JSON-ready result."""
     from bench.mllp import _loadavg
     from hl7bus.ops.config import Settings

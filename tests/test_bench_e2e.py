@@ -1,9 +1,12 @@
 """`hl7bus bench e2e`: its reading of the sink's metrics, the cumulative-flow freshness, the
-rung figures and the ladder's answer (the full run starts a broker and three processes: it is
-run by hand, BENCHMARKS.md), and the refusal of a bad --rates."""
+rung figures and the ladder's answer; the JSON shape of a tiny real run (broker, listener,
+worker, sink; timings are not checked); the refusal of a bad --rates."""
 
 from __future__ import annotations
 
+import json
+
+import pytest
 from typer.testing import CliRunner
 
 from hl7bus.ops.cli import app
@@ -67,3 +70,26 @@ def test_bad_rates_are_refused() -> None:
     result = CliRunner().invoke(app, ["bench", "e2e", "--rates", "50,fast"])
     assert result.exit_code == 2
     assert "--rates" in result.output
+
+
+@pytest.mark.slow
+def test_bench_e2e_json_shape() -> None:
+    """One short rung at a low rate: every message reaches the warehouse, and each figure is
+    there (their values depend on the machine)."""
+    result = CliRunner().invoke(app, ["bench", "e2e", "--rates", "20", "--seconds", "1"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["benchmark"] == "e2e"
+    assert data["peer"].startswith("the listener alone")
+    (rung,) = data["rungs"]
+    assert rung["offered_msgs_per_s"] == 20.0 and rung["messages"] == 20
+    assert rung["drained"] is True
+    assert rung["sustained_msgs_per_s"] > 0
+    assert (
+        0 < rung["freshness_s"]["p50"] <= rung["freshness_s"]["p99"] <= rung["freshness_s"]["max"]
+    )
+    assert (
+        0 < rung["peer_listener_ack_latency_s"]["p50"] <= rung["peer_listener_ack_latency_s"]["p99"]
+    )
+    expected = 20.0 if rung["freshness_s"]["p99"] <= data["target_p99_freshness_s"] else None
+    assert data["highest_rate_p99_within_target"] == expected

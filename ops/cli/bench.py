@@ -232,7 +232,7 @@ def bench_warehouse(
 def bench_e2e(
     rates: Annotated[
         str, typer.Option(help="Comma-separated offered rates (messages/s), one rung each.")
-    ] = "50,100,200,400",
+    ] = "10,25,50,100,200,400",
     seconds: Annotated[float, typer.Option(min=0.5, help="Duration of each rung.")] = 10.0,
 ) -> None:
     """MLLP -> warehouse rows with every process real (broker, listener, worker, sink): sustained
