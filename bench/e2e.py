@@ -39,6 +39,7 @@ rung that misses it or does not drain in ``DRAIN_TIMEOUT_S``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import os
 import platform
@@ -50,7 +51,12 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hl7bus.ops.config import Settings
+    from hl7bus.ops.demo_run import Bus
+    from hl7bus.ops.processes import Processes
 
 TARGET_P99_S = 2.0
 WARMUP_MESSAGES = 50
@@ -218,7 +224,7 @@ def _send(port: int, messages: list[bytes], rate: float | None) -> tuple[list[fl
     return sent_at, [r.latency_s for r in results]
 
 
-def _wait_records(scraper: _Scraper, procs: Any, target: float, timeout: float) -> bool:
+def _wait_records(scraper: _Scraper, procs: Processes, target: float, timeout: float) -> bool:
     """Wait until the sink has consumed ``target`` records (False at the timeout)."""
     deadline = time.monotonic() + timeout
     while scraper.records() < target - 1e-9:
@@ -229,9 +235,8 @@ def _wait_records(scraper: _Scraper, procs: Any, target: float, timeout: float) 
     return True
 
 
-def _wait_drained(settings: Any, bootstrap: str, procs: Any) -> None:
+def _wait_drained(settings: Settings, bootstrap: str, procs: Processes) -> None:
     """Wait until the worker and the sink have committed every record (as the demo does)."""
-    from hl7bus.connectors import kafka_clients
     from hl7bus.schemas import topics
     from hl7bus.streams.runtime import source_topics
 
@@ -245,18 +250,22 @@ def _wait_drained(settings: Any, bootstrap: str, procs: Any) -> None:
     ):
         procs.wait_for(
             f"{what} to commit the warm-up",
-            lambda g=group, t=topic_names: (
-                kafka_clients.group_lag(settings.kafka, bootstrap, g, t) == 0
-            ),
+            functools.partial(_no_lag, settings, bootstrap, group, topic_names),
             DRAIN_TIMEOUT_S,
         )
 
 
+def _no_lag(settings: Settings, bootstrap: str, group: str, topic_names: list[str]) -> bool:
+    from hl7bus.connectors import kafka_clients
+
+    return kafka_clients.group_lag(settings.kafka, bootstrap, group, topic_names) == 0
+
+
 def _ladder(
-    settings: Any,
+    settings: Settings,
     bootstrap: str,
-    bus: Any,
-    procs: Any,
+    bus: Bus,
+    procs: Processes,
     rates: Sequence[float],
     seconds: float,
 ) -> tuple[float, list[dict[str, Any]]]:
