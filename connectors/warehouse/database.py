@@ -2,8 +2,9 @@
 
 The OMOP tables come from cdm.py (one definition for both engines); this module adds what the
 sink needs on top: a unique index that keeps one death row per person, the key map in its own
-schema, the indexes PostgreSQL needs to find a person's or a visit's facts without scanning
-(DuckDB scans a column faster than it maintains an index), and the one cdm_source row.
+schema, the table of unmapped codes (vocabulary/unmapped.py), the indexes PostgreSQL needs to
+find a person's or a visit's facts without scanning (DuckDB scans a column faster than it
+maintains an index), and the one cdm_source row.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from hl7bus.connectors.warehouse.config import WarehouseConfig
 from hl7bus.connectors.warehouse.duckdb_engine import DuckDBEngine
 from hl7bus.connectors.warehouse.engine import Engine, transaction
 from hl7bus.connectors.warehouse.postgres_engine import PostgresEngine
+from hl7bus.connectors.warehouse.vocabulary import unmapped_table_statement
 
 # Clinical tables with person_id (and visit_occurrence_id): what A40 merges move, what
 # observation periods span, what a cancelled visit is unlinked from.
@@ -84,6 +86,8 @@ def create_schema(engine: Engine) -> None:
                 )
         for statement in keymap.create_statements(engine):
             engine.execute(statement)
+        # The codes the sink mapped to concept 0, per feed (`hl7bus warehouse unmapped`).
+        engine.execute(unmapped_table_statement(engine.cdm_schema))
         if not engine.query(f"SELECT 1 FROM {engine.table('cdm_source')} LIMIT 1"):
             today = date.today()
             engine.execute(

@@ -28,6 +28,9 @@ class DuckDBEngine:
         self.keys_schema = keys_schema
         self._stages: dict[tuple[str, tuple[str, ...]], str] = {}
 
+    def lookup_connection(self) -> duckdb.DuckDBPyConnection:
+        return self.conn.cursor()
+
     def table(self, name: str) -> str:
         return f"{self.cdm_schema}.{name}" if self.cdm_schema else name
 

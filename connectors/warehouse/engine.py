@@ -36,6 +36,13 @@ class Engine(Protocol):
     dialect: Dialect
     cdm_schema: str | None  # None: the engine's default schema
     keys_schema: str
+    conn: Any  # the driver's connection; the vocabulary's helpers take it (vocabulary/__init__)
+
+    def lookup_connection(self) -> Any:
+        """A connection for the vocabulary lookup's reads beside the batch transaction: DuckDB
+        a cursor of this connection, PostgreSQL a connection of its own in autocommit mode (so
+        its reads open no transaction). The caller closes it."""
+        ...
 
     def table(self, name: str) -> str:
         """The qualified name of an OMOP table."""

@@ -21,10 +21,14 @@ class PostgresEngine:
     dialect: Dialect = "postgresql"
 
     def __init__(self, url: str, cdm_schema: str | None, keys_schema: str) -> None:
+        self.url = url
         self.conn = psycopg.connect(url, autocommit=False)
         self.cdm_schema = cdm_schema
         self.keys_schema = keys_schema
         self._stages: dict[tuple[str, tuple[str, ...]], str] = {}
+
+    def lookup_connection(self) -> psycopg.Connection[Any]:
+        return psycopg.connect(self.url, autocommit=True)
 
     def table(self, name: str) -> str:
         return f"{self.cdm_schema}.{name}" if self.cdm_schema else name

@@ -23,11 +23,12 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from hl7bus.connectors.mllp.service import StartHttp
 from hl7bus.connectors.warehouse import metrics
-from hl7bus.connectors.warehouse.concepts import ConceptLookup, NoVocabulary
+from hl7bus.connectors.warehouse.concepts import ConceptLookup
 from hl7bus.connectors.warehouse.config import WarehouseConfig
 from hl7bus.connectors.warehouse.database import open_engine
 from hl7bus.connectors.warehouse.engine import Engine
 from hl7bus.connectors.warehouse.omop import ResultStatuses
+from hl7bus.connectors.warehouse.vocabulary import VocabularyLookup
 from hl7bus.connectors.warehouse.writer import DLQ, BatchWriter, Incoming, Outcome
 
 log = logging.getLogger(__name__)
@@ -59,9 +60,10 @@ class WarehouseSink:
         start_http: StartHttp | None = None,
         open_database: Callable[[WarehouseConfig], Engine] = open_engine,
     ) -> None:
-        """`concepts` makes the vocabulary lookup once the database is open (none: every
-        code unmapped, concept 0). `start_http`, given by the composition root, serves the
-        health endpoints on warehouse.metrics_port."""
+        """`concepts` makes the vocabulary lookup once the database is open (none: the
+        vocabulary loaded in the warehouse database itself; with none loaded there, every code
+        is concept 0 but sex and patient class). `start_http`, given by the composition root,
+        serves the health endpoints on warehouse.metrics_port."""
         self.cfg = cfg
         self._consumer_config = consumer_config
         self._producer_config = producer_config
@@ -74,6 +76,7 @@ class WarehouseSink:
             frozenset(cfg.load_result_statuses), frozenset(cfg.delete_result_statuses)
         )
         self._engine: Engine | None = None
+        self._lookup_conn: Any = None
         self._writer: BatchWriter | None = None
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
@@ -121,17 +124,27 @@ class WarehouseSink:
         self._engine = self._open_database(self.cfg)
         self._database_ok = True
         metrics.DATABASE_UP.set(1)
-        concepts = self._concepts(self._engine) if self._concepts else NoVocabulary()
+        concepts = self._concepts(self._engine) if self._concepts else self._vocabulary()
         self._writer = BatchWriter(self._engine, concepts, self._statuses)
         self._producer = Producer(self._producer_config)
         self._consumer = Consumer(self._consumer_config)
         self._consumer.subscribe(self._topics)
+
+    def _vocabulary(self) -> VocabularyLookup:
+        """The lookup over the vocabulary tables of the sink's own database, read through a
+        connection beside the one that writes the batches (vocabulary/lookup.py)."""
+        assert self._engine is not None
+        self._lookup_conn = self._engine.lookup_connection()
+        return VocabularyLookup(self._lookup_conn, self._engine.dialect, self._engine.cdm_schema)
 
     def _close(self) -> None:
         if self._consumer is not None:
             self._consumer.close()  # commits the stored offsets
         if self._producer is not None:
             self._producer.flush(10)
+        if self._lookup_conn is not None:
+            self._lookup_conn.close()
+            self._lookup_conn = None
         if self._engine is not None:
             self._engine.close()
 

@@ -3,7 +3,8 @@
 Decode, map (omop.py), resolve every source key to its id (keymap.py), fold the row changes
 (fold.py) and write each table's rows with one bulk merge; merges and cancellations run as
 statements in event order between bulk writes; then the observation periods of every person
-the batch touched, and the detail ends of every visit, are recomputed.
+the batch touched, and the detail ends of every visit, are recomputed. The codes that mapped to
+concept 0 are counted per feed and added to hl7bus_unmapped in the same transaction.
 
 Redelivery changes nothing: every row's id comes from its source key, and writing a row
 overwrites it. A record that cannot be written (undecodable, unmappable, a required column
@@ -16,6 +17,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from hl7bus.connectors.warehouse import fold, keymap, statements
@@ -32,9 +34,11 @@ from hl7bus.connectors.warehouse.changes import (
     Row,
     id_column,
 )
-from hl7bus.connectors.warehouse.concepts import ConceptLookup
+from hl7bus.connectors.warehouse.concepts import ConceptLookup, Mapped
 from hl7bus.connectors.warehouse.engine import Engine, WarehouseDataError, transaction
 from hl7bus.connectors.warehouse.omop import DEFAULT_STATUSES, ResultStatuses, map_event
+from hl7bus.connectors.warehouse.vocabulary import UnmappedCounter, record_unmapped
+from hl7bus.connectors.warehouse.vocabulary.unmapped import Key as UnmappedKey
 from hl7bus.schemas import codec
 
 WRITTEN, SKIPPED, DLQ = "written", "skipped", "dlq"
@@ -69,6 +73,19 @@ class Outcome:
         return [i for i, result in enumerate(self.results) if result == DLQ]
 
 
+class _FeedConcepts:
+    """The lookup as one event's mapping sees it: every code that gets concept 0 is counted
+    under the event's feed (the lookup itself does not know the feed)."""
+
+    def __init__(self, concepts: ConceptLookup, feed: str) -> None:
+        self._concepts = concepts
+        self._feed = feed
+        self.unmapped = UnmappedCounter()
+
+    def map(self, system: str | None, code: str | None) -> Mapped:
+        return self.unmapped.counted(self._feed, system, code, self._concepts.map(system, code))
+
+
 @dataclass
 class _Applied:
     rows: Counter[tuple[str, str]] = field(default_factory=Counter)
@@ -91,6 +108,7 @@ class BatchWriter:
         when the database itself fails (not the data): then nothing of the batch is kept."""
         outcome = Outcome.empty(len(records))
         mapped: list[tuple[int, EventChanges]] = []
+        unmapped: dict[int, dict[UnmappedKey, int]] = {}
         for index, record in enumerate(records):
             try:
                 event_type, event = codec.decode(record.value, record.topic)
@@ -98,8 +116,9 @@ class BatchWriter:
                 outcome.mark(index, DLQ, "undecodable")
                 continue
             outcome.event_types[index] = event_type
+            concepts = _FeedConcepts(self.concepts, str(event.get("feed") or ""))
             try:
-                changes = map_event(event_type, event, self.concepts, self.statuses)
+                changes = map_event(event_type, event, concepts, self.statuses)
             except MappingError as exc:
                 outcome.mark(index, DLQ, exc.code)
                 continue
@@ -107,23 +126,31 @@ class BatchWriter:
                 outcome.mark(index, SKIPPED, changes.skipped or "no_change")
                 continue
             mapped.append((index, changes))
-        self._write_or_split(mapped, outcome)
+            if len(concepts.unmapped):
+                unmapped[index] = concepts.unmapped.drain()
+        self._write_or_split(mapped, outcome, unmapped)
         return outcome
 
-    def _write_or_split(self, mapped: list[tuple[int, EventChanges]], outcome: Outcome) -> None:
+    def _write_or_split(
+        self,
+        mapped: list[tuple[int, EventChanges]],
+        outcome: Outcome,
+        unmapped: dict[int, dict[UnmappedKey, int]],
+    ) -> None:
         if not mapped:
             return
         try:
             with transaction(self.engine):
                 applied = self._apply(mapped)
+                self._record_unmapped(mapped, applied, unmapped)
         except WarehouseDataError as exc:
             if len(mapped) == 1:
                 outcome.mark(mapped[0][0], DLQ, exc.code)
                 return
             # In order, so the halves end where the whole batch would have.
             middle = len(mapped) // 2
-            self._write_or_split(mapped[:middle], outcome)
-            self._write_or_split(mapped[middle:], outcome)
+            self._write_or_split(mapped[:middle], outcome, unmapped)
+            self._write_or_split(mapped[middle:], outcome, unmapped)
             return
         for index, reason in applied.dropped.items():
             outcome.mark(index, DLQ, reason)
@@ -153,6 +180,22 @@ class BatchWriter:
         statements.recompute_visit_details(engine, visits)
         statements.recompute_observation_periods(engine, persons)
         return applied
+
+    def _record_unmapped(
+        self,
+        mapped: list[tuple[int, EventChanges]],
+        applied: _Applied,
+        unmapped: dict[int, dict[UnmappedKey, int]],
+    ) -> None:
+        """Add the unmapped codes of the events written (not those sent to the DLQ)."""
+        counts: Counter[UnmappedKey] = Counter()
+        for index, _ in mapped:
+            if index in unmapped and index not in applied.dropped:
+                counts.update(unmapped[index])
+        if counts:
+            now = datetime.now(UTC).replace(tzinfo=None)  # the column is a UTC TIMESTAMP
+            engine = self.engine
+            record_unmapped(engine.conn, engine.dialect, counts, now, engine.cdm_schema)
 
     def _structural(self, change: Change, ids: dict[Ref, int], visits: set[int]) -> None:
         if isinstance(change, MergePersons):

@@ -4,10 +4,11 @@ the report of the codes the sink could not map to a concept."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
+from hl7bus.connectors.warehouse.config import WarehouseConfig
 from hl7bus.ops.cli.shared import ConfigOption, console, err_console, fail, load_settings
 
 warehouse_app = typer.Typer(
@@ -24,12 +25,10 @@ class _Target:
     """The configured warehouse database: PostgreSQL when warehouse.url is set, else the DuckDB
     file warehouse.path; the OMOP tables in warehouse.cdm_schema (None: the default schema)."""
 
-    def __init__(self, cfg: Any) -> None:
-        # warehouse.url and warehouse.cdm_schema come with the sink's PostgreSQL support; read by
-        # name so this command works with a config that has them and one that does not yet.
-        self.url: str | None = getattr(cfg, "url", None)
-        self.schema: str | None = getattr(cfg, "cdm_schema", None)
-        self.path = Path(cfg.path)
+    def __init__(self, cfg: WarehouseConfig) -> None:
+        self.url = cfg.url
+        self.schema = cfg.cdm_schema
+        self.path = cfg.path
 
     @property
     def dialect(self) -> str:

@@ -112,8 +112,8 @@ def sink_warehouse(config: ConfigOption = None) -> None:
         names,
         catalog.name(topics.DLQ),
         start_http=health.start_http,
-        # concepts=: the vocabulary lookup over the opened database, once a vocabulary loader
-        # exists; without it every code is concept 0 (docs/omop-mapping.md, Vocabulary).
+        # Codes map through the vocabulary loaded in the warehouse database itself
+        # (`hl7bus warehouse vocab load`); with none, concept 0 (docs/omop-mapping.md).
     )
     where = "PostgreSQL (warehouse.url)" if cfg.url else str(cfg.path)
     err_console.print(f"writing {', '.join(names)} into {where}")
