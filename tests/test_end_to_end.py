@@ -155,7 +155,16 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert result.returncode == 0, output
     assert "demo OK" in output
     assert "ACK AA" in output and "305" in output
-    assert "sample vocabulary loaded into the warehouse (127 concepts)" in output
+    assert "sample vocabulary loaded into the warehouse (129 concepts)" in output
     assert "no direct identifier of the source is in the research record" in output
     assert (tmp_path / "demo-out" / "warehouse.duckdb").exists()
+    # The sink mapped the feed's LOINC codes through the vocabulary the demo loaded.
+    conn = duckdb.connect(str(tmp_path / "demo-out" / "warehouse.duckdb"), read_only=True)
+    try:
+        mapped, total = conn.execute(
+            "SELECT count(*) FILTER (WHERE measurement_concept_id <> 0), count(*) FROM measurement"
+        ).fetchone() or (0, 0)
+    finally:
+        conn.close()
+    assert 0 < mapped <= total
     assert time.monotonic() - started < 180

@@ -20,13 +20,23 @@ import warehouse_events as ev
 from postgres_server import fresh_database
 from psycopg.conninfo import conninfo_to_dict
 from samples import feed
+from typer.testing import CliRunner
 
 from hl7bus.connectors.warehouse.concepts import NoVocabulary
 from hl7bus.connectors.warehouse.config import WarehouseConfig
 from hl7bus.connectors.warehouse.database import create_schema, open_engine
+from hl7bus.connectors.warehouse.duckdb_engine import DuckDBEngine
 from hl7bus.connectors.warehouse.engine import Engine, transaction
 from hl7bus.connectors.warehouse.omop import ResultStatuses
+from hl7bus.connectors.warehouse.postgres_engine import PostgresEngine
+from hl7bus.connectors.warehouse.vocabulary import (
+    VocabularyLookup,
+    load_duckdb,
+    load_postgresql,
+    sample_folder,
+)
 from hl7bus.connectors.warehouse.writer import DLQ, WRITTEN, BatchWriter, Incoming, Outcome
+from hl7bus.ops.cli import app
 
 DAY = timedelta(days=1)
 T0 = ev.T0
@@ -399,3 +409,87 @@ def test_opening_again_changes_nothing(engine: Engine) -> None:
     )
     assert (name, version, concept) == ("hl7bus warehouse", "v5.4", 756265)
     assert count(engine, "person") == 1
+
+
+# -- the vocabulary -----------------------------------------------------------------------------
+
+
+def load_sample_vocabulary(engine: Engine) -> None:
+    """The shipped sample vocabulary, loaded into the warehouse database as `hl7bus warehouse
+    vocab load --sample` does."""
+    if engine.dialect == "duckdb":
+        load_duckdb(engine.conn, sample_folder(), engine.cdm_schema)
+    else:
+        load_postgresql(engine.conn, sample_folder(), engine.cdm_schema)
+        engine.commit()
+
+
+def test_codes_map_through_the_loaded_vocabulary_and_the_unmapped_are_listed(
+    engine: Engine, clean_env: None
+) -> None:
+    load_sample_vocabulary(engine)
+    lookup_conn = engine.lookup_connection()  # as the sink reads the vocabulary
+    try:
+        lookup = VocabularyLookup(lookup_conn, engine.dialect, engine.cdm_schema)
+        writer = BatchWriter(engine, lookup)
+        unknown = {"code": "XGLU", "code_system": "99LAB", "standard_code": None}
+        smoking = ev.observation(
+            result_key=ev.pseudonym("result-smoking"),
+            code="72166-2",
+            standard_code="72166-2",
+            value_type="ST",
+            value_text="Never smoker",
+            **dict.fromkeys(_NUMERIC),
+        )
+        events = [
+            ev.patient(),
+            ev.observation(),  # creatinine, LOINC 2160-0, mg/dL
+            smoking,
+            ev.observation(result_key=ev.pseudonym("result-x1"), **unknown),
+            ev.observation(result_key=ev.pseudonym("result-x2"), feed="lab2", **unknown),
+        ]
+        outcome = writer.write([Incoming(ev.encode(event)) for event in events])
+        # Redelivered in a later batch: the rows stay, the sighting counts again.
+        writer.write([Incoming(ev.encode(events[3]))])
+    finally:
+        lookup_conn.close()
+    assert set(outcome.results) == {WRITTEN}
+    creatinine, mg_dl = 3016723, 8840  # real OMOP ids, in the sample
+    assert select(
+        engine,
+        "measurement",
+        "measurement_source_value, measurement_concept_id, measurement_source_concept_id, "
+        "unit_concept_id",
+    ) == [("2160-0", creatinine, creatinine, mg_dl), ("XGLU", 0, 0, mg_dl), ("XGLU", 0, 0, mg_dl)]
+    # A LOINC code of the Observation domain lands in observation.
+    assert select(engine, "observation", "observation_source_value, observation_concept_id") == [
+        ("72166-2", 2000101034)
+    ]
+    assert select(engine, "person", "gender_concept_id") == [(8507,)]  # M, from the vocabulary
+    # Only what got concept 0 is counted, per feed.
+    assert select(engine, "hl7bus_unmapped", "feed, system, code, count") == [
+        ("lab2", "99LAB", "XGLU", 1),
+        ("ward", "99LAB", "XGLU", 2),
+    ]
+    engine.close()  # DuckDB: the command opens the file read-only
+    if engine.dialect == "duckdb":
+        assert isinstance(engine, DuckDBEngine)
+        env = {"HL7BUS_WAREHOUSE_PATH": str(engine.path)}
+    else:
+        assert isinstance(engine, PostgresEngine)
+        env = {"HL7BUS_WAREHOUSE_URL": engine.url, "HL7BUS_WAREHOUSE_CDM_SCHEMA": "cdm"}
+    listed = CliRunner().invoke(app, ["warehouse", "unmapped", "--feed", "ward"], env=env)
+    assert listed.exit_code == 0, listed.output
+    assert "99LAB" in listed.output and "XGLU" in listed.output and "lab2" not in listed.output
+    assert "2160-0" not in listed.output
+
+
+_NUMERIC = (
+    "value_numeric",
+    "value_numeric_ucum",
+    "units",
+    "units_ucum",
+    "reference_range",
+    "reference_low",
+    "reference_high",
+)

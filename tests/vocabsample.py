@@ -133,6 +133,7 @@ CONCEPT_CLASSES: dict[str, int] = {
     "Unit": 2000100025,
     "Visit": 2000100026,
     "Vocabulary": 2000100027,
+    "Clinical Observation": 2000100028,
 }
 
 # relationship_id -> (name, is_hierarchical, defines_ancestry, reverse, concept id): Eunomia's.
@@ -216,6 +217,11 @@ LOINC: tuple[Concept, ...] = (
     _lab(2000101031, "24356-8", "Urinalysis complete panel - Urine"),
     _lab(2000101032, "50190-5", "Iron and Iron binding capacity panel - Serum or Plasma"),
     _lab(2000101033, "24323-8", "Comprehensive metabolic 2000 panel - Serum or Plasma"),
+    # A LOINC code of the Observation domain: its results land in observation, not measurement.
+    Concept(
+        2000101034, "Tobacco smoking status", "Observation", "LOINC", "Clinical Observation",
+        "S", "72166-2",
+    ),
 )  # fmt: skip
 
 # The UCUM units of the sample feed and the golden messages, as streams/maps/units.csv spells
