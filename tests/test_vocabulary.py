@@ -501,6 +501,22 @@ def test_unmapped_codes_are_counted_per_feed_and_listed(warehouse: Warehouse) ->
         conn.close()
 
 
+def test_many_unmapped_codes_are_recorded_in_one_call(warehouse: Warehouse) -> None:
+    """More codes than one statement takes (record_unmapped writes them 1000 to a statement)."""
+    counts = {("seoul", "L", f"C{i:04d}"): i + 1 for i in range(2500)}
+    conn = warehouse.connect()
+    try:
+        conn.execute(unmapped_table_statement())
+        record_unmapped(conn, warehouse.dialect, counts, datetime(2026, 11, 27, 9, 0))
+        record_unmapped(conn, warehouse.dialect, counts, datetime(2026, 11, 27, 9, 5))
+        listed = top_unmapped(conn, warehouse.dialect, limit=3000)
+    finally:
+        conn.close()
+    assert {(r.feed, r.system, r.code): r.count for r in listed} == {
+        key: 2 * count for key, count in counts.items()
+    }
+
+
 # -- the command line (DuckDB; the same loader runs on PostgreSQL above) ----------------------
 
 

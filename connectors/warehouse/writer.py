@@ -38,7 +38,6 @@ from hl7bus.connectors.warehouse.concepts import ConceptLookup, Mapped
 from hl7bus.connectors.warehouse.engine import Engine, WarehouseDataError, transaction
 from hl7bus.connectors.warehouse.omop import DEFAULT_STATUSES, ResultStatuses, map_event
 from hl7bus.connectors.warehouse.vocabulary import UnmappedCounter, record_unmapped
-from hl7bus.connectors.warehouse.vocabulary.unmapped import Key as UnmappedKey
 from hl7bus.schemas import codec
 
 WRITTEN, SKIPPED, DLQ = "written", "skipped", "dlq"
@@ -74,16 +73,20 @@ class Outcome:
 
 
 class _FeedConcepts:
-    """The lookup as one event's mapping sees it: every code that gets concept 0 is counted
-    under the event's feed (the lookup itself does not know the feed)."""
+    """The lookup as one event's mapping sees it, noting every code that gets concept 0 with
+    the event's feed (the lookup itself does not know the feed). Only noted here: the codes are
+    counted for the events the batch writes (_record_unmapped)."""
 
     def __init__(self, concepts: ConceptLookup, feed: str) -> None:
         self._concepts = concepts
         self._feed = feed
-        self.unmapped = UnmappedCounter()
+        self.unmapped: list[tuple[str, str | None, str | None]] = []
 
     def map(self, system: str | None, code: str | None) -> Mapped:
-        return self.unmapped.counted(self._feed, system, code, self._concepts.map(system, code))
+        found = self._concepts.map(system, code)
+        if found.concept_id == 0:
+            self.unmapped.append((self._feed, system, code))
+        return found
 
 
 @dataclass
@@ -108,7 +111,7 @@ class BatchWriter:
         when the database itself fails (not the data): then nothing of the batch is kept."""
         outcome = Outcome.empty(len(records))
         mapped: list[tuple[int, EventChanges]] = []
-        unmapped: dict[int, dict[UnmappedKey, int]] = {}
+        unmapped: dict[int, list[tuple[str, str | None, str | None]]] = {}
         for index, record in enumerate(records):
             try:
                 event_type, event = codec.decode(record.value, record.topic)
@@ -126,8 +129,8 @@ class BatchWriter:
                 outcome.mark(index, SKIPPED, changes.skipped or "no_change")
                 continue
             mapped.append((index, changes))
-            if len(concepts.unmapped):
-                unmapped[index] = concepts.unmapped.drain()
+            if concepts.unmapped:
+                unmapped[index] = concepts.unmapped
         self._write_or_split(mapped, outcome, unmapped)
         return outcome
 
@@ -135,7 +138,7 @@ class BatchWriter:
         self,
         mapped: list[tuple[int, EventChanges]],
         outcome: Outcome,
-        unmapped: dict[int, dict[UnmappedKey, int]],
+        unmapped: dict[int, list[tuple[str, str | None, str | None]]],
     ) -> None:
         if not mapped:
             return
@@ -185,17 +188,21 @@ class BatchWriter:
         self,
         mapped: list[tuple[int, EventChanges]],
         applied: _Applied,
-        unmapped: dict[int, dict[UnmappedKey, int]],
+        unmapped: dict[int, list[tuple[str, str | None, str | None]]],
     ) -> None:
         """Add the unmapped codes of the events written (not those sent to the DLQ)."""
-        counts: Counter[UnmappedKey] = Counter()
+        seen: Counter[tuple[str, str | None, str | None]] = Counter()
         for index, _ in mapped:
             if index in unmapped and index not in applied.dropped:
-                counts.update(unmapped[index])
-        if counts:
-            now = datetime.now(UTC).replace(tzinfo=None)  # the column is a UTC TIMESTAMP
-            engine = self.engine
-            record_unmapped(engine.conn, engine.dialect, counts, now, engine.cdm_schema)
+                seen.update(unmapped[index])
+        if not seen:
+            return
+        counter = UnmappedCounter()
+        for (feed, system, code), times in seen.items():
+            counter.note(feed, system, code, times)
+        now = datetime.now(UTC).replace(tzinfo=None)  # the column is a UTC TIMESTAMP
+        engine = self.engine
+        record_unmapped(engine.conn, engine.dialect, counter.drain(), now, engine.cdm_schema)
 
     def _structural(self, change: Change, ids: dict[Ref, int], visits: set[int]) -> None:
         if isinstance(change, MergePersons):
