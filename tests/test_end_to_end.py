@@ -10,7 +10,6 @@ import os
 import secrets
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -142,7 +141,8 @@ def _get(port: int, path: str) -> str:
 def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     """`make demo`'s command: the whole bus on embedded defaults against the sample feed."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HL7BUS_")}
-    started = time.monotonic()
+    # The timeout only stops a hung demo; how long the demo takes is not asserted (tests assert
+    # behaviour; the demo prints its own duration).
     result = subprocess.run(
         [sys.executable, "-m", "hl7bus.ops.cli", "demo"],
         env={**env, "COLUMNS": "120"},
@@ -167,4 +167,3 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     finally:
         conn.close()
     assert 0 < mapped <= total
-    assert time.monotonic() - started < 180
