@@ -6,115 +6,31 @@ the tests write RawMessage envelopes to hl7.raw themselves, exactly as the liste
 
 from __future__ import annotations
 
-import os
-import secrets
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import timedelta
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
 from kafka_helpers import apply_catalog, read_topic
 from prometheus_client.parser import text_string_to_metric_families
-from samples import envelope, feed
+from samples import feed
+from worker_helpers import KAFKA, committed_offsets, http_status, produce_raw, worker_env
 
 from hl7bus.connectors import kafka_clients
-from hl7bus.connectors.kafka_clients import KafkaConfig
-from hl7bus.hl7v2 import Message
 from hl7bus.ops.processes import Processes, free_port
 from hl7bus.schemas import codec, topics
-from hl7bus.schemas.keys import patient_key
-from hl7bus.streams.steps import parse_step
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
-SEOUL = ZoneInfo("Asia/Seoul")
-KAFKA = KafkaConfig()
 RESEARCH_IDS = [tid for tid in topics.TopicCatalog.load(topics.TopicsConfig()).specs if "." in tid]
-
-
-@dataclass(frozen=True)
-class Produced:
-    """One RawMessage record on hl7.raw and the ids of the events its parse must yield."""
-
-    partition: int
-    offset: int
-    event_ids: tuple[str, ...]
-
-
-def _produce_raw(
-    bootstrap: str, topic: str, messages: Iterable[Message], feed_name: str, shift_s: int = 0
-) -> list[Produced]:
-    """Envelopes as the listener writes them (keyed by patient key), with their positions."""
-    producer = Producer(kafka_clients.producer_config(KAFKA, bootstrap))
-    pending: list[tuple[bytes, bytes | None, list[Any]]] = []
-    for message in messages:
-        raw = envelope(message, feed_name)
-        raw["received_at"] += timedelta(seconds=shift_s)
-        key = patient_key(feed_name, message)
-        raw["patient_key"] = key
-        value = codec.encode("RawMessage", raw)
-        slot: list[Any] = []
-        key_bytes = key.encode() if key else None
-        pending.append((value, key_bytes, slot))
-        producer.produce(topic, value=value, key=key_bytes, on_delivery=_collect(slot))
-        producer.poll(0)
-    assert producer.flush(30) == 0
-    produced = []
-    for value, key_bytes, slot in pending:
-        err, msg = slot[0]
-        assert err is None, err
-        ids = tuple(
-            codec.decode(out.value)[1]["event_id"]
-            for out in parse_step(key_bytes, value, SEOUL)
-            if out.topic_id == topics.EVENTS
-        )
-        produced.append(Produced(msg.partition(), msg.offset(), ids))
-    return produced
-
-
-def _collect(slot: list[Any]) -> Any:
-    def on_delivery(err: Any, msg: Any) -> None:
-        slot.append((err, msg))
-
-    return on_delivery
 
 
 def _event_ids(records: Sequence[Any]) -> list[tuple[int, int, str]]:
     """(partition, offset, event id) of each record of an event topic."""
     return [(r.partition(), r.offset(), codec.decode(r.value())[1]["event_id"]) for r in records]
-
-
-def _committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
-    """The group's committed offset per partition (0 where nothing was committed)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    try:
-        tps = [TopicPartition(topic, p) for p in range(partitions)]
-        return {tp.partition: max(tp.offset, 0) for tp in consumer.committed(tps, timeout=10)}
-    finally:
-        consumer.close()
-
-
-def _worker_env(
-    bootstrap: str, unique_name: str, data_dir: Path, metrics_port: int
-) -> dict[str, str]:
-    return {
-        **os.environ,
-        "HL7BUS_KAFKA_BOOTSTRAP": bootstrap,
-        "HL7BUS_TOPICS_PREFIX": f"{unique_name}.",
-        "HL7BUS_WORKER_APP_ID": f"{unique_name}-worker",
-        "HL7BUS_WORKER_DATA_DIR": str(data_dir),
-        "HL7BUS_WORKER_METRICS_PORT": str(metrics_port),
-        # A killed worker's partitions come back after the session timeout: keep it short.
-        "HL7BUS_WORKER_SESSION_TIMEOUT_S": "6",
-        "HL7BUS_DEID_KEY": secrets.token_hex(32),
-    }
 
 
 def _metric(port: int, name: str, labels: dict[str, str]) -> float:
@@ -125,16 +41,6 @@ def _metric(port: int, name: str, labels: dict[str, str]) -> float:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 return float(sample.value)
     return 0.0
-
-
-def _status(port: int, path: str) -> int:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-    except OSError:
-        return 0
 
 
 def test_kill_9_mid_stream_loses_nothing_and_duplicates_only_the_uncommitted_tail(
@@ -175,7 +81,7 @@ def test_kill_9_mid_stream_loses_nothing_and_duplicates_only_the_uncommitted_tai
     # The sample feed six times, as six feeds (distinct event ids): 1830 messages, ~12000
     # events, so that the kill lands after a first offset commit and before the end.
     produced = [
-        p for name in "abcdef" for p in _produce_raw(kafka_bootstrap, raw_topic, feed(), name)
+        p for name in "abcdef" for p in produce_raw(kafka_bootstrap, raw_topic, feed(), name)
     ]
     expected = {eid for p in produced for eid in p.event_ids}
     assert len(produced) == 1830 and len(expected) > 9000
@@ -183,7 +89,7 @@ def test_kill_9_mid_stream_loses_nothing_and_duplicates_only_the_uncommitted_tai
 
     group = f"{unique_name}-worker"
     env = {
-        **_worker_env(kafka_bootstrap, unique_name, tmp_path / "worker", free_port()),
+        **worker_env(kafka_bootstrap, unique_name, tmp_path / "worker", free_port()),
         # A first commit well before the end, even on a fast machine.
         "HL7BUS_WORKER_COMMIT_INTERVAL_S": "0.5",
     }
@@ -198,13 +104,15 @@ def test_kill_9_mid_stream_loses_nothing_and_duplicates_only_the_uncommitted_tai
             size = kafka_clients.topic_sizes(KAFKA, kafka_bootstrap, [events_topic])[events_topic]
             if (size or 0) < len(expected) // 5:
                 return False
-            return sum(_committed(kafka_bootstrap, group, raw_topic, partitions).values()) > 0
+            return (
+                sum(committed_offsets(kafka_bootstrap, group, raw_topic, partitions).values()) > 0
+            )
 
         procs.wait_for("events on hl7.events", some_events_out_and_committed, 90)
         procs.running.pop("worker").kill()  # SIGKILL: no flush, no commit, no goodbye
         killed = time.monotonic()
 
-        raw_committed = _committed(kafka_bootstrap, group, raw_topic, partitions)
+        raw_committed = committed_offsets(kafka_bootstrap, group, raw_topic, partitions)
         events_at_kill = kafka_clients.topic_sizes(KAFKA, kafka_bootstrap, [events_topic])
         assert (events_at_kill[events_topic] or 0) < len(expected), (
             "the worker finished before the kill; the test needs more messages"
@@ -284,8 +192,8 @@ def test_resent_message_is_counted_not_re_emitted_across_a_restart(
     logs.mkdir()
     procs = Processes(logs)
     port = free_port()
-    env = _worker_env(kafka_bootstrap, unique_name, tmp_path / "worker-1", port)
-    produced = _produce_raw(kafka_bootstrap, raw_topic, first_batch, "resend")
+    env = worker_env(kafka_bootstrap, unique_name, tmp_path / "worker-1", port)
+    produced = produce_raw(kafka_bootstrap, raw_topic, first_batch, "resend")
     first_events = sum(len(p.event_ids) for p in produced)
 
     def settled(events_wanted: int) -> bool:
@@ -296,14 +204,14 @@ def test_resent_message_is_counted_not_re_emitted_across_a_restart(
     try:
         procs.start("worker", ["worker"], env)
         procs.wait_for("the first batch", lambda: settled(first_events), 90)
-        assert _status(port, "/healthz") == 200
-        assert _status(port, "/readyz") == 200
+        assert http_status(port, "/healthz") == 200
+        assert http_status(port, "/readyz") == 200
         procs.stop("worker")  # SIGTERM: a clean stop
 
         env["HL7BUS_WORKER_DATA_DIR"] = str(tmp_path / "worker-2")
         procs.start("worker", ["worker"], env)
-        _produce_raw(kafka_bootstrap, raw_topic, first_batch, "resend", shift_s=60)
-        marked = _produce_raw(kafka_bootstrap, raw_topic, marker, "resend", shift_s=60)
+        produce_raw(kafka_bootstrap, raw_topic, first_batch, "resend", shift_s=60)
+        marked = produce_raw(kafka_bootstrap, raw_topic, marker, "resend", shift_s=60)
         wanted = first_events + len(marked[0].event_ids)
         procs.wait_for("the resends and the marker", lambda: settled(wanted), 90)
 
@@ -313,7 +221,7 @@ def test_resent_message_is_counted_not_re_emitted_across_a_restart(
             return _metric(port, "hl7bus_stream_duplicates_total", {"feed": "resend"})
 
         procs.wait_for("every resend counted", lambda: duplicates() >= len(first_batch), 30)
-        assert _status(port, "/readyz") == 200
+        assert http_status(port, "/readyz") == 200
     finally:
         procs.stop_all()
     time.sleep(1.0)  # anything re-emitted late would show now

@@ -1,0 +1,119 @@
+"""The stream worker as a test runs it: its environment, the raw records it is fed and what
+the parse step must make of them, the group's committed offsets, its health endpoints.
+
+Shared by the fault tests (tests/test_worker_faults.py) and the scale-out test
+(tests/test_worker_scale_out.py).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import urllib.error
+import urllib.request
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from samples import envelope
+
+from hl7bus.connectors import kafka_clients
+from hl7bus.connectors.kafka_clients import KafkaConfig
+from hl7bus.hl7v2 import Message
+from hl7bus.schemas import codec, topics
+from hl7bus.schemas.keys import patient_key
+from hl7bus.streams.steps import parse_step
+
+SEOUL = ZoneInfo("Asia/Seoul")
+KAFKA = KafkaConfig()
+
+
+@dataclass(frozen=True)
+class Produced:
+    """One RawMessage record on hl7.raw and the ids of the events its parse must yield."""
+
+    partition: int
+    offset: int
+    event_ids: tuple[str, ...]
+    key: bytes | None
+    value: bytes
+
+
+def produce_raw(
+    bootstrap: str, topic: str, messages: Iterable[Message], feed_name: str, shift_s: int = 0
+) -> list[Produced]:
+    """Envelopes as the listener writes them (keyed by patient key), with their positions."""
+    producer = Producer(kafka_clients.producer_config(KAFKA, bootstrap))
+    pending: list[tuple[bytes, bytes | None, list[Any]]] = []
+    for message in messages:
+        raw = envelope(message, feed_name)
+        raw["received_at"] += timedelta(seconds=shift_s)
+        key = patient_key(feed_name, message)
+        raw["patient_key"] = key
+        value = codec.encode("RawMessage", raw)
+        slot: list[Any] = []
+        key_bytes = key.encode() if key else None
+        pending.append((value, key_bytes, slot))
+        producer.produce(topic, value=value, key=key_bytes, on_delivery=_collect(slot))
+        producer.poll(0)
+    assert producer.flush(30) == 0
+    produced = []
+    for value, key_bytes, slot in pending:
+        err, msg = slot[0]
+        assert err is None, err
+        ids = tuple(
+            codec.decode(out.value)[1]["event_id"]
+            for out in parse_step(key_bytes, value, SEOUL)
+            if out.topic_id == topics.EVENTS
+        )
+        produced.append(Produced(msg.partition(), msg.offset(), ids, key_bytes, value))
+    return produced
+
+
+def _collect(slot: list[Any]) -> Any:
+    def on_delivery(err: Any, msg: Any) -> None:
+        slot.append((err, msg))
+
+    return on_delivery
+
+
+def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
+    """The group's committed offset per partition (0 where nothing was committed)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        return {tp.partition: max(tp.offset, 0) for tp in consumer.committed(tps, timeout=10)}
+    finally:
+        consumer.close()
+
+
+def worker_env(
+    bootstrap: str, unique_name: str, data_dir: Path, metrics_port: int
+) -> dict[str, str]:
+    """The variables of one `hl7bus worker` (a fresh pseudonymization key per call)."""
+    return {
+        **os.environ,
+        "HL7BUS_KAFKA_BOOTSTRAP": bootstrap,
+        "HL7BUS_TOPICS_PREFIX": f"{unique_name}.",
+        "HL7BUS_WORKER_APP_ID": f"{unique_name}-worker",
+        "HL7BUS_WORKER_DATA_DIR": str(data_dir),
+        "HL7BUS_WORKER_METRICS_PORT": str(metrics_port),
+        # A killed worker's partitions come back after the session timeout: keep it short.
+        "HL7BUS_WORKER_SESSION_TIMEOUT_S": "6",
+        "HL7BUS_DEID_KEY": secrets.token_hex(32),
+    }
+
+
+def http_status(port: int, path: str) -> int:
+    """The HTTP status of a health endpoint; 0 while nothing answers."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return 0
