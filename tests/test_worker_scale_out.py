@@ -162,8 +162,8 @@ def test_two_workers_one_killed_the_warehouse_holds_every_fact_once(
 
         # worker-b takes worker-a's partitions after the session timeout (6 s) and redoes what
         # worker-a had not committed; then the sink writes what is left.
-        procs.wait_for("worker-b to take over", lambda: lag(group, [raw_topic]) == 0, 90)
-        procs.wait_for("the sink to catch up", lambda: lag(sink_group, research_topics) == 0, 60)
+        procs.wait_for("worker-b to take over", lambda: lag(group, [raw_topic]) == 0, 150)
+        procs.wait_for("the sink to catch up", lambda: lag(sink_group, research_topics) == 0, 120)
         procs.stop("sink")  # a clean stop closes the DuckDB file for the reads below
     finally:
         procs.stop_all()
