@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from hl7bus.schemas import topics
 from hl7bus.schemas.topics import TopicCatalog
@@ -165,6 +165,15 @@ class WorkerConfig(BaseModel):
             "writes identified events only."
         ),
     )
+    identified_output: bool = Field(
+        True,
+        description=(
+            "Write the identified events to hl7.events. false, for deployments without "
+            "identified consumers (needs both stages): no hl7.events records and no identified "
+            "encode; research topics and the DLQ are written as usual, duplicate detection and "
+            "its changelog are unchanged."
+        ),
+    )
     stall_timeout_s: float = Field(
         60.0,
         gt=0,
@@ -184,6 +193,16 @@ class WorkerConfig(BaseModel):
                 f"unknown time zone {value!r}; use an IANA name like Asia/Seoul"
             ) from None
         return value
+
+    @model_validator(mode="after")
+    def _identified_output_needs_both_stages(self) -> WorkerConfig:
+        if not self.identified_output and set(self.stages) != set(ALL_STAGES):
+            raise ValueError(
+                "identified_output: false needs both stages in worker.stages (parse and "
+                "deidentify): the parse stage alone writes only hl7.events, the deidentify "
+                "stage alone reads it"
+            )
+        return self
 
 
 def build_app(
@@ -253,6 +272,7 @@ def build_app(
         _TableStore(seen),
         cfg.dedupe_window_s,
         fused,
+        cfg.identified_output,
     )
     sources = {catalog.name(tid) for tid in source_topics(selected)}
 

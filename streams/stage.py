@@ -153,6 +153,8 @@ class Stages:
     into hl7.events outputs (or a DLQ record), and, when the worker also runs ``deidentify``
     (``fused``), each event's research form is made beside it from the event in memory.
     ``deidentify`` on its own takes hl7.events records to their research form (or the DLQ).
+    ``identified_output=False`` (fused only): the parse stage writes no hl7.events records,
+    only the research forms and the DLQ.
     """
 
     def __init__(
@@ -162,12 +164,16 @@ class Stages:
         store: DedupeStore,
         dedupe_window_s: int,
         fused: bool,
+        identified_output: bool = True,
     ) -> None:
+        if not identified_output and not fused:
+            raise ValueError("identified_output=False needs both stages (fused)")
         self.zone = zone
         self.deid = deid
         self.store = store
         self.window_us = dedupe_window_s * 1_000_000
         self.fused = fused
+        self.identified_output = identified_output
         self.progress = Progress()
 
     def process(self, stage: str, records: Sequence[Record]) -> Batch:
@@ -205,12 +211,13 @@ class Stages:
             if duplicate:
                 counts.duplicates[_feed_label(record.value)] += 1
                 continue
-            outputs += parse_step(record.key, record.value, self.zone, deid)
+            outputs += parse_step(record.key, record.value, self.zone, deid, self.identified_output)
             if sighting is not None:
                 in_batch[sighting.key] = sighting.received_us
                 sightings.append((record, sighting))
         if self.fused:
-            counts.records_in[DEIDENTIFY] = sum(1 for o in outputs if o.topic_id == topics.EVENTS)
+            # One research record or de-identification DLQ record per event made.
+            counts.records_in[DEIDENTIFY] = sum(1 for o in outputs if _deidentifying(o))
         _count_outputs(PARSE, outputs, counts)
         return Batch(PARSE, list(records), outputs, counts, sightings)
 

@@ -18,7 +18,7 @@ from hl7bus.schemas import codec, topics
 from hl7bus.streams.deid import DeidError, Policy, PolicyError, Pseudonymizer, deidentify
 from hl7bus.streams.deid import metrics as deid_metrics
 from hl7bus.streams.deid.contract import research_schema
-from hl7bus.streams.parse import events_from_raw
+from hl7bus.streams.parse import Event, events_from_raw
 
 Headers = list[tuple[str, bytes]]
 
@@ -87,26 +87,24 @@ class DeidSettings:
 
 
 def parse_step(
-    key: bytes | None, value: bytes, zone: tzinfo, deid: DeidSettings | None = None
+    key: bytes | None,
+    value: bytes,
+    zone: tzinfo,
+    deid: DeidSettings | None = None,
+    identified: bool = True,
 ) -> list[Output]:
     """hl7.raw record -> typed events for hl7.events, or one DLQ record.
 
     With ``deid`` (the worker runs both stages), the research form of each event follows its
     identified form, made from the event in memory: the same result as :func:`deidentify_step`
-    on the encoded event (a test checks it), without decoding it again.
+    on the encoded event (a test checks it), without decoding it again. ``identified=False``
+    (``worker.identified_output: false``, only with ``deid``): no hl7.events outputs and no
+    identified encode; the research forms and the DLQ records are those made with it on.
     """
     try:
         _, envelope = codec.decode(value)
         events = events_from_raw(envelope, zone)
-        encoded = [
-            Output(
-                topics.EVENTS,
-                e.key.encode("utf-8") if e.key else key,
-                codec.encode(e.type, e.record, topic=topics.EVENTS),
-                [(codec.EVENT_TYPE_HEADER, e.type.encode())],
-            )
-            for e in events
-        ]
+        encoded = [_identified(e, key) for e in events] if identified else []
     except codec.CodecError:
         return [_dlq(key, value, "parsing", "undecodable_envelope")]
     except Hl7ParseError:
@@ -120,11 +118,27 @@ def parse_step(
         return [_dlq(key, value, "parsing", "internal_error")]
     if deid is None:
         return encoded
-    research = [
-        research_output(e.type, e.record, out.value, deid)
-        for e, out in zip(events, encoded, strict=True)
-    ]
-    return encoded + research
+    if identified:
+        return encoded + [
+            research_output(e.type, e.record, out.value, deid)
+            for e, out in zip(events, encoded, strict=True)
+        ]
+    try:
+        return [research_output(e.type, e.record, None, deid) for e in events]
+    except (AvroValidationError, ValueError, TypeError):
+        # An event that failed de-identification does not encode either (the DLQ record is its
+        # identified form): the message goes to the DLQ whole, as the identified encode sends
+        # it there when the identified output is on.
+        return [_dlq(key, value, "normalizing", "event_invalid")]
+
+
+def _identified(event: Event, key: bytes | None) -> Output:
+    return Output(
+        topics.EVENTS,
+        event.key.encode("utf-8") if event.key else key,
+        codec.encode(event.type, event.record, topic=topics.EVENTS),
+        [(codec.EVENT_TYPE_HEADER, event.type.encode())],
+    )
 
 
 def deidentify_step(
@@ -144,15 +158,17 @@ def deidentify_step(
 
 
 def research_output(
-    event_type: str, record: dict[str, Any], source: bytes, deid: DeidSettings
+    event_type: str, record: dict[str, Any], source: bytes | None, deid: DeidSettings
 ) -> Output:
-    """One identified event (``source``: its encoded form) -> its research form encoded with
-    the policy's research contract, or a DLQ record (restricted hl7.dlq, stage deidentifying, an
-    error code, ``source`` as the value). Fails closed. Counts refusals by code, leaks, and
-    actions per (action, PHI class) (streams/deid/metrics.py; never values)."""
+    """One identified event (``source``: its encoded form; None: encoded here only for a DLQ
+    record) -> its research form encoded with the policy's research contract, or a DLQ record
+    (restricted hl7.dlq, stage deidentifying, an error code, the identified form as the value).
+    Fails closed. Counts refusals by code, leaks, and actions per (action, PHI class)
+    (streams/deid/metrics.py; never values)."""
     counts: dict[tuple[str, str], int] = {}
     policy = deid.policy
     topic_id = topics.research(event_type)
+    code: str | None = None  # why the event goes to the DLQ instead
     try:
         research = deidentify(
             event_type, record, policy, deid.pseudonymize, deid.leak_check, counts=counts
@@ -161,15 +177,19 @@ def research_output(
         encoded = codec.encode(event_type, research, topic=topic_id, writer=writer)
         key = research.get("patient_key")
     except DeidError as exc:
-        return _deid_dlq(source, exc.code)
+        code = exc.code
     except (PolicyError, AvroValidationError, ValueError, TypeError):
         # e.g. a policy that drops a required field: no research contract, nothing to encode.
-        return _deid_dlq(source, "unencodable_research_event")
+        code = "unencodable_research_event"
     except codec.RegistryError:
         raise  # a deployment problem (unregistered subject): stop, do not DLQ every record
     except Exception:
         # Fail closed: whatever went wrong, nothing reaches a research topic.
-        return _deid_dlq(source, "internal_error")
+        code = "internal_error"
+    if code is not None:
+        if source is None:  # no identified output: its encoding exists only for the DLQ
+            source = codec.encode(event_type, record, topic=topics.EVENTS)
+        return _deid_dlq(source, code)
     deid_metrics.ACTIONS_DONE.add(counts)
     return Output(
         topic_id,

@@ -51,6 +51,10 @@ def test_config_file_from_environment(tmp_path: Path, monkeypatch: pytest.Monkey
         ("mllp:\n  port: abc\n", ["mllp.port = 'abc'", "valid integer", "HL7BUS_MLLP_PORT"]),
         ("mllp:\n  port: 70000\n", ["mllp.port = 70000", "less than or equal to 65535"]),
         ("worker:\n  timezone: Mars/Base\n", ["worker.timezone", "unknown time zone"]),
+        (
+            "worker:\n  identified_output: false\n  stages: [parse]\n",
+            ["worker", "identified_output: false needs both stages"],
+        ),
         ("nonsense: 1\n", ["nonsense: unknown key", "allowed here: kafka, broker"]),
         ("- a\n- b\n", ["top level must be a mapping"]),
         ("mllp: [1,\n", ["line 2", "column 1"]),

@@ -88,6 +88,23 @@ def test_the_fused_stage_writes_each_messages_research_forms_after_its_events() 
     )
 
 
+def test_without_identified_output_the_fused_stage_writes_no_identified_events() -> None:
+    messages = [first("ORU^R01"), first("ADT^A04")]
+    records = _records([_raw(m) for m in messages])
+    with_events = _stages(fused=True).process("parse", records)
+    stages = Stages(SEOUL, DEID, DictStore(), WINDOW_S, fused=True, identified_output=False)
+    batch = stages.process("parse", records)
+
+    assert batch.outputs == [o for o in with_events.outputs if o.topic_id != topics.EVENTS]
+    assert all(o.topic_id.startswith("research.") for o in batch.outputs)
+    assert batch.counts.records_in == Counter({"parse": 2, "deidentify": len(batch.outputs)})
+    assert batch.counts.records_in == with_events.counts.records_in
+    assert batch.counts.outcomes == Counter({("deidentify", "ok"): len(batch.outputs)})
+    assert batch.sightings == with_events.sightings  # dedupe is unchanged
+    with pytest.raises(ValueError, match="needs both stages"):
+        Stages(SEOUL, DEID, DictStore(), WINDOW_S, fused=False, identified_output=False)
+
+
 def test_a_resend_is_dropped_within_the_batch_and_after_a_restart() -> None:
     adt, oru, other = first("ADT^A04"), first("ORU^R01"), first("ADT^A08")
     store = DictStore()

@@ -278,6 +278,60 @@ def test_fused_parse_makes_the_research_form_the_deidentify_stage_makes(profile:
     assert research > 1000
 
 
+@pytest.mark.parametrize("profile", ["kr-pseudonym", "safe-harbor", "limited"])
+def test_without_identified_output_the_parse_step_writes_only_the_research_forms(
+    profile: str,
+) -> None:
+    """worker.identified_output: false: no hl7.events outputs; the research records (and DLQ
+    records) are those the fused step makes with it on."""
+    settings = DeidSettings(Policy.load(profile), KEY, leak_check=True)
+    for message in feed():
+        raw = codec.encode("RawMessage", envelope(message))
+        identified = parse_step(None, raw, SEOUL)
+        with_events = parse_step(None, raw, SEOUL, settings)
+        without = parse_step(None, raw, SEOUL, settings, identified=False)
+        assert all(o.topic_id != topics.EVENTS for o in without)
+        if with_events[0].topic_id == topics.DLQ:  # an unparsable message: the same DLQ record
+            assert without == with_events
+        else:
+            assert without == with_events[len(identified) :]
+
+
+def test_without_identified_output_a_refused_event_still_goes_to_the_dlq_as_identified() -> None:
+    raw = codec.encode("RawMessage", envelope(first("ORU^R01")))
+    identified = parse_step(None, raw, SEOUL)
+    shipped = yaml.safe_load(profile_text("kr-pseudonym"))
+    without_orders = {**shipped, "events": {**shipped["events"]}}
+    del without_orders["events"]["Order"]
+    settings = DeidSettings(Policy.from_data(without_orders), KEY, leak_check=True)
+    outs = parse_step(None, raw, SEOUL, settings, identified=False)
+    refused = [o for o in outs if o.topic_id == topics.DLQ]
+    orders = [o for o in identified if dict(o.headers)[codec.EVENT_TYPE_HEADER] == b"Order"]
+    assert refused and [o.value for o in refused] == [o.value for o in orders]
+    assert len(outs) == len(identified)
+
+
+def test_without_identified_output_an_event_that_does_not_encode_sends_the_message_to_the_dlq(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With the identified output on, an event its schema refuses sends the message to the DLQ
+    (normalizing) at the identified encode; with it off, the same when its research form is
+    refused too (its identified form, the DLQ record's value, does not encode)."""
+    raw = codec.encode("RawMessage", envelope(first("ORU^R01")))
+    made = events_from_raw(codec.decode(raw)[1], SEOUL)
+
+    def broken(envelope: dict[str, Any], zone: Any) -> list[Any]:
+        made[1].record["set_id"] = "not an int"  # kept by the policy, an int in both schemas
+        return made
+
+    monkeypatch.setattr("hl7bus.streams.steps.events_from_raw", broken)
+    settings = DeidSettings(Policy.load("kr-pseudonym"), KEY, leak_check=True)
+    expected = [(None, raw, {"hl7bus.stage": b"normalizing", "hl7bus.reason": b"event_invalid"})]
+    for identified in (True, False):
+        outs = parse_step(None, raw, SEOUL, settings, identified=identified)
+        assert [(o.key, o.value, dict(o.headers)) for o in outs] == expected
+
+
 def test_fused_parse_fails_closed_per_event() -> None:
     """An event the policy cannot de-identify goes to the restricted DLQ as its identified
     record; the message's other events and its identified forms are written as usual."""
