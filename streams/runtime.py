@@ -363,7 +363,9 @@ def run(app: Any, loglevel: str = "warning") -> None:
     """Run the worker until SIGINT/SIGTERM; faust handles the signals and a clean stop."""
     import faust
 
-    faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    _without_spinner(worker)
+    worker.execute_from_commandline()
 
 
 def _record(event: Any) -> Record:
@@ -396,6 +398,18 @@ class _TableStore:
 
 # The loggers that write every sent record's key and value at DEBUG (faust's module names).
 _VALUE_LOGGERS = ("faust.topics", "faust.transport.drivers.aiokafka")
+
+
+def _without_spinner(worker: Any) -> None:
+    """Drop the terminal spinner faust's Worker always makes (Worker.spinner).
+
+    With a spinner and a log level of WARN or above, the worker puts the root logger at DEBUG
+    and adds a handler that turns the spinner on every record (Worker.on_setup_root_logger):
+    every debug call of faust, mode and aiokafka then builds a LogRecord that only the spinner
+    sees, after startup too (aiokafka's producer alone logs each record it sends: about 35
+    records per message in the fused worker; BENCHMARKS.md, worker). Without it the root
+    logger stays at the worker's log level."""
+    worker.spinner = None
 
 
 def _set_current_event(event: Any) -> None:

@@ -173,3 +173,27 @@ def test_the_dedupe_changelog_topic_is_named_as_declare_changelog_creates_it(app
     """declare_changelog creates faust's changelog topic itself (topic_allow_declare=False)."""
     table = app.tables[runtime.DEDUPE_TABLE]
     assert table.changelog_topic.get_topic_name() == runtime.changelog_topic("private-test")
+
+
+def test_without_its_spinner_the_worker_keeps_the_root_logger_at_its_level(app: Any) -> None:
+    """_without_spinner: faust's Worker makes a terminal spinner and, for a log level of WARN or
+    above, sets the root logger to DEBUG so that the spinner sees every record (faust's
+    Worker.on_setup_root_logger, run when mode's worker sets up logging); without the spinner
+    the root logger stays at the worker's level and debug calls build no records."""
+    root = logging.getLogger()
+    saved_level, saved_handlers = root.level, list(root.handlers)
+
+    def root_level(drop_spinner: bool) -> int:
+        worker = faust.Worker(app, loglevel="warning", quiet=True)
+        if drop_spinner:
+            runtime._without_spinner(worker)
+        worker._setup_logging()
+        return root.level
+
+    try:
+        assert root_level(drop_spinner=False) == logging.DEBUG
+        assert root_level(drop_spinner=True) == logging.WARNING
+        assert not logging.getLogger("aiokafka.producer.producer").isEnabledFor(logging.DEBUG)
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
