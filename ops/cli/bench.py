@@ -147,18 +147,34 @@ def bench_deid(
 @bench_app.command("stream")
 def bench_stream(
     messages: Annotated[
-        int, typer.Option(min=100, help="ORU^R01 messages (10 OBX each) per contender and round.")
+        int,
+        typer.Option(
+            min=100, help="ORU^R01 messages (10 OBX, a free-text NTE) per contender and round."
+        ),
     ] = 3000,
-    rounds: Annotated[int, typer.Option(min=1, help="Interleaved rounds (forward, parse).")] = 3,
+    rounds: Annotated[int, typer.Option(min=1, help="Interleaved rounds.")] = 3,
+    contenders: Annotated[
+        str,
+        typer.Option(
+            help="Workers to run, in this order each round: forward (the bare loop), parse "
+            "(the parse stage alone), fused (both stages, as deployed), research_only (fused "
+            "with worker.identified_output false)."
+        ),
+    ] = "forward,parse",
     profile: Annotated[
-        bool, typer.Option("--profile", help="Add a cProfile of one more parse worker run.")
+        bool,
+        typer.Option("--profile", help="Add a cProfile of one more run of each contender."),
     ] = False,
 ) -> None:
-    """Events/s of parse+normalize in one worker through a real broker vs the bare
+    """Events/s and CPU per message of the worker through a real broker vs the bare
     consume->produce loop of the same runtime. Starts its own broker."""
     bench = bench_module("stream")
+    chosen = tuple(c.strip() for c in contenders.split(",") if c.strip())
+    unknown = sorted(set(chosen) - set(bench.CONTENDERS))
+    if not chosen or unknown:
+        fail(f"--contenders {contenders!r}: choose from {', '.join(bench.CONTENDERS)}", code=2)
     with err_console.status("benchmarking the stream worker (starts a Kafka broker)..."):
-        result = bench.run(messages, rounds, profile=profile)
+        result = bench.run(messages, rounds, profile=profile, contenders=chosen)
     profile_text = result.pop("profile", None)
     if profile_text:
         err_console.print(profile_text, markup=False)
