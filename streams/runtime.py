@@ -255,6 +255,7 @@ def build_app(
         )
 
     outputs = {tid: topic(tid) for tid in catalog.specs}
+    names = {tid: catalog.name(tid) for tid in catalog.specs}
     # feed|MSH-10 -> when it was first received (µs); changelog-backed, so it survives restarts.
     seen = app.Table(
         DEDUPE_TABLE,
@@ -281,9 +282,14 @@ def build_app(
 
         A failed delivery raises: the agent crashes and the batch is redelivered. One wait per
         batch instead of one per record lets the producer put many records in one request.
+        The outputs go straight to the app's producer (faust's ProducerT.send: the aiokafka
+        producer, its default partitioner on the key, as Topic.send uses them): Topic.send's
+        per-record message objects, sensor calls and callbacks cost about twice what the
+        producer itself does (BENCHMARKS.md, worker).
         """
+        producer = await app.maybe_start_producer()
         pending = [
-            await outputs[out.topic_id].send(key=out.key, value=out.value, headers=out.headers)
+            await producer.send(names[out.topic_id], out.key, out.value, None, None, out.headers)
             for out in produced
         ]
         for sent in pending:
