@@ -18,6 +18,8 @@ seconds of this process (per core):
   check, then the Avro encode of the research form), minus ``parse_normalize``.
   ``deidentify_in_memory`` times :func:`research_output` alone on events built once and reused
   pass after pass: cheaper than the difference (warm hashes, fewer allocations), shown beside it;
+* ``research_only`` — the fused :func:`parse_step` with ``identified=False``
+  (``worker.identified_output: false``): no identified encode, no hl7.events outputs;
 * ``deidentify_stage`` — :func:`deidentify_step` on every encoded event: the stage on its own
   over hl7.events (a worker running only it), which decodes each event first.
 
@@ -37,9 +39,12 @@ Target (issue 6): de-identification costs at most 50 % of parse+normalize time.
 
 from __future__ import annotations
 
+import cProfile
 import gc
+import io
 import os
 import platform
+import pstats
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -136,7 +141,11 @@ def _timed(work: Callable[[], int], budget: float) -> tuple[float, int, int]:
 
 
 def run(
-    messages: int = 100, seconds: float = 1.0, rounds: int = 3, policy_ref: str = "kr-pseudonym"
+    messages: int = 100,
+    seconds: float = 1.0,
+    rounds: int = 3,
+    policy_ref: str = "kr-pseudonym",
+    profile: bool = False,
 ) -> dict[str, Any]:
     values = corpus(messages)
     policy = deid.Policy.load(policy_ref)
@@ -168,6 +177,11 @@ def run(
     def fused_all() -> int:
         for v in values:
             parse_step(None, v, SEOUL, settings)
+        return len(values)
+
+    def research_only_all() -> int:
+        for v in values:
+            parse_step(None, v, SEOUL, settings, identified=False)
         return len(values)
 
     def deid_all() -> int:
@@ -224,6 +238,7 @@ def run(
     contenders: dict[str, Callable[[], int]] = {
         "parse_normalize": parse_all,
         "parse_normalize_deidentify": fused_all,
+        "research_only": research_only_all,
         "deidentify_in_memory": deid_all,
         "deidentify_stage": stage_all,
         "carrier": carrier_all,
@@ -265,7 +280,7 @@ def run(
     pc, dc = per_pass("parse_normalize_cold"), per_pass("deidentify_cold")
     n_msg, n_ev = len(values), len(events)
     ratio = d / p
-    return {
+    report = {
         "benchmark": "deid",
         "policy": {"name": policy.name, "hash": policy.digest},
         "corpus": {
@@ -285,6 +300,7 @@ def run(
             "parse_normalize_deidentify_us_per_message": us_per_message(
                 "parse_normalize_deidentify"
             ),
+            "research_only_us_per_message": us_per_message("research_only"),
             "deidentify_in_memory_us_per_message": us_per_message("deidentify_in_memory"),
             "deidentify_stage_us_per_message": us_per_message("deidentify_stage"),
             "carrier_identifiers_of_us_per_message": round(c / n_msg * 1e6, 1),
@@ -318,3 +334,22 @@ def run(
         },
         "budget": {"seconds": seconds, "rounds": rounds},
     }
+    if profile:
+        report["profile"] = _profile(fused_all, seconds / rounds)
+    return report
+
+
+def _profile(work: Callable[[], int], budget: float) -> str:
+    """cProfile of repeated passes of ``work`` (the fused parse_step) for ``budget`` seconds:
+    the top functions by own time and by cumulative time."""
+    profiler = cProfile.Profile()
+    started = time.process_time()
+    profiler.enable()
+    while time.process_time() - started < budget:
+        work()
+    profiler.disable()
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    stats.sort_stats("tottime").print_stats(25)
+    stats.sort_stats("cumulative").print_stats(25)
+    return out.getvalue()

@@ -135,12 +135,19 @@ def bench_deid(
     policy_ref: Annotated[
         str, typer.Option("--policy", help="Profile or policy file.")
     ] = "kr-pseudonym",
+    profile: Annotated[
+        bool,
+        typer.Option("--profile", help="Add a cProfile of the fused parse step (on stderr)."),
+    ] = False,
 ) -> None:
     """De-identification (every event of a message, to research form) vs parse+normalize of the
     same messages, events/s per core; target: deid at most 50 % of parse+normalize time."""
     bench = bench_module("deid")
     with err_console.status("benchmarking deid vs parse+normalize..."):
-        result = bench.run(messages, seconds, rounds, policy_ref)
+        result = bench.run(messages, seconds, rounds, policy_ref, profile=profile)
+    profile_text = result.pop("profile", None)
+    if profile_text:
+        err_console.print(profile_text, markup=False)
     typer.echo(json.dumps(result, indent=2))
 
 
