@@ -232,7 +232,7 @@ def encode_single_object(
     out = io.BytesIO()
     out.write(SINGLE_OBJECT_MAGIC)
     out.write(target.fingerprint)
-    fastavro.schemaless_writer(out, target.parsed, dict(record))
+    fastavro.schemaless_writer(out, target.parsed, record)  # not copied: fastavro only reads it
     return out.getvalue()
 
 

@@ -61,7 +61,7 @@ def deidentify(
     # Kept and dropped fields go by group (one per action and PHI class): most of an event's
     # fields are kept as they are, and this is the per-event hot loop of the research stage.
     for group in plan.groups:
-        values = [get(name) for name in group.names]
+        values = list(map(get, group.names))
         present = len(values) - values.count(None)
         if not present:
             continue
@@ -178,14 +178,15 @@ class _Job:
         self.key = key
         self.pseudonymized = False
         self._ids: Identifiers | None = None
-        self._days: int | None = None
+        self._offset: timedelta | None = None
 
-    def days(self) -> int:
-        if self._days is None:
+    def offset(self) -> timedelta:
+        """The patient's date shift (made once per event: its date fields and texts share it)."""
+        if self._offset is None:
             subject = self.record.get("patient_key") or f"event:{self.record.get('event_id')}"
             low, high = self.policy.date_shift
-            self._days = self.key.shift_days(str(subject), low, high)
-        return self._days
+            self._offset = timedelta(days=self.key.shift_days(str(subject), low, high))
+        return self._offset
 
     def identifiers(self, required: bool) -> Identifiers | None:
         if self._ids is None:
@@ -206,7 +207,7 @@ class _Job:
             self.pseudonymized = True
             return self.key(str(value))
         if action == "shift_date":
-            return shift_date(value, timedelta(days=self.days()))
+            return shift_date(value, self.offset())
         if action.startswith("truncate_date:"):
             return truncate_date(value, action.partition(":")[2])
         if action == "generalize:age90":
@@ -232,7 +233,7 @@ class _Job:
             ids = extra if ids is None else ids | extra
         shift: Callable[[date], date] | None
         if self.policy.free_text_dates == "shift":
-            offset = timedelta(days=self.days())
+            offset = self.offset()
 
             def shift(d: date) -> date:
                 return d + offset
