@@ -19,13 +19,20 @@ faust app of streams/runtime.py, on its own copy of the input, interleaved over 
   added here, that writes every hl7.raw record unchanged to hl7.events, batched and confirmed
   as the runtime's stages are.
 
+With ``--baseline DIR`` (another checkout, e.g. a git worktree of an earlier commit) each
+round also runs the contenders' workers on that tree's hl7bus (named ``<contender>@baseline``;
+research_only is left out there, older trees have no identified_output), and the report gives
+each contender's CPU per message against the baseline's (research_only against the baseline's
+fused worker).
+
 Throughput is taken from the broker's record timestamps of the output topics (first to last
 record), so worker start-up and the group join are not counted. `events_per_s` counts output
 records (parse writes 11 events per message, fused 22, research_only 11, forward one);
 `messages_per_s` counts input records. `cpu_us_per_message` is the worker process's CPU time
-(user + system, /proc, sampled every 20 ms) from the start of its first batch (the worker
-notes the time) to its last output record's timestamp, per input message: per core, so load
-from other processes does not stretch it. The
+(user + system, /proc, sampled every 20 ms) from the start of its first batch after a tenth of
+the input (the worker notes when each batch starts) to its last output record's timestamp, per
+input message of that span: per core (load from other processes does not stretch it) and in
+steady state (no start-up, group join or first-batch warm-up). The
 issue's target (>= 0.5) is on events/s, parse over forward (`ratio`). The stricter
 `messages_ratio` (same input, parse over forward) is reported beside it.
 """
@@ -114,10 +121,10 @@ def corpus(count: int, tag: str) -> list[tuple[bytes | None, bytes]]:
 
 
 def worker_main(
-    contender: str, prefix: str, bootstrap: str, started_to: str, profile_to: str | None
+    contender: str, prefix: str, bootstrap: str, batches_to: str, profile_to: str | None
 ) -> None:
-    """Run the worker of one contender until SIGTERM; write the wall time at which it starts
-    on its first batch to ``started_to``."""
+    """Run the worker of one contender until SIGTERM; note the start of each batch in
+    ``batches_to`` (see _note_batch)."""
     from hl7bus.schemas import topics
     from hl7bus.streams import deid, runtime
     from hl7bus.streams.stage import Stages
@@ -125,7 +132,7 @@ def worker_main(
     process = Stages.process
 
     def process_and_mark(self: Any, stage: str, records: Any) -> Any:
-        _mark_start(started_to)
+        _note_batch(batches_to, len(records))
         return process(self, stage, records)
 
     Stages.process = process_and_mark  # type: ignore[method-assign]
@@ -145,7 +152,7 @@ def worker_main(
     stages = {"forward": (), "parse": ("parse",)}.get(contender, ("parse", "deidentify"))
     app = runtime.build_app(cfg, bootstrap, catalog, policy, key, True, stages=stages)
     if contender == "forward":
-        _add_forward_agent(app, cfg, catalog, started_to)
+        _add_forward_agent(app, cfg, catalog, batches_to)
     sys.argv = [sys.argv[0]]
     if profile_to is None:
         runtime.run(app)
@@ -159,16 +166,17 @@ def worker_main(
         profiler.dump_stats(profile_to)
 
 
-_started: list[float] = []
+_taken = [0]  # records the worker took before the current batch
 
 
-def _mark_start(path: str) -> None:
-    if not _started:
-        _started.append(time.time())
-        Path(path).write_text(repr(_started[0]), encoding="ascii")
+def _note_batch(path: str, records: int) -> None:
+    """Append "<wall time> <records taken before>" for a batch that starts now."""
+    with open(path, "a", encoding="ascii") as fh:
+        fh.write(f"{time.time()!r} {_taken[0]}\n")
+    _taken[0] += records
 
 
-def _add_forward_agent(app: Any, cfg: Any, catalog: Any, started_to: str) -> None:
+def _add_forward_agent(app: Any, cfg: Any, catalog: Any, batches_to: str) -> None:
     """The peer's agent: every hl7.raw record unchanged to hl7.events. Batched and sent as the
     runtime's stages are (worker.batch_*, the app's producer): send the whole batch, wait for
     every confirmation, and only then are the batch's offsets acked (take_events acks after
@@ -188,7 +196,7 @@ def _add_forward_agent(app: Any, cfg: Any, catalog: Any, started_to: str) -> Non
 
     async def forward(stream: Any) -> None:
         async for batch in stream.take_events(cfg.batch_max_records, cfg.batch_wait_ms / 1000.0):
-            _mark_start(started_to)
+            _note_batch(batches_to, len(batch))
             producer = await app.maybe_start_producer()
             name = events.get_topic_name()
             pending = [
@@ -298,7 +306,10 @@ def _one(
     per_message: int,
     logs: Path,
     profile_to: str | None = None,
+    hl7bus_from: Path | None = None,
 ) -> dict[str, Any]:
+    """One worker run of `contender` on its own copy of the input (`hl7bus_from`: a folder
+    holding another tree's `hl7bus` package for the worker, the baseline)."""
     from hl7bus.connectors import kafka_clients
     from hl7bus.ops import topics_apply
     from hl7bus.schemas import topics
@@ -314,14 +325,15 @@ def _one(
     if contender in ("fused", "research_only"):
         outputs += [catalog.name(t) for t in catalog.specs if t.startswith(topics.research(""))]
     log = (logs / f"{prefix}log").open("wb")
-    started_to = logs / f"{prefix}started"
-    args = [sys.executable, "-m", "bench.stream", contender, prefix, bootstrap, str(started_to)]
+    batches_to = logs / f"{prefix}batches"
+    args = [sys.executable, "-m", "bench.stream", contender, prefix, bootstrap, str(batches_to)]
     if profile_to:
         args.append(profile_to)
     root = Path(__file__).resolve().parent.parent
     # The checkout first; a PYTHONPATH given to the benchmark stays after it (e.g. another
     # tree's hl7bus, to measure it with this benchmark).
-    path = os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH")) if p)
+    given = (str(hl7bus_from) if hl7bus_from else None, os.environ.get("PYTHONPATH"))
+    path = os.pathsep.join(p for p in (str(root), *given) if p)
     proc = subprocess.Popen(
         args,
         stdout=log,
@@ -340,11 +352,18 @@ def _one(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    # The worker's CPU time from the start of its first batch to its last output (the records'
-    # timestamps are its producer's clock): every message, without start-up and group join.
+    # The worker's CPU time from the start of the first batch after a tenth of the input to its
+    # last output (the records' timestamps are its producer's clock), per message of that
+    # span: steady state, without start-up, group join and the first batches' warm-up (lazy
+    # caches and regex compiles), which a worker that runs for days does not see.
     span = last - first
-    cpu = clock.at(last) - clock.at(float(started_to.read_text(encoding="ascii")))
-    messages = len(records)
+    batches = [line.split() for line in batches_to.read_text(encoding="ascii").splitlines()]
+    since, before = next(
+        ((float(t), int(n)) for t, n in batches if int(n) >= len(records) // 10),
+        (float(batches[0][0]), 0),
+    )
+    cpu = clock.at(last) - clock.at(since)
+    messages = len(records) - before
     return {
         "messages": len(records),
         "events": count,
@@ -356,11 +375,24 @@ def _one(
     }
 
 
+def _package_of(checkout: Path, into: Path) -> Path:
+    """A folder holding the `hl7bus` package of another checkout of this repository (its
+    top-level folders are the subpackages, as pyproject.toml's package-dir maps them)."""
+    package = into / "hl7bus"
+    package.mkdir(parents=True)
+    for sub in ("hl7v2", "schemas", "streams", "connectors", "ops"):
+        if not (checkout / sub / "__init__.py").is_file():
+            raise ValueError(f"{checkout}: no {sub}/ package; give a checkout of hl7bus")
+        (package / sub).symlink_to((checkout / sub).resolve())
+    return into
+
+
 def run(
     messages: int = 3000,
     rounds: int = 3,
     profile: bool = False,
     contenders: tuple[str, ...] = ("forward", "parse"),
+    baseline: Path | None = None,
 ) -> dict[str, Any]:
     from zoneinfo import ZoneInfo
 
@@ -390,16 +422,29 @@ def run(
         "fused": len(fused),
         "research_only": len(fused) - identified,
     }
-    results: dict[str, list[dict[str, Any]]] = {c: [] for c in contenders}
+    # (name, contender, hl7bus of the baseline or None) in the order each round runs them.
+    runs: list[tuple[str, str, Path | None]] = [(c, c, None) for c in contenders]
+    if baseline is not None:
+        # research_only needs worker.identified_output, which older trees do not have.
+        runs += [(f"{c}@baseline", c, baseline) for c in contenders if c != "research_only"]
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in runs}
     profiles = {}
     with tempfile.TemporaryDirectory(prefix="hl7bus-bench-stream-") as tmp:
         logs = Path(tmp) / "logs"
         logs.mkdir()
+        shim = _package_of(baseline, Path(tmp) / "baseline") if baseline else None
         with temporary_broker(Path(tmp) / "kafka", name="bench-stream") as broker:
             for _ in range(rounds):
-                for contender in contenders:
-                    results[contender].append(
-                        _one(contender, broker.bootstrap, records, per_message[contender], logs)
+                for name, contender, tree in runs:
+                    results[name].append(
+                        _one(
+                            contender,
+                            broker.bootstrap,
+                            records,
+                            per_message[contender],
+                            logs,
+                            hl7bus_from=shim if tree else None,
+                        )
                     )
             for contender in contenders if profile else ():
                 if contender == "forward":
@@ -423,10 +468,14 @@ def run(
     def best(contender: str, key: str) -> float:
         return float(max(r[key] for r in results[contender]))
 
-    def cpu(contender: str) -> float | None:
+    def cpu(name: str) -> float | None:
         # The lowest CPU time per message of the rounds: the least disturbed one.
-        found = [r["cpu_us_per_message"] for r in results[contender] if r["cpu_us_per_message"]]
+        found = [r["cpu_us_per_message"] for r in results[name] if r["cpu_us_per_message"]]
         return min(found) if found else None
+
+    def speedup(name: str, peer: str) -> float | None:
+        ours, theirs = cpu(name), cpu(peer)
+        return round(theirs / ours, 3) if ours and theirs else None
 
     report: dict[str, Any] = {
         "benchmark": "stream",
@@ -444,7 +493,7 @@ def run(
             **{f"{c}_messages_per_s": best(c, "messages_per_s") for c in contenders},
             **{f"{c}_events_per_s": best(c, "events_per_s") for c in contenders},
         },
-        "cpu_us_per_message": {c: cpu(c) for c in contenders},
+        "cpu_us_per_message": {name: cpu(name) for name in results},
         "machine": machine(),
         "loadavg_before": load_before,
         "loadavg_after": loadavg(),
@@ -464,13 +513,20 @@ def run(
             target_ratio=TARGET_RATIO,
             meets_target=ratio >= TARGET_RATIO,
         )
+    if baseline is not None:
+        report["baseline"] = str(baseline)
+        # CPU per message of the baseline's worker over ours (research_only: over the
+        # baseline's fused worker, the deployment it replaces).
+        report["speedup_per_core_vs_baseline"] = {
+            c: speedup(c, f"{'fused' if c == 'research_only' else c}@baseline") for c in contenders
+        }
     if profiles:
         report["profile"] = "\n".join(f"== {c} ==\n{text}" for c, text in profiles.items())
     return report
 
 
 if __name__ == "__main__":
-    contender, prefix, bootstrap, started_to = sys.argv[1:5]
+    contender, prefix, bootstrap, batches_to = sys.argv[1:5]
     worker_main(
-        contender, prefix, bootstrap, started_to, sys.argv[5] if len(sys.argv) > 5 else None
+        contender, prefix, bootstrap, batches_to, sys.argv[5] if len(sys.argv) > 5 else None
     )

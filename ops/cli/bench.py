@@ -172,6 +172,13 @@ def bench_stream(
         bool,
         typer.Option("--profile", help="Add a cProfile of one more run of each contender."),
     ] = False,
+    baseline: Annotated[
+        Path | None,
+        typer.Option(
+            help="Another checkout of hl7bus (e.g. a git worktree of an earlier commit): each "
+            "round also runs the contenders' workers on its code, for CPU per message against it."
+        ),
+    ] = None,
 ) -> None:
     """Events/s and CPU per message of the worker through a real broker vs the bare
     consume->produce loop of the same runtime. Starts its own broker."""
@@ -180,8 +187,10 @@ def bench_stream(
     unknown = sorted(set(chosen) - set(bench.CONTENDERS))
     if not chosen or unknown:
         fail(f"--contenders {contenders!r}: choose from {', '.join(bench.CONTENDERS)}", code=2)
+    if baseline is not None and not (baseline / "streams" / "runtime.py").is_file():
+        fail(f"--baseline {baseline}: not a checkout of hl7bus (no streams/runtime.py)", code=2)
     with err_console.status("benchmarking the stream worker (starts a Kafka broker)..."):
-        result = bench.run(messages, rounds, profile=profile, contenders=chosen)
+        result = bench.run(messages, rounds, profile=profile, contenders=chosen, baseline=baseline)
     profile_text = result.pop("profile", None)
     if profile_text:
         err_console.print(profile_text, markup=False)
