@@ -280,18 +280,43 @@ def build_app(
     async def emit(produced: list[Output]) -> None:
         """Send every output of a batch, then wait for all of Kafka's confirmations.
 
-        A failed delivery raises: the agent crashes and the batch is redelivered. One wait per
-        batch instead of one per record lets the producer put many records in one request.
-        The outputs go straight to the app's producer (faust's ProducerT.send: the aiokafka
-        producer, its default partitioner on the key, as Topic.send uses them): Topic.send's
-        per-record message objects, sensor calls and callbacks cost about twice what the
-        producer itself does (BENCHMARKS.md, worker).
+        A failed delivery raises: the agent crashes and the batch is redelivered. The outputs
+        go to the app's (idempotent) aiokafka producer as record batches, one run per topic and
+        partition in output order, each key's partition picked by the partitioner the producer
+        itself uses: sent one by one (faust's Topic.send, or even the producer's send), each
+        record cost more CPU than making it (BENCHMARKS.md, worker). Records without a key
+        (any partition) go through the producer's send.
         """
         producer = await app.maybe_start_producer()
-        pending = [
-            await producer.send(names[out.topic_id], out.key, out.value, None, None, out.headers)
-            for out in produced
-        ]
+        client = _aiokafka_producer(producer)
+        partitioner = _partitioner()
+        pending = []
+        runs: dict[tuple[str, int], list[Output]] = {}
+        partitions: dict[str, list[int]] = {}
+        chosen: dict[tuple[str, bytes], int] = {}  # a message's outputs share a few keys
+        for out in produced:
+            topic = names[out.topic_id]
+            if out.key is None:
+                pending.append(await producer.send(topic, None, out.value, None, None, out.headers))
+                continue
+            partition = chosen.get((topic, out.key))
+            if partition is None:
+                if topic not in partitions:
+                    partitions[topic] = list(await client.partitions_for(topic))
+                every = partitions[topic]
+                partition = chosen[(topic, out.key)] = partitioner(out.key, every, every)
+            runs.setdefault((topic, partition), []).append(out)
+        for (topic, partition), outs in runs.items():
+            batch = client.create_batch()
+            for out in outs:
+                while (
+                    batch.append(key=out.key, value=out.value, timestamp=None, headers=out.headers)
+                    is None
+                ):
+                    # Full: send it; a record always fits an empty batch.
+                    pending.append(await client.send_batch(batch, topic, partition=partition))
+                    batch = client.create_batch()
+            pending.append(await client.send_batch(batch, topic, partition=partition))
         for sent in pending:
             await sent
 
@@ -439,6 +464,22 @@ def _busy(app: Any) -> bool:
     """A rebalance or a table recovery is going on (attributes of faust's AppT, set by its
     consumer and its table recovery service, not in its docs)."""
     return bool(app.rebalancing or app.in_recovery)
+
+
+@cache
+def _partitioner() -> Any:
+    """What faust's producer partitions keyed records with: faust's aiokafka driver gives the
+    AIOKafkaProducer aiokafka's DefaultPartitioner when producer_partitioner is not set (as in
+    the worker)."""
+    from aiokafka.partitioner import DefaultPartitioner  # type: ignore[import-untyped]
+
+    return DefaultPartitioner()
+
+
+def _aiokafka_producer(producer: Any) -> Any:
+    """The AIOKafkaProducer of faust's started producer (its Producer._producer), for aiokafka's
+    batch API (create_batch, send_batch), which faust's Producer does not pass on."""
+    return producer._producer
 
 
 def _use_idempotent_producer(app: Any) -> None:

@@ -197,3 +197,25 @@ def test_without_its_spinner_the_worker_keeps_the_root_logger_at_its_level(app: 
     finally:
         root.handlers[:] = saved_handlers
         root.setLevel(saved_level)
+
+
+def test_the_worker_batches_records_on_the_aiokafka_producer_faust_started(app: Any) -> None:
+    """_aiokafka_producer reads the AIOKafkaProducer faust's Producer keeps in _producer (what
+    its own _ensure_producer returns) for aiokafka's batch API; _partitioner is the partitioner
+    faust gives that producer when producer_partitioner is not set, so a key's records land in
+    the partition Topic.send would have picked."""
+    producer = app.producer
+    assert app.conf.producer_partitioner is None
+
+    async def made() -> None:
+        client = producer._new_producer()
+        try:
+            producer._producer = client
+            assert runtime._aiokafka_producer(producer) is producer._ensure_producer()
+            assert callable(client.create_batch) and callable(client.send_batch)
+            assert type(client._partitioner) is type(runtime._partitioner())
+        finally:
+            producer._producer = None
+            await client.stop()
+
+    asyncio.run(made())

@@ -10,6 +10,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from aiokafka.partitioner import DefaultPartitioner  # type: ignore[import-untyped]
 from confluent_kafka import Producer
 from kafka_helpers import apply_catalog, read_topic
 from samples import envelope, feed
@@ -100,9 +101,17 @@ def test_without_identified_output_only_research_and_dlq_are_written(
     assert kafka_clients.topic_sizes(KAFKA, kafka_bootstrap, [events_topic]) == {events_topic: 0}
     [dlq] = read_topic(kafka_bootstrap, dlq_topic, 1, 20)
     assert dict(dlq.headers() or []).get("hl7bus.reason") == b"undecodable_envelope"
-    for name in research_topics:
-        expected = sum(1 for tid in research_ids if catalog.name(tid) == name)
+    partitioner = DefaultPartitioner()  # what the worker's producer partitions keys with
+    for tid in sorted(set(research_ids)):
+        name = catalog.name(tid)
+        expected = research_ids.count(tid)
+        every = list(range(catalog.specs[tid].partitions))
         for record in read_topic(kafka_bootstrap, name, expected, 20):
             event_type, event = codec.decode(record.value() or b"")
             assert catalog.name(topics.research(event_type)) == name
             assert "message_identifiers" not in event  # a research contract's record
+            # A patient's records stay in one partition: its key's (the worker sends runs of
+            # records per partition, picking each key's as the producer's send would).
+            record_key = record.key()
+            assert record_key is not None
+            assert record.partition() == partitioner(record_key, every, every)
