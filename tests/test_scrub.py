@@ -664,3 +664,50 @@ def test_scrubbing_twice_changes_nothing(
 def test_any_text_scrubs_without_error(text: str) -> None:
     r = scrub_text(text, PEOPLE, shift_date=lambda d: d + timedelta(days=3))
     assert all(n > 0 for n in r.replacements.values())
+
+
+def _lab_values() -> list[str]:
+    """Every text the scrub step leaves unsearched: up to 4 characters of digits and .,+-<>=,
+    not 4 digits."""
+    from itertools import product
+
+    from hl7bus.streams.scrub.step import _too_short_to_identify
+
+    alphabet = "0123456789.,+-<>="
+    texts = ["".join(p) for n in range(1, 5) for p in product(alphabet, repeat=n)]
+    inert = [t for t in texts if _too_short_to_identify(t)]
+    assert "118" in inert and "5.4" in inert and "<0.5" in inert and "12.6" in inert
+    assert "1234" not in inert and "12345" not in inert and "1a" not in inert
+    return inert
+
+
+def test_lab_values_hold_no_pattern() -> None:
+    """The patterns never match a text the scrub step skips, even with the smallest number
+    settings and with dates shifted (every such text would be searched unchanged)."""
+    from hl7bus.streams.scrub.patterns import apply_patterns
+
+    smallest = ScrubOptions(long_number_digits=5, labelled_id_digits=3)
+    for text in _lab_values():
+        for options in (DEFAULT_OPTIONS, smallest):
+            counts: dict[Kind, int] = {}
+            assert apply_patterns(text, counts, lambda d: d + timedelta(days=3), options) == text
+            assert counts == {}, text
+
+
+def test_lab_values_hold_no_needle() -> None:
+    """No needle fits in a text the scrub step skips: needles made of the same digits and
+    marks, of every kind, are refused or too long; the same needles are found in longer text."""
+    from hl7bus.streams.scrub.needles import tables
+    from hl7bus.streams.scrub.search import identifier_spans
+
+    literals = [
+        "1", "12", "118", "1234", "12345", "1 2", "12 34", "1 234", "1.2", "5.4", "12.34",
+        "1-2-3-4", "1,234", "<0.5", ">=1", "+82", "0.5", "1.17", "4 1 . 7",
+    ]  # fmt: skip
+    needles = frozenset((kind, literal) for kind in Kind for literal in literals)
+    found = tables(needles)
+    for text in _lab_values():
+        assert identifier_spans(text, found) == [], text
+    # The needles that are kept do match where they fit: the test above can fail.
+    assert identifier_spans("MRN 12345 and 12 34", found)
+    assert scrub_text("12345", Identifiers(needles)).text == "[ID]"

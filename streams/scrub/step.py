@@ -3,6 +3,7 @@ replaced; and the caches it keeps."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import date
 from typing import NamedTuple
@@ -38,7 +39,7 @@ def scrub_text(
     always ``[DATE]``. Pure; raises only what ``shift_date`` raises.
     """
     counts: dict[Kind, int] = {}
-    if not text:
+    if not text or _too_short_to_identify(text):
         return ScrubResult(text, counts)
     if identifiers:
         spans = identifier_spans(text, tables(identifiers.needles))
@@ -46,6 +47,21 @@ def scrub_text(
             text = replace_spans(text, spans, counts)
     text = apply_patterns(text, counts, shift_date, options)
     return ScrubResult(text, counts)
+
+
+# A lab value such as 118, 5.4 or <0.5: at most 4 characters, each a digit or one of .,+-<>=,
+# and not 4 digits. No needle fits in it (numbers and ids are searched from 5 digits, other
+# literals from 4 letters or digits, names are letters: .needles) and no pattern matches it
+# (each needs 5 or more digits, a letter, Hangul or a mark such as @: .patterns), so it is left
+# as it is without searching. tests/test_scrub.py checks every such text against the patterns
+# and against needles made to look like it.
+_LAB_VALUE = re.compile(r"[0-9.,+\-<>=]{1,4}")
+
+
+def _too_short_to_identify(text: str) -> bool:
+    if len(text) > 4 or _LAB_VALUE.fullmatch(text) is None:
+        return False
+    return len(text) < 4 or not text.isdigit()
 
 
 def clear_caches() -> None:
