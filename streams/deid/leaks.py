@@ -115,7 +115,10 @@ def check_leaks(
                     f"leak check: the value of {event_type}.{name} is in the output", "leak"
                 )
     if carried:
-        for needle in _carried_needles(carried):
+        needles = _carried_needles(carried)
+        if not any(map(haystack.__contains__, needles)):  # the usual case, searched in C
+            return
+        for needle in needles:
             if needle in haystack and needle not in released:
                 raise DeidError(
                     f"leak check: a name or identifier of the {event_type}'s message is in "
