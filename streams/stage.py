@@ -215,10 +215,11 @@ class Stages:
             if sighting is not None:
                 in_batch[sighting.key] = sighting.received_us
                 sightings.append((record, sighting))
+        _count_outputs(PARSE, outputs, counts)
         if self.fused:
             # One research record or de-identification DLQ record per event made.
-            counts.records_in[DEIDENTIFY] = sum(1 for o in outputs if _deidentifying(o))
-        _count_outputs(PARSE, outputs, counts)
+            made = counts.outcomes[DEIDENTIFY, "ok"] + counts.outcomes[DEIDENTIFY, "dlq"]
+            counts.records_in[DEIDENTIFY] = made
         return Batch(PARSE, list(records), outputs, counts, sightings)
 
     def _deidentify(self, records: Sequence[Record]) -> Batch:
