@@ -16,8 +16,8 @@ faust app of streams/runtime.py, on its own copy of the input, interleaved over 
 - `research_only`: `fused` with ``worker.identified_output: false`` (no hl7.events records, no
   identified encode);
 - `forward`: the bare consume->produce loop on the same app (built with no stages): an agent,
-  added here, that writes every hl7.raw record unchanged to hl7.events, batched and confirmed
-  as the runtime's stages are.
+  added here, that writes every hl7.raw record unchanged to hl7.events with the producer's
+  send, taken in batches and confirmed as the runtime's stages are.
 
 With ``--baseline DIR`` (another checkout, e.g. a git worktree of an earlier commit) each
 round also runs the contenders' workers on that tree's hl7bus (named ``<contender>@baseline``;
@@ -177,10 +177,10 @@ def _note_batch(path: str, records: int) -> None:
 
 
 def _add_forward_agent(app: Any, cfg: Any, catalog: Any, batches_to: str) -> None:
-    """The peer's agent: every hl7.raw record unchanged to hl7.events. Batched and sent as the
-    runtime's stages are (worker.batch_*, the app's producer): send the whole batch, wait for
-    every confirmation, and only then are the batch's offsets acked (take_events acks after
-    the loop body)."""
+    """The peer's agent: every hl7.raw record unchanged to hl7.events. Taken in batches as the
+    runtime's stages are (worker.batch_*), each record sent with the app's producer (the bare
+    loop: no record batches of its own); it waits for every confirmation, and only then are
+    the batch's offsets acked (take_events acks after the loop body)."""
     from hl7bus.schemas import topics
 
     def topic(topic_id: str) -> Any:

@@ -437,7 +437,7 @@ def _without_spinner(worker: Any) -> None:
     With a spinner and a log level of WARN or above, the worker puts the root logger at DEBUG
     and adds a handler that turns the spinner on every record (Worker.on_setup_root_logger):
     every debug call of faust, mode and aiokafka then builds a LogRecord that only the spinner
-    sees, after startup too (aiokafka's producer alone logs each record it sends: about 35
+    sees, after startup too (aiokafka's producer alone logs each record it sends: about 30
     records per message in the fused worker; BENCHMARKS.md, worker). Without it the root
     logger stays at the worker's log level."""
     worker.spinner = None
