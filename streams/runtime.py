@@ -427,8 +427,14 @@ class _TableStore:
 # checked against the installed faust by tests/test_faust_private.py; a faust upgrade that
 # changes one fails that test, not a running worker.
 
-# The loggers that write every sent record's key and value at DEBUG (faust's module names).
-_VALUE_LOGGERS = ("faust.topics", "faust.transport.drivers.aiokafka")
+# The loggers that write every sent record's key and value at DEBUG (faust's and aiokafka's
+# module names), with the text of the log call that does it.
+_VALUE_LOGS = {
+    "faust.topics": '"send: topic=%r k=%r v=%r',
+    "faust.transport.drivers.aiokafka": '"send: topic=%r k=%r v=%r',
+    "aiokafka.producer.producer": '"Sending (key=%s value=%s) to %s"',
+}
+_VALUE_LOGGERS = tuple(_VALUE_LOGS)
 
 
 def _without_spinner(worker: Any) -> None:
