@@ -80,9 +80,7 @@ def test_kill_9_mid_stream_loses_nothing_and_duplicates_only_the_uncommitted_tai
 
     # The sample feed six times, as six feeds (distinct event ids): 1830 messages, ~12000
     # events, so that the kill lands after a first offset commit and before the end.
-    produced = [
-        p for name in "abcdef" for p in produce_raw(kafka_bootstrap, raw_topic, feed(), name)
-    ]
+    produced = produce_raw(kafka_bootstrap, raw_topic, {name: feed() for name in "abcdef"})
     expected = {eid for p in produced for eid in p.event_ids}
     assert len(produced) == 1830 and len(expected) > 9000
     origin = {eid: p for p in produced for eid in p.event_ids}
@@ -193,7 +191,7 @@ def test_resent_message_is_counted_not_re_emitted_across_a_restart(
     procs = Processes(logs)
     port = free_port()
     env = worker_env(kafka_bootstrap, unique_name, tmp_path / "worker-1", port)
-    produced = produce_raw(kafka_bootstrap, raw_topic, first_batch, "resend")
+    produced = produce_raw(kafka_bootstrap, raw_topic, {"resend": first_batch})
     first_events = sum(len(p.event_ids) for p in produced)
 
     def settled(events_wanted: int) -> bool:
@@ -210,8 +208,8 @@ def test_resent_message_is_counted_not_re_emitted_across_a_restart(
 
         env["HL7BUS_WORKER_DATA_DIR"] = str(tmp_path / "worker-2")
         procs.start("worker", ["worker"], env)
-        produce_raw(kafka_bootstrap, raw_topic, first_batch, "resend", shift_s=60)
-        marked = produce_raw(kafka_bootstrap, raw_topic, marker, "resend", shift_s=60)
+        produce_raw(kafka_bootstrap, raw_topic, {"resend": first_batch}, shift_s=60)
+        marked = produce_raw(kafka_bootstrap, raw_topic, {"resend": marker}, shift_s=60)
         wanted = first_events + len(marked[0].event_ids)
         procs.wait_for("the resends and the marker", lambda: settled(wanted), 90)
 

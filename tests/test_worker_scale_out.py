@@ -13,6 +13,7 @@ from typing import Any
 import duckdb
 import pytest
 from kafka_helpers import apply_catalog, read_topic
+from polling import wait_until
 from samples import feed
 from worker_helpers import KAFKA, SEOUL, Produced, committed_offsets, http_status, produce_raw
 from worker_helpers import worker_env as base_worker_env
@@ -138,22 +139,32 @@ def test_two_workers_one_killed_the_warehouse_holds_every_fact_once(
         )
 
         # The sample feed (registrations, admissions, updates, lab results with preliminary,
-        # final and corrected results) as four feeds: distinct patients and event ids.
-        produced = [
-            p for name in "abcd" for p in produce_raw(kafka_bootstrap, raw_topic, feed(), name)
-        ]
-        expected_events = sum(len(p.event_ids) for p in produced)
+        # final and corrected results) as several feeds: distinct patients and event ids. The
+        # first feed is done and committed before the rest arrive; the kill comes as soon as
+        # the rest is being worked on, so it lands mid-stream on a fast machine as on a slow one.
+        def events_out() -> int:
+            return (
+                kafka_clients.topic_sizes(KAFKA, kafka_bootstrap, [events_topic])[events_topic] or 0
+            )
 
-        def some_out_and_committed() -> bool:
-            size = kafka_clients.topic_sizes(KAFKA, kafka_bootstrap, [events_topic])[events_topic]
-            committed = committed_offsets(kafka_bootstrap, group, raw_topic, partitions)
-            return (size or 0) >= expected_events // 5 and sum(committed.values()) > 0
-
-        procs.wait_for("a first part of the stream", some_out_and_committed, 60)
+        produced = produce_raw(kafka_bootstrap, raw_topic, {"a": feed()})
+        first_part = sum(len(p.event_ids) for p in produced)
+        procs.wait_for(
+            "the first feed out and committed",
+            lambda: (
+                events_out() >= first_part
+                and sum(committed_offsets(kafka_bootstrap, group, raw_topic, partitions).values())
+                > 0
+            ),
+            60,
+        )
+        produced += produce_raw(kafka_bootstrap, raw_topic, {name: feed() for name in "bcdef"})
+        wait_until(lambda: events_out() > first_part, "the workers to start on the rest", 60)
         procs.running.pop("worker-a").kill()  # SIGKILL: no flush, no commit, no leave-group
         raw_committed = committed_offsets(kafka_bootstrap, group, raw_topic, partitions)
-        events_at_kill = kafka_clients.topic_sizes(KAFKA, kafka_bootstrap, [events_topic])
-        assert (events_at_kill[events_topic] or 0) < expected_events, (
+        events_at_kill = events_out()
+        expected_events = sum(len(p.event_ids) for p in produced)
+        assert events_at_kill < expected_events, (
             "both workers finished before the kill; the test needs more messages"
         )
 
@@ -216,7 +227,7 @@ def test_two_workers_one_killed_the_warehouse_holds_every_fact_once(
     tail = sum(len(p.event_ids) for p in produced if p.offset >= raw_committed.get(p.partition, 0))
     print(
         f"{len(produced)} messages, {expected_events} events, {len(research)} research records; "
-        f"killed worker-a after {events_at_kill[events_topic]} events; {redone} research "
+        f"killed worker-a after {events_at_kill} events; {redone} research "
         f"records emitted twice (uncommitted tail of the group at the kill: {tail} events); "
         f"warehouse: {counts['person']} persons, {counts['visit_occurrence']} visits, "
         f"{counts['measurement'] + counts['observation']} results, each once"

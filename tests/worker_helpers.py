@@ -14,6 +14,7 @@ import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -38,39 +39,45 @@ class Produced:
 
     partition: int
     offset: int
-    event_ids: tuple[str, ...]
     key: bytes | None
     value: bytes
 
+    @cached_property
+    def event_ids(self) -> tuple[str, ...]:
+        # Worked out when first asked, not while producing: a test that races the worker
+        # (a kill mid-stream) is not slowed by its own parsing.
+        return tuple(
+            codec.decode(out.value)[1]["event_id"]
+            for out in parse_step(self.key, self.value, SEOUL)
+            if out.topic_id == topics.EVENTS
+        )
+
 
 def produce_raw(
-    bootstrap: str, topic: str, messages: Iterable[Message], feed_name: str, shift_s: int = 0
+    bootstrap: str, topic: str, feeds: dict[str, Iterable[Message]], shift_s: int = 0
 ) -> list[Produced]:
-    """Envelopes as the listener writes them (keyed by patient key), with their positions."""
+    """Envelopes as the listener writes them (keyed by patient key), feed by feed, with their
+    positions."""
     producer = Producer(kafka_clients.producer_config(KAFKA, bootstrap))
     pending: list[tuple[bytes, bytes | None, list[Any]]] = []
-    for message in messages:
-        raw = envelope(message, feed_name)
-        raw["received_at"] += timedelta(seconds=shift_s)
-        key = patient_key(feed_name, message)
-        raw["patient_key"] = key
-        value = codec.encode("RawMessage", raw)
-        slot: list[Any] = []
-        key_bytes = key.encode() if key else None
-        pending.append((value, key_bytes, slot))
-        producer.produce(topic, value=value, key=key_bytes, on_delivery=_collect(slot))
-        producer.poll(0)
+    for feed_name, messages in feeds.items():
+        for message in messages:
+            raw = envelope(message, feed_name)
+            raw["received_at"] += timedelta(seconds=shift_s)
+            key = patient_key(feed_name, message)
+            raw["patient_key"] = key
+            value = codec.encode("RawMessage", raw)
+            slot: list[Any] = []
+            key_bytes = key.encode() if key else None
+            pending.append((value, key_bytes, slot))
+            producer.produce(topic, value=value, key=key_bytes, on_delivery=_collect(slot))
+            producer.poll(0)
     assert producer.flush(30) == 0
     produced = []
     for value, key_bytes, slot in pending:
         err, msg = slot[0]
         assert err is None, err
-        ids = tuple(
-            codec.decode(out.value)[1]["event_id"]
-            for out in parse_step(key_bytes, value, SEOUL)
-            if out.topic_id == topics.EVENTS
-        )
-        produced.append(Produced(msg.partition(), msg.offset(), ids, key_bytes, value))
+        produced.append(Produced(msg.partition(), msg.offset(), key_bytes, value))
     return produced
 
 
