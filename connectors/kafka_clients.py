@@ -8,7 +8,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from confluent_kafka import (
     Consumer,
@@ -353,29 +353,40 @@ def topic_sizes(
         consumer.close()
 
 
-# librdkafka does not mark these retriable, yet they only mean "not served yet".
-_NEW_PARTITION_ERRORS = frozenset(
+_T = TypeVar("_T")
+
+# librdkafka does not mark these retriable, yet they only mean "not served yet": a partition
+# created a moment ago is in the metadata before its leader serves it, and a group's
+# coordinator moves or loads its offsets after a broker (re)start.
+_TRANSIENT_ERRORS = frozenset(
     {
         KafkaError.NOT_LEADER_FOR_PARTITION,
         KafkaError.LEADER_NOT_AVAILABLE,
         KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
     }
 )
 
 
-def _watermarks(consumer: Consumer, tp: Any, timeout: float) -> tuple[int, int]:
-    # A partition created a moment ago is in the metadata before its leader serves it.
+def until_served(call: Callable[[], _T], timeout: float) -> _T:
+    """`call()`, again while it fails with a transient error, until `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            low, high = consumer.get_watermark_offsets(tp, timeout=timeout)
-            return int(low), int(high)
+            return call()
         except KafkaException as exc:
             error = exc.args[0]
-            transient = error.retriable() or error.code() in _NEW_PARTITION_ERRORS
+            transient = error.retriable() or error.code() in _TRANSIENT_ERRORS
             if not transient or time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+def _watermarks(consumer: Consumer, tp: Any, timeout: float) -> tuple[int, int]:
+    low, high = until_served(lambda: consumer.get_watermark_offsets(tp, timeout=timeout), timeout)
+    return int(low), int(high)
 
 
 def group_lag(
@@ -389,7 +400,7 @@ def group_lag(
     consumer = Consumer({**base_config(cfg, bootstrap), "group.id": group_id})
     try:
         partitions = _partitions(consumer, topic_names, timeout)
-        committed = consumer.committed(partitions, timeout=timeout)
+        committed = until_served(lambda: consumer.committed(partitions, timeout=timeout), timeout)
         lag = 0
         for tp in committed:
             low, high = _watermarks(consumer, tp, timeout)

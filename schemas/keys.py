@@ -26,7 +26,14 @@ def join_key(*parts: str) -> str:
     return _SEPARATOR.join(parts)
 
 
-def event_id(feed: str, control_id: str | None, event_type: str, position: int) -> str:
-    """Same message, same event, same id: sinks upsert by it, so redelivery is harmless."""
-    material = _SEPARATOR.join((feed, control_id or "", event_type, str(position)))
+def content_digest(raw: bytes) -> str:
+    """A message's bytes as received, in 32 hex digits: tells a resend of the same message
+    from new content under a reused control id."""
+    return hashlib.sha256(raw).hexdigest()[:32]
+
+
+def event_id(feed: str, control_id: str | None, digest: str, event_type: str, position: int) -> str:
+    """Same message, same event, same id: sinks upsert by it, so redelivery is harmless. The
+    content digest keeps the events of two messages apart that share a reused control id."""
+    material = _SEPARATOR.join((feed, control_id or "", digest, event_type, str(position)))
     return hashlib.sha256(material.encode("utf-8")).hexdigest()[:32]

@@ -64,6 +64,7 @@ class Context:
     message: Message
     feed: str
     received_at: datetime
+    digest: str  # of the message bytes (schemas/keys.py content_digest)
     zone: tzinfo
     terms: Terminology
     routing: Routing
@@ -136,7 +137,7 @@ class Context:
     ) -> dict[str, Any]:
         return {
             "schema_version": 1,
-            "event_id": event_id(self.feed, self.control_id, event_type, position),
+            "event_id": event_id(self.feed, self.control_id, self.digest, event_type, position),
             "patient_key": key if key is not None else self.patient_key,
             "feed": self.feed,
             "source_control_id": self.control_id,

@@ -10,6 +10,7 @@ from datetime import tzinfo
 from typing import Any
 
 from hl7bus.hl7v2 import Message, parse
+from hl7bus.schemas.keys import content_digest
 from hl7bus.streams import map_adt, map_clinical, map_generic, map_results
 from hl7bus.streams.mapping import Context, Event, Mapper, Routing, default_routing
 from hl7bus.streams.scrub import identifiers_of
@@ -47,6 +48,7 @@ def events_from_raw(
         message,
         envelope["feed"],
         envelope["received_at"],
+        content_digest(envelope["raw"]),
         default_zone,
         terms or default_terminology(),
         routing or default_routing(),

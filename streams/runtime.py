@@ -36,8 +36,8 @@ from hl7bus.schemas import topics
 from hl7bus.schemas.topics import TopicCatalog
 from hl7bus.streams.broker_auth import BrokerAuth
 from hl7bus.streams.deid import Policy, Pseudonymizer
-from hl7bus.streams.stage import Record, Stages
-from hl7bus.streams.steps import DeidSettings, Output
+from hl7bus.streams.stage import SIGHTINGS_KEPT, Record, Stages
+from hl7bus.streams.steps import DeidSettings, Output, Sighting
 
 log = logging.getLogger(__name__)
 
@@ -119,12 +119,14 @@ class WorkerConfig(BaseModel):
         ),
     )
     session_timeout_s: float = Field(
-        45.0,
+        10.0,
         ge=6.0,
         le=300.0,
         description=(
             "How long the broker waits for a silent worker before giving its partitions to the "
-            "others; a killed worker's partitions resume after at most this."
+            "others; a killed worker's partitions resume after at most this (heartbeats every "
+            "third of it, at most 3 s). Raise it for workers with long pauses (GC, a busy VM) "
+            "that would otherwise be taken for dead and cause a rebalance."
         ),
     )
     metrics_host: str = Field(
@@ -152,6 +154,14 @@ class WorkerConfig(BaseModel):
         description=(
             "How often the offsets of confirmed batches are committed (faust's default). A "
             "restarted worker re-emits at most what came after the last commit; sinks upsert."
+        ),
+    )
+    commit_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description=(
+            "/readyz fails when processed records of a partition have waited this long for "
+            "their offset commit (commits not moving: a crash now would redo all of them)."
         ),
     )
     stages: list[Stage] = Field(
@@ -241,6 +251,9 @@ def build_app(
         broker_session_timeout=cfg.session_timeout_s,
         broker_heartbeat_interval=min(3.0, cfg.session_timeout_s / 3),
         broker_commit_interval=cfg.commit_interval_s,
+        # Commit once a batch's worth of records is confirmed, not only on the timer: a crash
+        # redoes at most about two batches (docs/architecture.md, Delivery).
+        broker_commit_every=cfg.batch_max_records,
     )
     # Before anything touches app.transport (declaring an agent does).
     _use_idempotent_producer(app)
@@ -256,14 +269,15 @@ def build_app(
 
     outputs = {tid: topic(tid) for tid in catalog.specs}
     names = {tid: catalog.name(tid) for tid in catalog.specs}
-    # feed|MSH-10 -> when it was first received (µs); changelog-backed, so it survives restarts.
+    # feed|MSH-10 -> its last sighting (_TableStore); changelog-backed: survives restarts.
     seen = app.Table(
         DEDUPE_TABLE,
         default=None,
         partitions=catalog.specs[topics.RAW].partitions,
         key_type=str,
-        value_type=int,
-        help="First sighting of each feed|MSH-10, for duplicate-send detection.",
+        # No type: JSON as written. faust takes any type but its scalars for a model class.
+        value_type=None,
+        help="Last sighting of each feed|MSH-10, for duplicate-send detection.",
     )
     selected = tuple(cfg.stages) if stages is None else stages
     fused = "parse" in selected and "deidentify" in selected
@@ -347,17 +361,23 @@ def build_app(
         app.agent(outputs[sources_of[stage]], name=stage)(agent_of(stage))
 
     async def ready() -> bool:
-        """Source partitions assigned, no rebalance or table recovery going on, none stalled."""
+        """Source partitions assigned, no rebalance or table recovery going on, none stalled,
+        no processed records waiting too long for their offset commit."""
         consumer = app.consumer
         assigned = [tp for tp in consumer.assignment() if tp.topic in sources]
         if not assigned or _busy(app):
             return False
-        committed = _committed_offsets(consumer)
-        return not core.progress.stalled(
-            {(tp.topic, tp.partition): consumer.highwater(tp) for tp in assigned},
-            {(tp.topic, tp.partition): committed.get(tp) for tp in assigned},
-            time.monotonic(),
-            cfg.stall_timeout_s,
+        found = _committed_offsets(consumer)
+        committed = {(tp.topic, tp.partition): found.get(tp) for tp in assigned}
+        now = time.monotonic()
+        return not (
+            core.progress.stalled(
+                {(tp.topic, tp.partition): consumer.highwater(tp) for tp in assigned},
+                committed,
+                now,
+                cfg.stall_timeout_s,
+            )
+            or core.progress.commit_stalled(committed, now, cfg.commit_timeout_s)
         )
 
     if cfg.metrics_port is not None and serve_health is not None:
@@ -407,19 +427,38 @@ def _record(event: Any) -> Record:
 
 
 class _TableStore:
-    """The dedupe store on the faust table (changelog-backed: it survives restarts)."""
+    """The dedupe store on the faust table (changelog-backed: it survives restarts).
+
+    A value is a list of sightings, oldest first, each [received µs, content digest, raw
+    partition, raw offset] (JSON); a bare int is one sighting remembered before digests were
+    kept, taken as the same content.
+    """
 
     def __init__(self, table: Any) -> None:
         self.table = table
 
-    def first_seen(self, key: str) -> int | None:
+    def seen(self, key: str) -> list[Sighting]:
         found = self.table.get(key)
-        return None if found is None else int(found)
+        feed = key.split("|", 1)[0]
+        if found is None:
+            return []
+        if isinstance(found, int):
+            return [Sighting(key, feed, found, None)]
+        return [
+            Sighting(key, feed, int(received_us), digest, (int(partition), int(offset)))
+            for received_us, digest, partition, offset in found
+        ]
 
-    def remember(self, key: str, received_us: int, source: Record) -> None:
+    def remember(self, sighting: Sighting, source: Record) -> None:
+        kept = [
+            [s.received_us, s.digest, *s.source]
+            for s in self.seen(sighting.key)
+            if s.source is not None
+        ]
+        new = [sighting.received_us, sighting.digest, source.partition, source.offset]
         # The table writes its changelog to the partition of the current event: the source's.
         _set_current_event(source.origin)
-        self.table[key] = received_us
+        self.table[sighting.key] = [*kept, new][-SIGHTINGS_KEPT:]
 
 
 # -- faust's private parts ----------------------------------------------------------------------

@@ -6,10 +6,12 @@ batch to :meth:`Stages.process`, sends :attr:`Batch.outputs` in order, waits unt
 confirmed every one, then calls :meth:`Stages.delivered` and only after that acks the batch's
 offsets. So everything decided here is tested without Kafka or faust (tests/test_stage.py).
 
-Duplicate sends (same feed and MSH-10 within the window) are checked against a
+Duplicate sends (same feed, MSH-10 and content within the window) are checked against a
 :class:`DedupeStore`; a sighting is remembered only in :meth:`Stages.delivered`, after the
 outputs are confirmed: a crash in between re-emits the message (same event ids, sinks upsert)
-rather than dropping it as a duplicate of itself.
+rather than dropping it as a duplicate of itself. A raw record seen again after its sighting
+was remembered (a crash or rebalance before its offset was committed) is a redelivery: its
+outputs are on Kafka already, so it is counted apart from sender resends and not re-emitted.
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ from typing import Any, Protocol
 from prometheus_client import Counter as PromCounter
 from prometheus_client import Histogram
 
-from hl7bus.schemas import codec, topics
+from hl7bus.schemas import topics
 from hl7bus.streams.steps import (
     DEID_STAGE,
     DeidSettings,
     Output,
     Sighting,
+    Verdict,
     dedupe_check,
     deidentify_step,
     parse_step,
@@ -45,7 +48,18 @@ ERRORS = PromCounter(
 )
 DUPLICATES = PromCounter(
     "hl7bus_stream_duplicates_total",
-    "Duplicate sends (same feed and MSH-10 within the window) counted and not re-emitted.",
+    "Duplicate sends (same feed, MSH-10 and content within the window) not re-emitted.",
+    ["feed"],
+)
+REDELIVERIES = PromCounter(
+    "hl7bus_stream_redeliveries_total",
+    "Raw records seen again after a crash or rebalance, their outputs already confirmed: "
+    "not re-emitted.",
+    ["feed"],
+)
+REUSED = PromCounter(
+    "hl7bus_stream_control_id_reused_total",
+    "Messages with a control id (MSH-10) seen within the window with other content: processed.",
     ["feed"],
 )
 LATENCY = Histogram(
@@ -54,6 +68,16 @@ LATENCY = Histogram(
     ["stage"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
+
+# Sightings a store keeps per feed|MSH-10: a control id reused more often than this within the
+# window may take a resend of its oldest content for new content (processed again, upserted).
+SIGHTINGS_KEPT = 8
+
+VERDICT_COUNTERS = {
+    Verdict.RESENT: DUPLICATES,
+    Verdict.REDELIVERED: REDELIVERIES,
+    Verdict.REUSED: REUSED,
+}
 
 PARSE = "parse"
 DEIDENTIFY = "deidentify"
@@ -74,16 +98,17 @@ class Record:
 
 
 class DedupeStore(Protocol):
-    """First sightings of feed|MSH-10 (received time in µs), kept across restarts.
+    """The last sightings (resends excluded) of each feed|MSH-10, oldest first, kept across
+    restarts; a store may forget all but the last few (SIGHTINGS_KEPT).
 
     The runtime's store is a faust table backed by a changelog topic: ``remember`` gets the
     record the sighting came from, because the table writes its changelog to that record's
     partition (the partition it restores on the worker that gets the record's partition).
     """
 
-    def first_seen(self, key: str) -> int | None: ...
+    def seen(self, key: str) -> Sequence[Sighting]: ...
 
-    def remember(self, key: str, received_us: int, source: Record) -> None: ...
+    def remember(self, sighting: Sighting, source: Record) -> None: ...
 
 
 @dataclass
@@ -93,7 +118,7 @@ class Counts:
     records_in: Counter[str] = field(default_factory=Counter)  # stage
     outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)  # (stage, ok|dlq)
     errors: Counter[tuple[str, str]] = field(default_factory=Counter)  # (stage, code)
-    duplicates: Counter[str] = field(default_factory=Counter)  # feed
+    verdicts: Counter[tuple[Verdict, str]] = field(default_factory=Counter)  # (verdict, feed)
 
 
 @dataclass
@@ -109,7 +134,7 @@ class Batch:
 
 
 class Progress:
-    """Where each source partition got to, for /readyz.
+    """Where each source partition got to, for /readyz: stalled processing, stalled commits.
 
     A partition is stalled when records are waiting in it (high watermark beyond the next
     offset to process) and none of them was processed for the timeout: a partition that stopped
@@ -121,6 +146,7 @@ class Progress:
     def __init__(self) -> None:
         self._next: dict[Any, int] = {}
         self._since: dict[Any, float] = {}
+        self._commit: dict[Any, tuple[int | None, float]] = {}  # last committed, seen since
 
     def processed(self, tp: Any, offset: int, now: float) -> None:
         self._next[tp] = offset + 1
@@ -142,6 +168,22 @@ class Progress:
                 self._since[tp] = now
                 continue
             if now - self._since.setdefault(tp, now) > timeout:
+                found.append(tp)
+        return found
+
+    def commit_stalled(
+        self, committed: Mapping[Any, int | None], now: float, timeout: float
+    ) -> list[Any]:
+        """Partitions whose processed records have waited for an offset commit for longer
+        than the timeout: the committed offset trails what was processed and has not moved.
+        Their outputs are on Kafka, but a crash now would redo all of them."""
+        found = []
+        for tp, offset in committed.items():
+            last, since = self._commit.setdefault(tp, (offset, now))
+            if offset != last or (self._next.get(tp) or 0) <= (offset or 0):
+                self._commit[tp] = (offset, now)  # moved, or nothing waits for a commit
+                continue
+            if now - since > timeout:
                 found.append(tp)
         return found
 
@@ -188,7 +230,7 @@ class Stages:
         progress of its partitions (`now`: a monotonic clock) and count it (`elapsed_s`: from
         its arrival to the last confirmation). The runtime acks the offsets after this."""
         for source, sighting in batch.sightings:
-            self.store.remember(sighting.key, sighting.received_us, source)
+            self.store.remember(sighting, source)
         for record in batch.records:
             self.progress.processed((record.topic, record.partition), record.offset, now)
         count(batch.counts)
@@ -199,21 +241,22 @@ class Stages:
         counts.records_in[PARSE] = len(records)
         outputs: list[Output] = []
         sightings: list[tuple[Record, Sighting]] = []
-        in_batch: dict[str, int] = {}  # sightings of this batch, not yet in the store
+        in_batch: dict[str, list[Sighting]] = {}  # sightings of this batch, not yet stored
 
-        def first_seen(key: str) -> int | None:
-            found = in_batch.get(key)
-            return found if found is not None else self.store.first_seen(key)
+        def seen(key: str) -> Sequence[Sighting]:
+            return [*self.store.seen(key), *in_batch.get(key, ())]
 
         deid = self.deid if self.fused else None
         for record in records:
-            sighting, duplicate = dedupe_check(record.value, first_seen, self.window_us)
-            if duplicate:
-                counts.duplicates[_feed_label(record.value)] += 1
+            source = (record.partition, record.offset)
+            sighting, verdict = dedupe_check(record.value, source, seen, self.window_us)
+            if sighting is not None and verdict is not Verdict.NEW:
+                counts.verdicts[verdict, sighting.feed] += 1
+            if verdict in (Verdict.RESENT, Verdict.REDELIVERED):
                 continue
             outputs += parse_step(record.key, record.value, self.zone, deid, self.identified_output)
             if sighting is not None:
-                in_batch[sighting.key] = sighting.received_us
+                in_batch.setdefault(sighting.key, []).append(sighting)
                 sightings.append((record, sighting))
         _count_outputs(PARSE, outputs, counts)
         if self.fused:
@@ -243,8 +286,8 @@ def count(counts: Counts) -> None:
         RECORDS.labels(stage, outcome).inc(n)
     for (stage, code), n in counts.errors.items():
         ERRORS.labels(stage, code).inc(n)
-    for feed, n in counts.duplicates.items():
-        DUPLICATES.labels(feed).inc(n)
+    for (verdict, feed), n in counts.verdicts.items():
+        VERDICT_COUNTERS[verdict].labels(feed).inc(n)
 
 
 def _count_outputs(stage: str, outputs: Sequence[Output], counts: Counts) -> None:
@@ -262,10 +305,3 @@ def _deidentifying(out: Output) -> bool:
     if out.topic_id == topics.DLQ:
         return dict(out.headers).get("hl7bus.stage") == DEID_STAGE.encode()
     return out.topic_id.startswith(topics.research(""))
-
-
-def _feed_label(value: bytes) -> str:
-    try:
-        return str(codec.decode(value)[1]["feed"])
-    except codec.CodecError:
-        return "?"

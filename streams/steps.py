@@ -6,15 +6,17 @@ tested without Kafka and the runtime stays replaceable.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import tzinfo
+from enum import StrEnum
 from typing import Any
 
 from fastavro.validation import ValidationError as AvroValidationError
 
 from hl7bus.hl7v2 import Hl7ParseError
 from hl7bus.schemas import codec, topics
+from hl7bus.schemas.keys import content_digest, join_key
 from hl7bus.streams.deid import DeidError, Policy, PolicyError, Pseudonymizer, deidentify
 from hl7bus.streams.deid import metrics as deid_metrics
 from hl7bus.streams.deid.contract import research_schema
@@ -46,35 +48,65 @@ def _dlq(key: bytes | None, value: bytes, stage: str, reason: str) -> Output:
 
 @dataclass(frozen=True)
 class Sighting:
-    """A received message as the duplicate check sees it: feed|MSH-10 and when it came."""
+    """A received message as the duplicate check sees it: feed|MSH-10, when it came, a digest
+    of its bytes, and the raw record it came in (partition, offset) when known."""
 
     key: str
+    feed: str
     received_us: int
+    digest: str | None  # None: remembered before digests were kept (same content assumed)
+    source: tuple[int, int] | None = None
+
+
+class Verdict(StrEnum):
+    """What the duplicate check makes of a raw record (docs/architecture.md, Delivery)."""
+
+    NEW = "new"  # processed
+    RESENT = "resent"  # the sender sent the same message again: counted, not re-emitted
+    REDELIVERED = "redelivered"  # the same raw record again, its outputs already confirmed
+    REUSED = "reused"  # same control id, other content: processed and counted
 
 
 def dedupe_check(
-    value: bytes, first_seen: Callable[[str], int | None], window_us: int
-) -> tuple[Sighting | None, bool]:
-    """(the sighting to remember once the outputs are delivered, is it a duplicate send).
+    value: bytes,
+    source: tuple[int, int] | None,
+    seen: Callable[[str], Sequence[Sighting]],
+    window_us: int,
+) -> tuple[Sighting | None, Verdict]:
+    """(this record's sighting, what it is), the sighting None when the record cannot be
+    decoded or has no control id (never a duplicate: the parse step sends it to the DLQ or
+    maps it as usual). `seen` gives the remembered sightings of a feed|MSH-10; a sighting is
+    remembered once the outputs of a NEW or REUSED record are delivered.
 
-    A duplicate is the same feed and MSH-10 received again within the window after its first
-    sighting. Records that cannot be decoded, or have no control id, are never duplicates (the
-    parse step sends them to the DLQ or maps them as usual).
+    A duplicate is the same feed, MSH-10 and content (digest of the message bytes) received
+    again within the window after a sighting; a reused control id with other content (a
+    sender that reset its counter) is new content and processed. The same raw record seen
+    again (`source`: its partition and offset), after a crash or rebalance that came between
+    the confirmation of its outputs and the commit of its offset, is a redelivery, not a send.
     """
     try:
         _, envelope = codec.decode(value)
     except codec.CodecError:
-        return None, False
+        return None, Verdict.NEW
     control_id = envelope.get("control_id")
     if not control_id:
-        return None, False
-    received = envelope["received_at"]
-    received_us = int(received.timestamp() * 1_000_000)
-    sighting = Sighting(f"{envelope['feed']}|{control_id}", received_us)
-    first = first_seen(sighting.key)
-    if first is not None and 0 <= received_us - first <= window_us:
-        return None, True
-    return sighting, False
+        return None, Verdict.NEW
+    feed = envelope["feed"]
+    sighting = Sighting(
+        join_key(feed, control_id),
+        feed,
+        int(envelope["received_at"].timestamp() * 1_000_000),
+        content_digest(envelope["raw"]),
+        source,
+    )
+    recent = [
+        s for s in seen(sighting.key) if 0 <= sighting.received_us - s.received_us <= window_us
+    ]
+    if source is not None and any(s.source == source for s in recent):
+        return sighting, Verdict.REDELIVERED
+    if any(s.digest is None or s.digest == sighting.digest for s in recent):
+        return sighting, Verdict.RESENT
+    return sighting, Verdict.REUSED if recent else Verdict.NEW
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
-from hl7bus.hl7v2 import Message, parse_batch
+from hl7bus.hl7v2 import Message, parse, parse_batch
 from hl7bus.ops.demo_run import sample_feed_path
 
 
@@ -41,3 +41,11 @@ def envelope(
         "patient_key": None,
         "raw": message.to_bytes(),
     }
+
+
+def with_control_id(message: Message, control_id: str) -> Message:
+    """`message` under another MSH-10: a sender that reused a control id for new content."""
+    segments = message.to_bytes().split(b"\r")
+    msh = segments[0].split(b"|")
+    msh[9] = control_id.encode()  # MSH-10 (the field separator is MSH-1)
+    return parse(b"\r".join([b"|".join(msh), *segments[1:]]))

@@ -1,13 +1,23 @@
-"""Duplicate sends: same feed and MSH-10 within the window are recognized (pure part)."""
+"""Duplicate sends: same feed, MSH-10 and content within the window are recognized, a reused
+control id with other content is not, and the same raw record again is a redelivery (pure
+part)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 from samples import envelope, first
 
 from hl7bus.schemas import codec
-from hl7bus.streams.steps import dedupe_check
+from hl7bus.streams.steps import Sighting, Verdict, dedupe_check
+
+Store = dict[str, list[Sighting]]
+
+
+def _seen(table: Store) -> Callable[[str], list[Sighting]]:
+    return lambda key: table.get(key, [])
+
 
 WINDOW_US = 3600 * 1_000_000
 
@@ -15,21 +25,44 @@ WINDOW_US = 3600 * 1_000_000
 def test_duplicate_sends_are_recognized_within_the_window() -> None:
     raw = envelope(first("ADT^A04"))
     value = codec.encode("RawMessage", raw)
-    table: dict[str, int] = {}
-    sighting, duplicate = dedupe_check(value, table.get, WINDOW_US)
-    assert not duplicate and sighting is not None
-    assert sighting.key == f"test|{raw['control_id']}"
-    table[sighting.key] = sighting.received_us
+    table: Store = {}
+    sighting, verdict = dedupe_check(value, (0, 7), _seen(table), WINDOW_US)
+    assert verdict is Verdict.NEW and sighting is not None
+    assert sighting.key == f"test|{raw['control_id']}" and sighting.feed == "test"
+    table[sighting.key] = [sighting]
 
-    again = codec.encode("RawMessage", {**raw, "received_at": raw["received_at"] + timedelta(1)})
-    assert dedupe_check(value, table.get, WINDOW_US) == (None, True)  # redelivered record
-    assert dedupe_check(again, table.get, WINDOW_US)[1] is False  # a day later: outside window
+    later = raw["received_at"] + timedelta(seconds=30)
+    resent = codec.encode("RawMessage", {**raw, "received_at": later})
+    assert dedupe_check(resent, (1, 3), _seen(table), WINDOW_US)[1] is Verdict.RESENT
+    assert dedupe_check(value, (0, 7), _seen(table), WINDOW_US)[1] is Verdict.REDELIVERED
+    a_day_later = codec.encode("RawMessage", {**raw, "received_at": later + timedelta(1)})
+    assert dedupe_check(a_day_later, (0, 9), _seen(table), WINDOW_US)[1] is Verdict.NEW
     other_feed = codec.encode("RawMessage", {**raw, "feed": "other"})
-    assert dedupe_check(other_feed, table.get, WINDOW_US)[1] is False
+    assert dedupe_check(other_feed, (0, 9), _seen(table), WINDOW_US)[1] is Verdict.NEW
+
+
+def test_a_reused_control_id_with_other_content_is_new_content() -> None:
+    raw = envelope(first("ADT^A04"))
+    table: Store = {}
+    sighting, _ = dedupe_check(codec.encode("RawMessage", raw), (0, 1), _seen(table), WINDOW_US)
+    assert sighting is not None
+    table[sighting.key] = [sighting]
+    changed = {**raw, "raw": raw["raw"].replace(b"ADT^A04", b"ADT^A08", 1)}
+    again, verdict = dedupe_check(
+        codec.encode("RawMessage", changed), (0, 2), _seen(table), WINDOW_US
+    )
+    assert verdict is Verdict.REUSED and again is not None and again.digest != sighting.digest
+    # A sighting kept before digests were (digest None) is taken as the same content.
+    table[sighting.key] = [Sighting(sighting.key, "test", sighting.received_us, None)]
+    assert (
+        dedupe_check(codec.encode("RawMessage", changed), (0, 2), _seen(table), WINDOW_US)[1]
+        is Verdict.RESENT
+    )
 
 
 def test_records_without_control_id_or_undecodable_are_never_duplicates() -> None:
     raw = envelope(first("ADT^A04"))
     value = codec.encode("RawMessage", {**raw, "control_id": None})
-    assert dedupe_check(value, lambda _: 0, WINDOW_US) == (None, False)
-    assert dedupe_check(b"garbage", lambda _: 0, WINDOW_US) == (None, False)
+    seen = [Sighting("test|x", "test", 0, None)]
+    assert dedupe_check(value, None, lambda _: seen, WINDOW_US) == (None, Verdict.NEW)
+    assert dedupe_check(b"garbage", None, lambda _: seen, WINDOW_US) == (None, Verdict.NEW)

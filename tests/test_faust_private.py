@@ -26,7 +26,8 @@ from faust.types import TP
 
 from hl7bus.schemas import topics
 from hl7bus.streams import deid, runtime
-from hl7bus.streams.stage import Record
+from hl7bus.streams.stage import SIGHTINGS_KEPT, Record
+from hl7bus.streams.steps import Sighting
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE_DIRS = ("hl7v2", "schemas", "streams", "connectors", "ops")
@@ -82,15 +83,26 @@ def test_a_remembered_sighting_is_written_to_the_changelog_partition_of_its_reco
     origin = _Event(RAW, 3)
     source = Record(b"k", b"v", RAW, 3, 17, origin=origin)
 
+    sighting = Sighting("feed|MSG1", "feed", 1234, "d1gest", (3, 17))
+
     def write() -> None:
-        store.remember("feed|MSG1", 1234, source)
+        store.remember(sighting, source)
         current: object = faust.streams.current_event()
         assert current is origin
+        table["feed|OLD"] = 99  # a sighting written before digests were kept
+        for offset in range(18, 18 + SIGHTINGS_KEPT):  # the control id reused often
+            store.remember(
+                Sighting("feed|MSG1", "feed", 1234 + offset, f"d{offset}", (3, offset)),
+                Record(b"k", b"v", RAW, 3, offset, origin=origin),
+            )
 
     contextvars.copy_context().run(write)  # the current event stays in that context
-    assert sent == [(3, "feed|MSG1", 1234)]
-    assert store.first_seen("feed|MSG1") == 1234
-    assert store.first_seen("feed|other") is None
+    assert sent[0] == (3, "feed|MSG1", [[1234, "d1gest", 3, 17]])
+    assert [s.digest for s in store.seen("feed|MSG1")] == [
+        f"d{offset}" for offset in range(18, 18 + SIGHTINGS_KEPT)
+    ]  # the last few kept, oldest first
+    assert store.seen("feed|other") == []
+    assert store.seen("feed|OLD") == [Sighting("feed|OLD", "feed", 99, None)]
 
 
 def test_committed_offsets_are_the_ones_faust_found_and_committed(app: Any) -> None:

@@ -11,13 +11,13 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 from prometheus_client import REGISTRY
-from samples import envelope, feed, first
+from samples import envelope, feed, first, with_control_id
 
 from hl7bus.hl7v2 import Message
 from hl7bus.schemas import codec, topics
 from hl7bus.streams.deid import Policy, Pseudonymizer, profile_text
 from hl7bus.streams.stage import Record, Stages
-from hl7bus.streams.steps import DeidSettings, parse_step
+from hl7bus.streams.steps import DeidSettings, Sighting, Verdict, parse_step
 
 SEOUL = ZoneInfo("Asia/Seoul")
 KEY = Pseudonymizer(b"0123456789abcdef0123456789abcdef", "k1")
@@ -28,16 +28,16 @@ WINDOW_S = 3600
 class DictStore:
     """The dedupe store as a dict; `remembered` keeps each write with its source record."""
 
-    def __init__(self, data: dict[str, int] | None = None) -> None:
-        self.data: dict[str, int] = dict(data or {})
-        self.remembered: list[tuple[str, int, Record]] = []
+    def __init__(self, data: dict[str, list[Sighting]] | None = None) -> None:
+        self.data: dict[str, list[Sighting]] = {k: list(v) for k, v in (data or {}).items()}
+        self.remembered: list[tuple[Sighting, Record]] = []
 
-    def first_seen(self, key: str) -> int | None:
-        return self.data.get(key)
+    def seen(self, key: str) -> list[Sighting]:
+        return self.data.get(key, [])
 
-    def remember(self, key: str, received_us: int, source: Record) -> None:
-        self.data[key] = received_us
-        self.remembered.append((key, received_us, source))
+    def remember(self, sighting: Sighting, source: Record) -> None:
+        self.data.setdefault(sighting.key, []).append(sighting)
+        self.remembered.append((sighting, source))
 
 
 def _raw(message: Message, feed_name: str = "test", later_s: int = 0) -> bytes:
@@ -68,7 +68,7 @@ def test_a_parse_batch_emits_every_records_events_in_record_order() -> None:
     assert all(out.topic_id == topics.EVENTS for out in batch.outputs)
     assert batch.counts.records_in == Counter({"parse": 20})
     assert batch.counts.outcomes == Counter({("parse", "ok"): len(expected)})
-    assert not batch.counts.errors and not batch.counts.duplicates
+    assert not batch.counts.errors and not batch.counts.verdicts
     assert [source for source, _ in batch.sightings] == records
 
 
@@ -118,15 +118,16 @@ def test_a_resend_is_dropped_within_the_batch_and_after_a_restart() -> None:
         for r in (first_records[0], first_records[2])
         for out in parse_step(r.key, r.value, SEOUL)
     ]
-    assert batch.counts.duplicates == Counter({"test": 1})
+    assert batch.counts.verdicts == Counter({(Verdict.RESENT, "test"): 1})
     assert batch.counts.records_in == Counter({"parse": 3})
 
     stages.delivered(batch, now=1.0, elapsed_s=0.01)
     adt_key, oru_key = f"test|{adt.control_id}", f"test|{oru.control_id}"
     assert store.remembered == [
-        (adt_key, store.data[adt_key], first_records[0]),
-        (oru_key, store.data[oru_key], first_records[2]),
+        (store.data[adt_key][0], first_records[0]),
+        (store.data[oru_key][0], first_records[2]),
     ]
+    assert store.data[adt_key][0].source == (first_records[0].partition, first_records[0].offset)
 
     # A restarted worker: new Stages, the store as its changelog restores it.
     restarted = _stages(DictStore(store.data))
@@ -135,7 +136,50 @@ def test_a_resend_is_dropped_within_the_batch_and_after_a_restart() -> None:
     assert again.outputs == [
         out for r in resent[1:] for out in parse_step(r.key, r.value, SEOUL)
     ]  # the resend dropped; a new message and the same MSH-10 from another feed go on
-    assert again.counts.duplicates == Counter({"test": 1})
+    assert again.counts.verdicts == Counter({(Verdict.RESENT, "test"): 1})
+
+
+def test_a_redelivered_record_is_not_re_emitted_nor_counted_as_a_resend() -> None:
+    """A crash after the outputs were confirmed (and the sighting remembered) but before the
+    offset commit: the same raw record comes again, to this worker or another."""
+    store = DictStore()
+    stages = _stages(store)
+    records = _records([_raw(first("ADT^A04")), _raw(first("ORU^R01"))])
+    stages.delivered(stages.process("parse", records), now=1.0, elapsed_s=0.01)
+
+    taken_over = _stages(DictStore(store.data)).process("parse", records)
+    assert taken_over.outputs == []
+    assert taken_over.counts.verdicts == Counter({(Verdict.REDELIVERED, "test"): 2})
+    assert taken_over.sightings == []
+
+
+def test_a_reused_control_id_with_new_content_is_processed_under_new_event_ids() -> None:
+    """A sender that reset its counter: same feed and MSH-10, another message. It is processed
+    and counted; its event ids differ, so the sinks keep both messages' rows."""
+    adt = first("ADT^A04")
+    assert adt.control_id
+    reused = with_control_id(first("ORU^R01"), adt.control_id)
+    store = DictStore()
+    stages = _stages(store)
+    [before] = _records([_raw(adt)])
+    stages.delivered(stages.process("parse", [before]), now=1.0, elapsed_s=0.01)
+
+    after = Record(b"k", _raw(reused, later_s=30), "hl7.raw", 0, 500)
+    batch = stages.process("parse", [after])
+    assert batch.outputs == parse_step(after.key, after.value, SEOUL)
+    assert batch.counts.verdicts == Counter({(Verdict.REUSED, "test"): 1})
+    first_ids = {
+        codec.decode(o.value)[1]["event_id"] for o in stages.process("parse", [before]).outputs
+    }
+    assert first_ids.isdisjoint(codec.decode(o.value)[1]["event_id"] for o in batch.outputs)
+    stages.delivered(batch, now=2.0, elapsed_s=0.01)
+    # Both contents are remembered: a late resend of either is still a resend.
+    resent = [
+        Record(b"k", _raw(message, later_s=40), "hl7.raw", 1, 900 + i)
+        for i, message in enumerate([adt, reused])
+    ]
+    late = stages.process("parse", resent)
+    assert late.outputs == [] and late.counts.verdicts == Counter({(Verdict.RESENT, "test"): 2})
 
 
 def test_nothing_is_remembered_until_the_outputs_are_delivered() -> None:
@@ -147,7 +191,7 @@ def test_nothing_is_remembered_until_the_outputs_are_delivered() -> None:
     sent = stages.process("parse", records)
     assert store.data == {}
     redelivered = stages.process("parse", records)
-    assert redelivered.outputs == sent.outputs and not redelivered.counts.duplicates
+    assert redelivered.outputs == sent.outputs and not redelivered.counts.verdicts
 
 
 def test_undecodable_and_unparsable_records_go_to_the_dlq_with_their_reason() -> None:

@@ -1,4 +1,5 @@
-"""Readiness of the worker: the stall rule of streams/stage.Progress, and the config fields."""
+"""Readiness of the worker: the stall rules of streams/stage.Progress (processing and
+offset commits), and the config fields."""
 
 from __future__ import annotations
 
@@ -25,6 +26,26 @@ def test_a_partition_with_waiting_records_that_does_not_move_is_stalled() -> Non
     assert progress.stalled({"p0": 12, "p1": 0}, committed, 200.0, 5.0) == []
     # An unknown high watermark (nothing fetched yet) is not a stall.
     assert progress.stalled({"p1": None}, committed, 300.0, 5.0) == []
+
+
+def test_processed_records_waiting_for_a_commit_that_does_not_move_stall_the_commit() -> None:
+    progress = Progress()
+    # Nothing processed yet, nothing committed: nothing waits for a commit.
+    assert progress.commit_stalled({"p0": None, "p1": 5}, 0.0, 30.0) == []
+    assert progress.commit_stalled({"p0": None, "p1": 5}, 100.0, 30.0) == []
+    # p0 processed up to offset 9 (next 10); its commit has not come since the last look
+    # with nothing waiting (100.0).
+    progress.processed("p0", 9, 101.0)
+    assert progress.commit_stalled({"p0": None, "p1": 5}, 102.0, 30.0) == []
+    assert progress.commit_stalled({"p0": None, "p1": 5}, 129.0, 30.0) == []
+    assert progress.commit_stalled({"p0": None, "p1": 5}, 131.0, 30.0) == ["p0"]
+    # The commit moves (not yet all the way): the clock starts again.
+    assert progress.commit_stalled({"p0": 4, "p1": 5}, 134.0, 30.0) == []
+    assert progress.commit_stalled({"p0": 4, "p1": 5}, 160.0, 30.0) == []
+    assert progress.commit_stalled({"p0": 4, "p1": 5}, 165.0, 30.0) == ["p0"]
+    # Committed up to what was processed: nothing waits, however long.
+    assert progress.commit_stalled({"p0": 10, "p1": 5}, 166.0, 30.0) == []
+    assert progress.commit_stalled({"p0": 10, "p1": 5}, 900.0, 30.0) == []
 
 
 def test_worker_config_fields() -> None:

@@ -93,7 +93,8 @@ def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
     try:
         tps = [TopicPartition(topic, p) for p in range(partitions)]
-        return {tp.partition: max(tp.offset, 0) for tp in consumer.committed(tps, timeout=10)}
+        found = kafka_clients.until_served(lambda: consumer.committed(tps, timeout=10), 10)
+        return {tp.partition: max(tp.offset, 0) for tp in found}
     finally:
         consumer.close()
 
