@@ -21,6 +21,7 @@ from hl7bus.connectors.files import FilesConfig
 from hl7bus.connectors.kafka_clients import DEFAULT_BOOTSTRAP, KafkaConfig
 from hl7bus.connectors.mllp.config import MllpConfig
 from hl7bus.connectors.warehouse.config import WarehouseConfig
+from hl7bus.ops.lag_exporter import LagExporterConfig
 from hl7bus.ops.local_kafka import LocalKafkaConfig, running_bootstrap
 from hl7bus.schemas.codec import SchemasConfig
 from hl7bus.schemas.datafile import DataFileError, explain, nested_model, read_yaml
@@ -57,6 +58,10 @@ class Settings(BaseSettings):
     )
     warehouse: WarehouseConfig = Field(
         default_factory=WarehouseConfig, description="The warehouse sink."
+    )
+    lag: LagExporterConfig = Field(
+        default_factory=LagExporterConfig,
+        description="The lag exporter (`hl7bus lag-exporter`): consumer-group lag for Prometheus.",
     )
 
     @classmethod

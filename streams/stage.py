@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from prometheus_client import Counter as PromCounter
 from prometheus_client import Histogram
 
-from hl7bus.schemas import topics
+from hl7bus.schemas import telemetry, topics
 from hl7bus.streams.steps import (
     DEID_STAGE,
     DeidSettings,
@@ -81,6 +81,13 @@ VERDICT_COUNTERS = {
 
 PARSE = "parse"
 DEIDENTIFY = "deidentify"
+
+#: The shared vocabulary (schemas/telemetry.py) of each stage, component ``worker``; its stage
+#: label is the hl7bus.stage header of the stage's DLQ records.
+VOCABULARY = {
+    PARSE: telemetry.StageMetrics("worker", "parsing"),
+    DEIDENTIFY: telemetry.StageMetrics("worker", DEID_STAGE),
+}
 
 
 @dataclass(frozen=True)
@@ -219,6 +226,8 @@ class Stages:
         self.progress = Progress()
 
     def process(self, stage: str, records: Sequence[Record]) -> Batch:
+        if stage in VOCABULARY:  # until delivered(): the batch is in flight
+            VOCABULARY[stage].in_flight.inc(len(records))
         if stage == PARSE:
             return self._parse(records)
         if stage == DEIDENTIFY:
@@ -235,6 +244,9 @@ class Stages:
             self.progress.processed((record.topic, record.partition), record.offset, now)
         count(batch.counts)
         LATENCY.labels(batch.stage).observe(elapsed_s)
+        vocabulary = VOCABULARY[batch.stage]
+        vocabulary.in_flight.dec(len(batch.records))
+        vocabulary.latency.observe(elapsed_s)
 
     def _parse(self, records: Sequence[Record]) -> Batch:
         counts = Counts()
@@ -282,10 +294,14 @@ def count(counts: Counts) -> None:
     """Add a delivered batch's counts to the Prometheus metrics (once per batch and label)."""
     for stage, n in counts.records_in.items():
         RECORDS_IN.labels(stage).inc(n)
+        VOCABULARY[stage].received.inc(n)
     for (stage, outcome), n in counts.outcomes.items():
         RECORDS.labels(stage, outcome).inc(n)
+        if outcome == "ok":
+            VOCABULARY[stage].sent.inc(n)
     for (stage, code), n in counts.errors.items():
         ERRORS.labels(stage, code).inc(n)
+        VOCABULARY[stage].dlq(code, n)  # a stage's errors are the records it sent to the DLQ
     for (verdict, feed), n in counts.verdicts.items():
         VERDICT_COUNTERS[verdict].labels(feed).inc(n)
 

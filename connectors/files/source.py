@@ -48,7 +48,7 @@ from hl7bus.connectors.envelope import (
 from hl7bus.connectors.files.split import FileFormatError, split_file
 from hl7bus.connectors.kafka_clients import DeliveryError, Sender
 from hl7bus.connectors.paths import default_home
-from hl7bus.schemas import codec
+from hl7bus.schemas import codec, telemetry
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +131,8 @@ MESSAGES = Counter(
     "hl7bus_files_messages_total", "Messages confirmed by Kafka, by topic.", ["feed", "topic"]
 )
 DLQ = Counter("hl7bus_files_dlq_total", "Records sent to the DLQ.", ["feed", "reason"])
+#: The source's share of the shared vocabulary (schemas/telemetry.py).
+STAGE = telemetry.StageMetrics("files", "receiving")
 
 
 Outcome = Literal["done", "error", "failed", "interrupted", "busy"]
@@ -514,6 +516,9 @@ class FileSource:
                         headers=raw_headers(),
                     )
                     MESSAGES.labels(self.cfg.feed, "raw").inc()
+                    STAGE.sent.inc()
+                STAGE.received.inc()
+                telemetry.FEED_RECEIVED.labels("files", self.cfg.feed).inc()
                 on_confirmed(i, to_dlq)
             except DeliveryError as exc:
                 failure.append(f"kafka delivery failed ({exc.code})")
@@ -567,6 +572,7 @@ class FileSource:
         )
         DLQ.labels(self.cfg.feed, reason).inc()
         MESSAGES.labels(self.cfg.feed, "dlq").inc()
+        STAGE.dlq(reason)
 
     async def _reject(self, path: Path, data: bytes, exc: FileFormatError) -> FileResult:
         """One DLQ record for the whole file, then the file to the error folder."""

@@ -140,6 +140,15 @@ class ListenerConfig(BaseModel):
             "its ACK (an unfinished frame is then kept in hl7.dlq as truncated)."
         ),
     )
+    silence_threshold_s: float = Field(
+        1800.0,
+        gt=0,
+        description=(
+            "How long the feed may send nothing before it counts as silent: exported as "
+            "hl7bus_feed_silence_threshold_seconds, alerted on (HL7BusFeedSilent) and shown by "
+            "`hl7bus status`. Default 30 minutes, an interface engine's usual idle-feed alarm."
+        ),
+    )
     allowed_networks: list[IPvAnyNetwork] = Field(
         default_factory=lambda: list(_ANY_NETWORK),
         min_length=1,

@@ -31,7 +31,7 @@ from hl7bus.connectors.kafka_clients import DeliveryError, Submitter
 from hl7bus.connectors.mllp.ack_policy import AckPolicy
 from hl7bus.connectors.mllp.config import ListenerConfig
 from hl7bus.connectors.mllp.framer import FramingError
-from hl7bus.connectors.mllp.metrics import DLQ, DLQ_FAILURES, FeedMetrics
+from hl7bus.connectors.mllp.metrics import DLQ, DLQ_FAILURES, STAGE, FeedMetrics
 from hl7bus.hl7v2 import Hl7CharsetError, Message
 from hl7bus.schemas import codec
 
@@ -186,7 +186,7 @@ class Intake:
         cfg = self.cfg
         try:
             size = event.skipped_bytes
-            self._metrics.bytes.inc(size)
+            self._metrics.bytes.inc(size)  # received_messages counts it below if it is one
             record: dict[str, Any] = {
                 "feed": cfg.feed,
                 "received_at": datetime.now(UTC),
@@ -198,7 +198,7 @@ class Intake:
                 detail = f"frame of {size} bytes ended without its end block"
                 await self._to_dlq(record, event.code, detail, size_bytes=size)
                 return b""
-            self._metrics.messages.inc()
+            self._metrics.received_messages(1, 0)
             limit = cfg.max_frame_bytes
             detail = f"frame of {size} bytes exceeds max_frame_bytes {limit}; first bytes kept"
             stored = await self._to_dlq(record, "oversize", detail, size_bytes=size)
@@ -228,10 +228,12 @@ class Intake:
             )
         except Exception as exc:
             DLQ_FAILURES.labels(feed, reason).inc()
+            STAGE.error("dlq_failed")
             if isinstance(exc, DeliveryError):
                 log.warning("mllp feed %s: DLQ delivery failed (%s)", feed, exc.code)
             else:
                 log.error("mllp feed %s: DLQ record failed (%s)", feed, type(exc).__name__)
             return False
         DLQ.labels(feed, reason).inc()
+        STAGE.dlq(reason)
         return True

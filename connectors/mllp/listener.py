@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import time
 from functools import partial
 
 from hl7bus.connectors.envelope import Route
@@ -61,7 +62,14 @@ class MllpListener:
         self._stopping = False
         #: Bytes taken off all connections so far (tests: reading stops under backpressure).
         self.read_bytes = 0
-        self._metrics.watch(lambda: len(self._connections), lambda: self._intake.in_flight)
+        #: Unix time of the feed's last message; silence is measured from the start until one.
+        self.last_message_at = time.time()
+        self._metrics.watch(
+            lambda: len(self._connections),
+            lambda: self._intake.in_flight,
+            lambda: self.last_message_at,
+            cfg.silence_threshold_s,
+        )
 
     @property
     def feed(self) -> str:
@@ -288,8 +296,8 @@ class _Connection:
                 events = session.receive(chunk, now)
                 frames = [len(e.payload) for e in events if isinstance(e, Frame)]
                 if frames:  # counted as received, once per read, before admission may block
-                    metrics.messages.inc(len(frames))
-                    metrics.bytes.inc(sum(frames))
+                    metrics.received_messages(len(frames), sum(frames))
+                    listener.last_message_at = time.time()
                 if len(frames) < len(events):
                     for event in events:
                         if not isinstance(event, Frame):
@@ -344,9 +352,11 @@ class _Connection:
             return
         self.writer.write(data)
         now = self._loop.time()
-        latency = self.listener._metrics.latency
+        metrics = self.listener._metrics
+        latency, stage_latency = metrics.latency, metrics.stage_latency
         for t in received:
             latency.observe(now - t)
+            stage_latency.observe(now - t)
         if transport.get_write_buffer_size() > transport.get_write_buffer_limits()[1]:
             self._draining = asyncio.create_task(self._drain())
 

@@ -1,4 +1,8 @@
-"""The MLLP listener's Prometheus metrics: one set per process, labelled by feed."""
+"""The MLLP listener's Prometheus metrics: one set per process, labelled by feed.
+
+Its own ``hl7bus_mllp_*`` families, and the shared vocabulary (schemas/telemetry.py) as
+component ``mllp``, stage ``receiving``.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
+
+from hl7bus.schemas import telemetry
 
 MESSAGES = Counter("hl7bus_mllp_messages_total", "Frames received.", ["feed"])
 BYTES = Counter("hl7bus_mllp_received_bytes_total", "Payload bytes received.", ["feed"])
@@ -38,23 +44,55 @@ CONNECTIONS = Gauge("hl7bus_mllp_connections", "Open connections.", ["feed"])
 IN_FLIGHT = Gauge("hl7bus_mllp_in_flight", "Messages awaiting Kafka.", ["feed"])
 
 
+#: The process's share of the vocabulary: every feed's listener counts into it.
+STAGE = telemetry.StageMetrics("mllp", "receiving")
+# Messages awaiting Kafka per feed, summed at scrape time into hl7bus_in_flight.
+_in_flight: dict[str, Callable[[], int]] = {}
+STAGE.in_flight.set_function(lambda: sum(count() for count in list(_in_flight.values())))
+
+_DELIVERED = frozenset(("AA", "CA"))
+_REJECTED = frozenset(("AR", "CR"))
+
+
 class FeedMetrics:
     """The label children of one feed, looked up once instead of per message."""
 
     def __init__(self, feed: str) -> None:
         self.feed = feed
         self.messages = MESSAGES.labels(feed)
+        self.received = telemetry.FEED_RECEIVED.labels("mllp", feed)
         self.bytes = BYTES.labels(feed)
         self.latency = ACK_LATENCY.labels(feed)
+        self.stage_latency = STAGE.latency
         self._acks: dict[str, Any] = {}
 
-    def watch(self, connections: Callable[[], int], in_flight: Callable[[], int]) -> None:
+    def watch(
+        self,
+        connections: Callable[[], int],
+        in_flight: Callable[[], int],
+        last_message: Callable[[], float],
+        silence_threshold_s: float,
+    ) -> None:
         """The gauges read the listener's counts at scrape time, not per message."""
         CONNECTIONS.labels(self.feed).set_function(connections)
         IN_FLIGHT.labels(self.feed).set_function(in_flight)
+        telemetry.FEED_SENDERS.labels(self.feed).set_function(connections)
+        telemetry.FEED_LAST_MESSAGE.labels(self.feed).set_function(last_message)
+        telemetry.FEED_SILENCE_THRESHOLD.labels(self.feed).set(silence_threshold_s)
+        _in_flight[self.feed] = in_flight
+
+    def received_messages(self, count: int, size: int) -> None:
+        self.messages.inc(count)
+        self.received.inc(count)
+        STAGE.received.inc(count)
+        self.bytes.inc(size)
 
     def ack(self, code: str) -> None:
         child = self._acks.get(code)
         if child is None:
             child = self._acks[code] = ACKS.labels(self.feed, code)
         child.inc()
+        if code in _DELIVERED:
+            STAGE.sent.inc()
+        elif code in _REJECTED:
+            STAGE.error("rejected")

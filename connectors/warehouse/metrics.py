@@ -8,6 +8,13 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from hl7bus.schemas import telemetry
+
+#: The sink's share of the shared vocabulary (schemas/telemetry.py).
+STAGE = telemetry.StageMetrics("warehouse", "sinking")
+SINK_UP = telemetry.SINK_UP.labels("warehouse")
+SINK_LAST_COMMIT = telemetry.SINK_LAST_COMMIT.labels("warehouse")
+
 RECORDS_IN = Counter(
     "hl7bus_warehouse_in_records_total", "Research records consumed.", ["event_type"]
 )

@@ -124,6 +124,7 @@ class WarehouseSink:
         self._engine = self._open_database(self.cfg)
         self._database_ok = True
         metrics.DATABASE_UP.set(1)
+        metrics.SINK_UP.set(1)
         concepts = self._concepts(self._engine) if self._concepts else self._vocabulary()
         self._writer = BatchWriter(self._engine, concepts, self._statuses)
         self._producer = Producer(self._producer_config)
@@ -169,23 +170,32 @@ class WarehouseSink:
                 continue
             if record.value() is not None:
                 kept.append(record)
+        metrics.STAGE.in_flight.inc(len(kept))
         try:
-            outcome = self._writer.write(
-                [Incoming(record.value() or b"", record.topic()) for record in kept]
-            )
-        except Exception as exc:
-            self._database_ok = False
-            metrics.DATABASE_UP.set(0)
-            metrics.ERRORS.labels(type(exc).__name__).inc()
-            raise
-        self._database_ok = True
-        metrics.DATABASE_UP.set(1)
-        self._send_dlq(kept, outcome)
-        for record in records:
-            if record.error() is None:
-                self._consumer.store_offsets(message=record)
+            try:
+                outcome = self._writer.write(
+                    [Incoming(record.value() or b"", record.topic()) for record in kept]
+                )
+            except Exception as exc:
+                self._database_ok = False
+                metrics.DATABASE_UP.set(0)
+                metrics.SINK_UP.set(0)
+                metrics.ERRORS.labels(type(exc).__name__).inc()
+                metrics.STAGE.error(type(exc).__name__, len(kept))
+                raise
+            self._database_ok = True
+            metrics.DATABASE_UP.set(1)
+            metrics.SINK_UP.set(1)
+            self._send_dlq(kept, outcome)
+            for record in records:
+                if record.error() is None:
+                    self._consumer.store_offsets(message=record)
+        finally:
+            metrics.STAGE.in_flight.dec(len(kept))
         self._count(kept, outcome)
-        metrics.BATCH_LATENCY.observe(time.monotonic() - started)
+        elapsed = time.monotonic() - started
+        metrics.BATCH_LATENCY.observe(elapsed)
+        metrics.STAGE.latency.observe(elapsed)
         return outcome
 
     def _send_dlq(self, kept: Sequence[Message], outcome: Outcome) -> None:
@@ -235,13 +245,20 @@ class WarehouseSink:
     def _count(self, kept: Sequence[Message], outcome: Outcome) -> None:
         now = time.time()
         metrics.LAST_COMMIT.set(now)
+        metrics.SINK_LAST_COMMIT.set(now)
+        stage = metrics.STAGE
+        stage.received.inc(len(kept))
         for index, record in enumerate(kept):
             event_type = outcome.event_types[index] or "unknown"
             metrics.RECORDS_IN.labels(event_type).inc()
             result = outcome.results[index]
             metrics.RECORDS.labels(event_type, result).inc()
             if result == DLQ:
-                metrics.DLQ.labels(outcome.reasons[index] or "unknown").inc()
+                reason = outcome.reasons[index] or "unknown"
+                metrics.DLQ.labels(reason).inc()
+                stage.dlq(reason)
+            else:  # written, or skipped on purpose: done with either way
+                stage.sent.inc()
             kind, stamp = record.timestamp()
             if kind != 0 and stamp > 0:  # 0: TIMESTAMP_NOT_AVAILABLE
                 metrics.FRESHNESS.observe(max(0.0, now - stamp / 1000))

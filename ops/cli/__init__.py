@@ -17,6 +17,7 @@ from hl7bus.ops.cli import (
     ingest,
     kafka,
     mllp,
+    monitor,
     parse,
     schemas,
     topics,
@@ -40,6 +41,7 @@ app.command("send")(mllp.send)
 app.command("ingest")(ingest.ingest)
 app.command("worker")(worker.worker)
 app.command("status")(worker.status)
+app.command("lag-exporter")(monitor.lag_exporter)
 app.command("demo")(demo.demo)
 app.command("parse")(parse.parse_files)
 app.command("deid")(deid.deid_files)
