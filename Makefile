@@ -7,12 +7,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test env jars postgres lint fmt clean
+.PHONY: demo test env jars postgres prometheus lint fmt clean
 
 demo: env jars
 	$(BIN)/hl7bus demo
 
-test: env jars postgres lint
+test: env jars postgres prometheus lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 env: $(STAMP)
@@ -36,6 +36,14 @@ postgres:
 	elif [ "$$(id -u)" = 0 ]; then \
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql; \
 	else echo "hl7bus tests need a PostgreSQL server (apt-get install postgresql)"; exit 1; fi
+
+# Debian's Prometheus for the ops tests: promtool (check/test rules, check metrics) and a real
+# server that scrapes a running bus (tests/prometheus_tools.py); installed only when missing.
+prometheus:
+	@if command -v promtool >/dev/null && command -v prometheus >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus; \
+	else echo "hl7bus tests need promtool and prometheus (apt-get install prometheus)"; exit 1; fi
 
 # mypy and import-linter cannot read setuptools' package-dir mapping; a link tree gives them
 # the real module names.
