@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -267,6 +268,28 @@ def test_no_canary_in_any_log_line_or_metric_label(bus: Bus) -> None:
     assert lines > 0
 
 
+def _status(bus: Bus) -> tuple[int, dict[str, Any]]:
+    result = _cli("status", "--json", env={**bus.env, "COLUMNS": "200"})
+    return result.returncode, json.loads(result.stdout)
+
+
+def test_status_shows_the_feed_board_and_exits_0(bus: Bus) -> None:
+    code, board = _status(bus)
+    assert code == 0, board
+    assert [p["name"] for p in board["processes"] if p["up"]] == [
+        "mllp",
+        "worker",
+        "warehouse",
+        "lag",
+    ]
+    (feed,) = board["feeds"]
+    assert feed["feed"] == FEED and feed["up"] and not feed["silent"]
+    assert feed["received"] >= MESSAGES + 1
+    assert feed["naks"] >= 1  # the undecodable message's AE
+    assert feed["silence_threshold_s"] == 1800
+    assert board["kafka"]["topics"][bus.raw_topic] >= MESSAGES
+
+
 def test_lag_exporter_reports_a_dead_workers_growing_lag(bus: Bus) -> None:
     """Last in the module: it kills the worker."""
     bus.procs.running["worker"].kill()
@@ -290,3 +313,6 @@ def test_lag_exporter_reports_a_dead_workers_growing_lag(bus: Bus) -> None:
     scrape = _get(port, "/metrics")
     assert _sample(scrape, "hl7bus_lag_exporter_up") == 1
     assert check_metrics(scrape) == []
+    code, board = _status(bus)
+    assert code == 1
+    assert board["problems"] == [f"process worker is down (127.0.0.1:{bus.ports['hl7bus-worker']})"]

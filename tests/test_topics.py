@@ -58,8 +58,10 @@ def test_cli_apply_and_status(
     monkeypatch.setenv("COLUMNS", "200")
     runner = CliRunner()
 
+    # No listener, worker or sink runs here: status says so and exits 1 (tests/test_status.py).
     before = runner.invoke(app, ["status"])
-    assert before.exit_code == 0, before.output
+    assert before.exit_code == 1, before.output
+    assert "process mllp is down" in before.output
     assert "missing (hl7bus topics apply)" in before.output
 
     dry = runner.invoke(app, ["topics", "apply", "--dry-run"])
@@ -71,7 +73,8 @@ def test_cli_apply_and_status(
     assert f"created  {unique_name}.hl7.raw" in applied.output
 
     after = runner.invoke(app, ["status"])
-    assert after.exit_code == 0, after.output
+    assert after.exit_code == 1, after.output
+    assert "Kafka" not in after.output.split("problem:", 1)[1]
     assert "missing" not in after.output
     assert f"{unique_name}.hl7.raw" in after.output
     assert "lag of worker" in after.output

@@ -40,7 +40,7 @@ app = typer.Typer(
 app.command("send")(mllp.send)
 app.command("ingest")(ingest.ingest)
 app.command("worker")(worker.worker)
-app.command("status")(worker.status)
+app.command("status")(monitor.status)
 app.command("lag-exporter")(monitor.lag_exporter)
 app.command("demo")(demo.demo)
 app.command("parse")(parse.parse_files)

@@ -1,4 +1,4 @@
-"""`hl7bus worker` (the stream processors), `hl7bus sink warehouse` and `hl7bus status`."""
+"""`hl7bus worker` (the stream processors) and `hl7bus sink warehouse`."""
 
 from __future__ import annotations
 
@@ -11,12 +11,10 @@ import typer
 from hl7bus.ops import config as config_mod
 from hl7bus.ops.cli.shared import (
     ConfigOption,
-    console,
     err_console,
     fail,
     load_catalog,
     load_settings,
-    topic_catalog,
 )
 
 sink_app = typer.Typer(help="Sinks that write research events out of Kafka.")
@@ -140,43 +138,3 @@ def _describe(exc: Exception) -> str:
     if isinstance(exc, OSError | duckdb.IOException | psycopg.OperationalError):
         return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     return type(exc).__name__
-
-
-# -- status -------------------------------------------------------------------------------------
-
-
-def status(config: ConfigOption = None) -> None:
-    """Records per catalog topic and how far the worker and the warehouse sink lag behind."""
-    from rich.table import Table
-
-    from hl7bus.connectors import kafka_clients
-    from hl7bus.streams.runtime import source_topics
-
-    settings = load_settings(config)
-    bootstrap = config_mod.bootstrap(settings)
-    catalog = topic_catalog(settings)
-    names = [spec.name for spec in catalog.specs.values()]
-    research = [s.name for s in catalog.specs.values() if s.id.startswith("research.")]
-    try:
-        sizes = kafka_clients.topic_sizes(settings.kafka, bootstrap, names)
-        lags = {
-            f"worker ({settings.worker.app_id})": kafka_clients.group_lag(
-                settings.kafka,
-                bootstrap,
-                settings.worker.app_id,
-                [catalog.name(tid) for tid in source_topics(settings.worker.stages)],
-            ),
-            f"warehouse sink ({settings.warehouse.group_id})": kafka_clients.group_lag(
-                settings.kafka, bootstrap, settings.warehouse.group_id, research
-            ),
-        }
-    except Exception as exc:
-        fail(f"cannot reach Kafka at {bootstrap}: {exc}")
-    table = Table(title=f"hl7bus at {bootstrap}")
-    table.add_column("topic / consumer")
-    table.add_column("records / lag", justify="right")
-    for name, size in sizes.items():
-        table.add_row(name, "missing (hl7bus topics apply)" if size is None else str(size))
-    for group, lag in lags.items():
-        table.add_row(f"lag of {group}", str(lag))
-    console.print(table)
