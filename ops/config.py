@@ -23,6 +23,7 @@ from hl7bus.connectors.mllp.config import MllpConfig
 from hl7bus.connectors.warehouse.config import WarehouseConfig
 from hl7bus.ops.lag_exporter import LagExporterConfig
 from hl7bus.ops.local_kafka import LocalKafkaConfig, running_bootstrap
+from hl7bus.ops.logs import LogConfig
 from hl7bus.schemas.codec import SchemasConfig
 from hl7bus.schemas.datafile import DataFileError, explain, nested_model, read_yaml
 from hl7bus.schemas.topics import TopicsConfig
@@ -58,6 +59,9 @@ class Settings(BaseSettings):
     )
     warehouse: WarehouseConfig = Field(
         default_factory=WarehouseConfig, description="The warehouse sink."
+    )
+    log: LogConfig = Field(
+        default_factory=LogConfig, description="Log format and level of the processes."
     )
     lag: LagExporterConfig = Field(
         default_factory=LagExporterConfig,

@@ -410,11 +410,13 @@ def _broker_settings(auth: BrokerAuth) -> dict[str, Any]:
     return settings
 
 
-def run(app: Any, loglevel: str = "warning") -> None:
-    """Run the worker until SIGINT/SIGTERM; faust handles the signals and a clean stop."""
+def run(app: Any, loglevel: str = "warning", logging_config: dict[str, Any] | None = None) -> None:
+    """Run the worker until SIGINT/SIGTERM; faust handles the signals and a clean stop.
+    ``logging_config`` (a logging.config.dictConfig dict) replaces faust's colored log lines
+    (the composition root's `log.format`)."""
     import faust
 
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True, logging_config=logging_config)
     _without_spinner(worker)
     worker.execute_from_commandline()
 

@@ -16,6 +16,7 @@ outputs are on Kafka already, so it is counted apart from sender resends and not
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -68,6 +69,8 @@ LATENCY = Histogram(
     ["stage"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
+
+log = logging.getLogger(__name__)
 
 # Sightings a store keeps per feed|MSH-10: a control id reused more often than this within the
 # window may take a resend of its oldest content for new content (processed again, upserted).
@@ -301,7 +304,11 @@ def count(counts: Counts) -> None:
             VOCABULARY[stage].sent.inc(n)
     for (stage, code), n in counts.errors.items():
         ERRORS.labels(stage, code).inc(n)
-        VOCABULARY[stage].dlq(code, n)  # a stage's errors are the records it sent to the DLQ
+        vocabulary = VOCABULARY[stage]
+        vocabulary.dlq(code, n)  # a stage's errors are the records it sent to the DLQ
+        log.warning(
+            "worker: %d record(s) went to the DLQ (stage %s, reason %s)", n, vocabulary.stage, code
+        )
     for (verdict, feed), n in counts.verdicts.items():
         VERDICT_COUNTERS[verdict].labels(feed).inc(n)
 

@@ -137,6 +137,7 @@ def bus(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         "HL7BUS_LAG_INTERVAL_S": "1",
         "HL7BUS_LAG_GROUPS": f"{re.escape(unique)}-.*",
         "HL7BUS_DEID_KEY": secrets.token_hex(32),
+        "HL7BUS_LOG_FORMAT": "json",
     }
     applied = _cli("topics", "apply", env=env)
     assert applied.returncode == 0, applied.stderr
@@ -266,6 +267,24 @@ def test_no_canary_in_any_log_line_or_metric_label(bus: Bus) -> None:
             for canary in CANARIES:
                 assert canary not in line, f"{log.name}: {line}"
     assert lines > 0
+
+
+def test_every_log_line_is_json_and_the_things_that_matter_are_logged(bus: Bus) -> None:
+    records: dict[str, list[dict[str, Any]]] = {}
+    for name in ("listener", "worker", "sink", "lag-exporter"):
+        text = (bus.logs / f"{name}.log").read_text("utf-8")
+        records[name] = [json.loads(line) for line in text.splitlines() if line.strip()]
+        for record in records[name]:
+            assert {"time", "level", "logger", "component", "message"} <= record.keys(), record
+    messages = {name: [r["message"] for r in rs] for name, rs in records.items()}
+    assert any(m.startswith("listening for MLLP") for m in messages["listener"])
+    assert (
+        f"mllp feed {FEED}: a message went to the DLQ (stage receiving, reason charset)"
+        in (messages["listener"])
+    )
+    assert any(m.startswith("writing ") for m in messages["sink"])
+    assert any(m.startswith("measuring consumer-group lag") for m in messages["lag-exporter"])
+    assert {r["component"] for r in records["worker"]} <= {"worker"}
 
 
 def _status(bus: Bus) -> tuple[int, dict[str, Any]]:

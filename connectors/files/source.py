@@ -573,6 +573,11 @@ class FileSource:
         DLQ.labels(self.cfg.feed, reason).inc()
         MESSAGES.labels(self.cfg.feed, "dlq").inc()
         STAGE.dlq(reason)
+        log.warning(
+            "file source %s: a message went to the DLQ (stage receiving, reason %s)",
+            self.cfg.feed,
+            reason,
+        )
 
     async def _reject(self, path: Path, data: bytes, exc: FileFormatError) -> FileResult:
         """One DLQ record for the whole file, then the file to the error folder."""

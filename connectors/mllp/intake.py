@@ -236,4 +236,7 @@ class Intake:
             return False
         DLQ.labels(feed, reason).inc()
         STAGE.dlq(reason)
+        log.warning(
+            "mllp feed %s: a message went to the DLQ (stage receiving, reason %s)", feed, reason
+        )
         return True

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -248,6 +249,7 @@ class WarehouseSink:
         metrics.SINK_LAST_COMMIT.set(now)
         stage = metrics.STAGE
         stage.received.inc(len(kept))
+        refused: Counter[str] = Counter()
         for index, record in enumerate(kept):
             event_type = outcome.event_types[index] or "unknown"
             metrics.RECORDS_IN.labels(event_type).inc()
@@ -257,6 +259,7 @@ class WarehouseSink:
                 reason = outcome.reasons[index] or "unknown"
                 metrics.DLQ.labels(reason).inc()
                 stage.dlq(reason)
+                refused[reason] += 1
             else:  # written, or skipped on purpose: done with either way
                 stage.sent.inc()
             kind, stamp = record.timestamp()
@@ -264,6 +267,13 @@ class WarehouseSink:
                 metrics.FRESHNESS.observe(max(0.0, now - stamp / 1000))
         for (table, op), count in outcome.rows.items():
             metrics.ROWS.labels(table, op).inc(count)
+        for reason, count in sorted(refused.items()):
+            log.warning(
+                "warehouse sink: %d record(s) went to the DLQ (stage %s, reason %s)",
+                count,
+                DLQ_STAGE,
+                reason,
+            )
 
 
 def _headers(record: Message) -> list[tuple[str, str | bytes | None]]:

@@ -14,7 +14,6 @@ from hl7bus.ops import config as config_mod
 from hl7bus.ops.cli.shared import (
     ConfigOption,
     console,
-    err_console,
     fail,
     load_catalog,
     load_settings,
@@ -58,12 +57,18 @@ async def _serve_mllp(settings: Settings, mllp_cfg: Any) -> None:
     from hl7bus.connectors import kafka_clients
     from hl7bus.connectors.envelope import Route
     from hl7bus.connectors.mllp.service import MllpService, settle_gc
-    from hl7bus.ops import health
+    from hl7bus.ops import health, logs
     from hl7bus.schemas import topics
 
+    log = logs.configure(settings.log, "mllp")
     bootstrap = config_mod.bootstrap(settings)
     catalog = load_catalog(settings)
-    producer = kafka_clients.AsyncProducer(kafka_clients.producer_config(settings.kafka, bootstrap))
+    producer = kafka_clients.AsyncProducer(
+        {
+            **kafka_clients.producer_config(settings.kafka, bootstrap),
+            **logs.client_logging(settings.log),
+        }
+    )
     service = MllpService(
         mllp_cfg,
         producer,
@@ -77,17 +82,18 @@ async def _serve_mllp(settings: Settings, mllp_cfg: Any) -> None:
         fail(str(exc.strerror or exc))
     settle_gc()
     for line in service.describe():
-        err_console.print(f"listening for MLLP, {line}")
+        log.info("listening for MLLP, %s", line)
     where = f", /metrics on port {service.http_port}" if service.http_port else ""
-    err_console.print(f"storing to {catalog.name(topics.RAW)} at {bootstrap}{where}")
+    log.info("storing to %s at %s%s", catalog.name(topics.RAW), bootstrap, where)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    err_console.print("stopping: finishing in-flight messages")
+    log.info("stopping: finishing in-flight messages")
     await service.stop()
     producer.close()
+    log.info("stopped")
 
 
 def send(

@@ -28,12 +28,16 @@ def lag_exporter(config: ConfigOption = None) -> None:
     It runs apart from the workers and sinks so that it keeps reporting when they are dead."""
     from hl7bus.connectors import kafka_clients
     from hl7bus.connectors.kafka_lag import LagProbe
+    from hl7bus.ops import logs
     from hl7bus.ops.lag_exporter import LagExporter
 
     settings = load_settings(config)
     bootstrap = config_mod.bootstrap(settings)
     cfg = settings.lag
-    base = kafka_clients.base_config(settings.kafka, bootstrap)
+    base = {
+        **kafka_clients.base_config(settings.kafka, bootstrap),
+        **logs.client_logging(settings.log),
+    }
     # Its own group id, never committed under: it only reads the timestamps of waiting records.
     reader = {**base, "group.id": "hl7bus-lag-exporter", "enable.auto.commit": False}
     from confluent_kafka import Consumer
@@ -52,9 +56,13 @@ def lag_exporter(config: ConfigOption = None) -> None:
             loop.add_signal_handler(sig, stop.set)
         await exporter.run(stop)
 
-    err_console.print(
-        f"measuring consumer-group lag at {bootstrap} every {cfg.interval_s:g} s, "
-        f"/metrics on {cfg.metrics_host}:{cfg.metrics_port}"
+    log = logs.configure(settings.log, "lag")
+    log.info(
+        "measuring consumer-group lag at %s every %g s, /metrics on %s:%d",
+        bootstrap,
+        cfg.interval_s,
+        cfg.metrics_host,
+        cfg.metrics_port,
     )
     try:
         asyncio.run(serve())
@@ -62,6 +70,7 @@ def lag_exporter(config: ConfigOption = None) -> None:
         fail(f"lag exporter: {exc.strerror or exc}")
     finally:
         probe.consumer.close()
+    log.info("stopped")
 
 
 # -- status -------------------------------------------------------------------------------------

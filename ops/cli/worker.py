@@ -31,11 +31,12 @@ def worker(
     With worker.stages set to deidentify only, it de-identifies hl7.events alone.
 
     Use it to re-make the research topics under a new policy (with its own worker.app_id)."""
+    from confluent_kafka.admin import AdminClient
     from prometheus_client import REGISTRY
 
     from hl7bus.connectors import kafka_clients
     from hl7bus.connectors.kafka_settings import KafkaSettingsError
-    from hl7bus.ops import health
+    from hl7bus.ops import health, logs
     from hl7bus.schemas import topics
     from hl7bus.streams import deid, runtime
     from hl7bus.streams.deid import metrics as deid_metrics
@@ -54,8 +55,14 @@ def worker(
         kafka_clients.check_connection(settings.kafka, config_mod.bootstrap(settings))
     except kafka_clients.KafkaUnreachable as exc:
         fail(str(exc))
+    admin = AdminClient(
+        {
+            **kafka_clients.base_config(settings.kafka, config_mod.bootstrap(settings)),
+            **logs.client_logging(settings.log),
+        }
+    )
     runtime.declare_changelog(
-        kafka_clients.admin_client(settings.kafka, config_mod.bootstrap(settings)),
+        admin,
         settings.worker.app_id,
         catalog.specs[topics.RAW].partitions,
         settings.topics.replication_factor,
@@ -73,7 +80,7 @@ def worker(
     # The engine does not register its action counts on import; the running worker serves them.
     REGISTRY.register(deid_metrics.ACTIONS_DONE)
     sys.argv = [sys.argv[0]]  # faust's Worker parses argv itself
-    runtime.run(faust_app, loglevel)
+    runtime.run(faust_app, loglevel, logs.dict_config(settings.log, "worker", loglevel))
 
 
 @sink_app.command("warehouse")
@@ -84,7 +91,7 @@ def sink_warehouse(config: ConfigOption = None) -> None:
 
     from hl7bus.connectors import kafka_clients
     from hl7bus.connectors.warehouse.sink import WarehouseSink
-    from hl7bus.ops import health
+    from hl7bus.ops import health, logs
     from hl7bus.schemas import topics
     from hl7bus.streams.deid import Policy, PolicyError
     from hl7bus.streams.deid.contract import research_schemas
@@ -103,10 +110,14 @@ def sink_warehouse(config: ConfigOption = None) -> None:
     bootstrap = config_mod.bootstrap(settings)
     cfg = settings.warehouse
     names = [s.name for s in catalog.specs.values() if s.id.startswith("research.")]
+    client_logging = logs.client_logging(settings.log)
     sink = WarehouseSink(
         cfg,
-        kafka_clients.consumer_config(settings.kafka, bootstrap, cfg.group_id),
-        kafka_clients.producer_config(settings.kafka, bootstrap),
+        {
+            **kafka_clients.consumer_config(settings.kafka, bootstrap, cfg.group_id),
+            **client_logging,
+        },
+        {**kafka_clients.producer_config(settings.kafka, bootstrap), **client_logging},
         names,
         catalog.name(topics.DLQ),
         start_http=health.start_http,
@@ -114,7 +125,8 @@ def sink_warehouse(config: ConfigOption = None) -> None:
         # (`hl7bus warehouse vocab load`); with none, concept 0 (docs/omop-mapping.md).
     )
     where = "PostgreSQL (warehouse.url)" if cfg.url else str(cfg.path)
-    err_console.print(f"writing {', '.join(names)} into {where}")
+    log = logs.configure(settings.log, "warehouse")
+    log.info("writing %s into %s", ", ".join(names), where)
 
     async def serve() -> None:
         stop = asyncio.Event()
@@ -126,7 +138,9 @@ def sink_warehouse(config: ConfigOption = None) -> None:
     try:
         asyncio.run(serve())
     except Exception as exc:
+        log.error("stopped: %s", _describe(exc))
         fail(f"warehouse sink stopped: {_describe(exc)}")
+    log.info("stopped")
 
 
 def _describe(exc: Exception) -> str:
