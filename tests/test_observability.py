@@ -47,6 +47,8 @@ CANARY_FAMILY = "Qanarywick"
 CANARY_GIVEN = "Zelphine"
 CANARIES = (CANARY_MRN, CANARY_FAMILY, CANARY_GIVEN)
 MESSAGES = 40
+FILES_FEED = "obsfiles"
+FILE_MESSAGES = 5
 
 
 def canary_messages() -> list[bytes]:
@@ -118,6 +120,7 @@ def bus(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         "hl7bus-worker": free_port(),
         "hl7bus-warehouse": free_port(),
         "hl7bus-lag-exporter": free_port(),
+        "hl7bus-files": free_port(),
     }
     mllp_port = free_port()
     env = {
@@ -138,7 +141,11 @@ def bus(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         "HL7BUS_LAG_GROUPS": f"{re.escape(unique)}-.*",
         "HL7BUS_DEID_KEY": secrets.token_hex(32),
         "HL7BUS_LOG_FORMAT": "json",
+        "HL7BUS_FILES_FEED": FILES_FEED,
+        "HL7BUS_FILES_DROP_DIR": str(tmp / "drop"),
+        "HL7BUS_FILES_METRICS_PORT": str(ports["hl7bus-files"]),
     }
+    (tmp / "drop").mkdir()
     applied = _cli("topics", "apply", env=env)
     assert applied.returncode == 0, applied.stderr
     logs = tmp / "logs"
@@ -151,12 +158,29 @@ def bus(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         procs.start("worker", ["worker"], env)
         procs.start("sink", ["sink", "warehouse"], env)
         procs.start("lag-exporter", ["lag-exporter"], env)
+        procs.start("files", ["ingest", "--watch"], env)
         for job, port in ports.items():
             procs.wait_for(f"{job} /metrics", partial(port_open, port), 60)
         procs.wait_for("the listener", lambda: port_open(mllp_port), 30)
         with prometheus_server(prometheus_dir, ports) as prometheus:
             codes = _send(mllp_port, [*canary_messages(), undecodable_message()])
             assert codes == ["AA"] * MESSAGES + ["AE"], codes
+            # The file source's path too: a batch file of canary messages in the drop folder.
+            partial_file = tmp / "drop" / "canary.part"
+            partial_file.write_bytes(b"\n".join(canary_messages()[:FILE_MESSAGES]) + b"\n")
+            partial_file.rename(tmp / "drop" / "canary.hl7")
+            procs.wait_for(
+                "the file source to store the file",
+                lambda: (
+                    _sample(
+                        _get(ports["hl7bus-files"], "/metrics"),
+                        "hl7bus_sent_total",
+                        component="files",
+                    )
+                    == FILE_MESSAGES
+                ),
+                60,
+            )
 
             catalog_raw = f"{unique}.hl7.raw"
 
@@ -211,9 +235,12 @@ def test_the_shared_vocabulary_is_in_every_scrape(bus: Bus) -> None:
     assert _sample(listener, "hl7bus_feed_silence_threshold_seconds", feed=FEED) == 1800
     assert _sample(listener, "hl7bus_feed_last_message_timestamp_seconds", feed=FEED) > 0
     worker = _get(bus.ports["hl7bus-worker"], "/metrics")
-    assert _sample(worker, "hl7bus_received_total", stage="parsing") == MESSAGES
+    assert _sample(worker, "hl7bus_received_total", stage="parsing") == MESSAGES + FILE_MESSAGES
     assert _sample(worker, "hl7bus_sent_total", stage="deidentifying") > 0
     assert _sample(worker, "hl7bus_stage_latency_seconds_count", component="worker") > 0
+    files = _get(bus.ports["hl7bus-files"], "/metrics")
+    assert _sample(files, "hl7bus_received_total", component="files") == FILE_MESSAGES
+    assert _sample(files, "hl7bus_feed_received_total", feed=FILES_FEED) == FILE_MESSAGES
     sink = _get(bus.ports["hl7bus-warehouse"], "/metrics")
     assert _sample(sink, "hl7bus_sink_up", component="warehouse") == 1
     assert _sample(sink, "hl7bus_sink_last_commit_timestamp_seconds", component="warehouse") > 0
