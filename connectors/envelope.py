@@ -20,12 +20,14 @@ FEED_NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 
 __all__ = [
     "FEED_NAME_PATTERN",
+    "REQUIRED_HEADER",
     "SIZE_HEADER",
     "Built",
     "Route",
     "build_envelope",
     "dlq_headers",
     "header_fields",
+    "missing_header_fields",
     "msh_segment",
     "raw_headers",
 ]
@@ -41,14 +43,17 @@ class Route:
 
 @dataclass(frozen=True)
 class Built:
-    """One envelope. ``message`` is None when the bytes could not be decoded or parsed; then
-    ``reason`` is "charset" or "parse" and ``error`` says why, free of patient data
-    (docs/architecture.md, Privacy)."""
+    """One envelope. ``message`` is None when the bytes could not be decoded or parsed, or (with
+    ``require_header``) their MSH lacks a required field; then ``reason`` is "charset", "parse"
+    or "header" and ``error`` says why, free of patient data (docs/architecture.md, Privacy).
+    ``lenient`` is True when MSH-18's charset could not decode the bytes and they were read as
+    UTF-8 instead."""
 
     record: dict[str, Any]
     message: Message | None
     reason: str | None = None
     error: Hl7ParseError | None = None
+    lenient: bool = False
 
     @property
     def key(self) -> bytes | None:
@@ -65,11 +70,17 @@ def build_envelope(
     charset: str | None = None,
     fallback: str | None = None,
     received_at: datetime | None = None,
+    lenient_utf8: bool = False,
+    require_header: bool = False,
 ) -> Built:
     """Decode and parse ``raw`` and return its RawMessage envelope.
 
     ``raw`` is stored exactly as given. ``charset`` overrides MSH-18, ``fallback`` is tried
-    when the declared charset cannot decode the bytes (as :func:`decode_bytes`).
+    when the declared charset cannot decode the bytes (as :func:`decode_bytes`). With
+    ``lenient_utf8`` (and no override), bytes that neither MSH-18's charset nor ``fallback``
+    decode are read as UTF-8 when they are valid UTF-8 (``Built.lenient``). With
+    ``require_header``, a message without MSH-9, MSH-10 or MSH-12 is refused (reason
+    "header", the error naming the first missing field).
     """
     record: dict[str, Any] = {
         "feed": feed,
@@ -77,8 +88,19 @@ def build_envelope(
         "peer": peer,
         "raw": raw,
     }
+    lenient = False
     try:
-        text, codec_name = decode_bytes(raw, charset=charset, fallback=fallback)
+        try:
+            text, codec_name = decode_bytes(raw, charset=charset, fallback=fallback)
+        except Hl7CharsetError as exc:
+            # Only bytes the declared charset fails on (offset set), not an unknown MSH-18
+            # name: senders often declare ASCII and send UTF-8 (docs/mllp.md, Charsets).
+            if not lenient_utf8 or charset is not None or exc.offset is None:
+                raise
+            try:
+                text, codec_name, lenient = raw.decode("utf-8"), "utf-8", True
+            except UnicodeDecodeError:
+                raise exc from None
         message = parse(text, charset=codec_name)
     except Hl7ParseError as exc:
         reason = "charset" if isinstance(exc, Hl7CharsetError) else "parse"
@@ -87,9 +109,30 @@ def build_envelope(
         charset=codec_name,
         control_id=message.control_id,
         message_type=message.message_type,
-        patient_key=patient_key(feed, message),
     )
-    return Built(record, message)
+    if require_header:
+        missing = missing_header_fields(message)
+        if missing:
+            names = ", ".join(f"MSH-{n} ({REQUIRED_HEADER[n]})" for n in missing)
+            # The ACK's ERR points at the first missing field; the text names them all.
+            error = Hl7ParseError(
+                f"required field missing: {names}", segment_index=0, field=missing[0]
+            )
+            return Built(record, None, "header", error, lenient)
+    record["patient_key"] = patient_key(feed, message)
+    return Built(record, message, lenient=lenient)
+
+
+#: The MSH fields a message must have to be accepted by a listener, by number.
+REQUIRED_HEADER: dict[int, str] = {9: "message type", 10: "message control id", 12: "version id"}
+
+
+def missing_header_fields(message: Message) -> list[int]:
+    """The numbers of :data:`REQUIRED_HEADER` fields that are empty (or the HL7 null ``""``):
+    without MSH-9 no event can be made, without MSH-10 no ACK matched, deduped or traced, and
+    without MSH-12 no version-specific parsing chosen."""
+    values = {9: message.get("MSH-9.1"), 10: message.control_id, 12: message.version}
+    return [n for n, value in values.items() if value is None or value.strip() in ("", '""')]
 
 
 def msh_segment(raw: bytes) -> bytes:

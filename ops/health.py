@@ -12,7 +12,12 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-ReadyCheck = Callable[[], Awaitable[bool]]
+#: True when ready; False, or a text saying why, when not.
+ReadyCheck = Callable[[], Awaitable[bool | str]]
+
+#: /readyz answers within this, whatever the check waits on (a check that takes longer is
+#: "not ready").
+READY_TIMEOUT_S = 5.0
 
 
 async def start_http(host: str, port: int, ready: ReadyCheck) -> web.AppRunner:
@@ -27,12 +32,16 @@ async def start_http(host: str, port: int, ready: ReadyCheck) -> web.AppRunner:
 
     async def readyz(_: web.Request) -> web.Response:
         try:
-            ok = await ready()
+            ok = await asyncio.wait_for(ready(), READY_TIMEOUT_S)
+        except TimeoutError:
+            why = f"the readiness check did not finish within {READY_TIMEOUT_S:g} s"
+            return web.Response(status=503, text=f"not ready: {why}\n")
         except Exception as exc:  # a failing check means "not ready", not a 500
             return web.Response(status=503, text=f"not ready: {type(exc).__name__}\n")
-        if ok:
+        if ok is True:
             return web.Response(text="ready\n")
-        return web.Response(status=503, text="not ready: Kafka is not reachable\n")
+        why = ok or "Kafka is not reachable"
+        return web.Response(status=503, text=f"not ready: {why}\n")
 
     app = web.Application()
     app.router.add_get("/metrics", metrics)

@@ -14,7 +14,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from hl7bus.connectors.mllp.config import AckMode
+from hl7bus.connectors.mllp.config import AckMode, RefusalAck
 from hl7bus.connectors.mllp.metrics import FeedMetrics
 from hl7bus.hl7v2 import ACK_CODES, AckError, Message, build_ack, parse
 
@@ -28,8 +28,11 @@ _FORCED_CODES: dict[str, dict[str, str]] = {
 class AckPolicy:
     """The ACKs of one feed. Every ACK built is counted by its MSA-1 code."""
 
-    def __init__(self, ack_mode: AckMode, metrics: FeedMetrics) -> None:
+    def __init__(
+        self, ack_mode: AckMode, metrics: FeedMetrics, header_error: RefusalAck = "error"
+    ) -> None:
         self._forced = _FORCED_CODES.get(ack_mode)
+        self._header_status = "errored" if header_error == "error" else "rejected"
         self._metrics = metrics
         # ACK control ids (MSH-10, 20 characters): a random prefix per listener and a counter,
         # instead of a uuid4 (an urandom syscall) per message.
@@ -51,6 +54,17 @@ class AckPolicy:
         error = AckError(code=102 if charset else 100, text=detail)
         # latin-1 reads any bytes, so the ACK can still echo the sender's MSH.
         return self.ack(payload, "errored" if stored else "rejected", error, "latin-1")
+
+    def header_missing(
+        self, payload: bytes, field: int, detail: str, charset: str | None, stored: bool
+    ) -> bytes:
+        """A message whose MSH lacks a required field (``field``, named in ``detail``): ERR-3
+        101 at MSH-``field``; AE/CE or AR/CR by the feed's ``header_error_ack`` when the bytes
+        are kept in the DLQ, AR/CR when even that failed."""
+        text = f"{detail}; " + ("not accepted, kept for review" if stored else "not stored")
+        error = AckError(code=101, text=text, segment="MSH", sequence=1, field=field)
+        status = self._header_status if stored else "rejected"
+        return self.ack(payload, status, error, charset or "latin-1")
 
     def oversize(self, msh: bytes, size: int, limit: int, stored: bool) -> bytes:
         """A message over max_frame_bytes: AE/CE when its head is kept in the DLQ (the same bytes

@@ -24,6 +24,9 @@ from hl7bus.hl7v2 import codec_for
 __all__ = ["AckMode", "ClientCerts", "FeedConfig", "ListenerConfig", "MllpConfig", "TlsConfig"]
 
 AckMode = Literal["auto", "original", "enhanced"]
+#: How a message the listener keeps in hl7.dlq instead of hl7.raw is answered (see
+#: ``header_error_ack``): "error" AE/CE, "reject" AR/CR.
+RefusalAck = Literal["error", "reject"]
 ClientCerts = Literal["none", "optional", "required"]
 
 
@@ -110,6 +113,23 @@ class ListenerConfig(BaseModel):
     )
     fallback_charset: str | None = Field(
         None, description="Charset to try when MSH-18's charset cannot decode the bytes."
+    )
+    lenient_utf8: bool = Field(
+        True,
+        description=(
+            "When neither MSH-18's charset nor fallback_charset decodes a message and its bytes "
+            "are valid UTF-8, decode it as UTF-8 (counted in "
+            "hl7bus_mllp_charset_mismatch_total) instead of answering AE; false: AE and "
+            "hl7.dlq. Not applied with `charset` set."
+        ),
+    )
+    header_error_ack: RefusalAck = Field(
+        "error",
+        description=(
+            "The answer to a message without MSH-9, MSH-10 or MSH-12 (kept in hl7.dlq, reason "
+            "header, ERR-3 101 naming the field): error (AE/CE: do not resend) or reject "
+            "(AR/CR, for engines that only alert on a reject)."
+        ),
     )
     ack_mode: AckMode = Field(
         "auto",

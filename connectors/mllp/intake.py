@@ -1,7 +1,8 @@
 """What is stored: each message of one feed goes to Kafka durably and is answered exactly once.
 
-A message that decodes is produced to hl7.raw and answered after its delivery report; bytes that
-do not decode, oversize frames and internal failures go to hl7.dlq; a truncated frame goes to
+A message that decodes and has MSH-9, MSH-10 and MSH-12 is produced to hl7.raw and answered after
+its delivery report; bytes that do not decode or parse, messages without those header fields,
+oversize frames and internal failures go to hl7.dlq; a truncated frame goes to
 hl7.dlq and is owed no ACK. Which ACK each outcome gets is :mod:`ack_policy`'s.
 
 The common case -- a message that decodes, produced to hl7.raw -- runs without a task of its
@@ -31,7 +32,7 @@ from hl7bus.connectors.kafka_clients import DeliveryError, Submitter
 from hl7bus.connectors.mllp.ack_policy import AckPolicy
 from hl7bus.connectors.mllp.config import ListenerConfig
 from hl7bus.connectors.mllp.framer import FramingError
-from hl7bus.connectors.mllp.metrics import DLQ, DLQ_FAILURES, STAGE, FeedMetrics
+from hl7bus.connectors.mllp.metrics import CHARSET_MISMATCH, DLQ, DLQ_FAILURES, STAGE, FeedMetrics
 from hl7bus.hl7v2 import Hl7CharsetError, Message
 from hl7bus.schemas import codec
 
@@ -51,7 +52,8 @@ class Intake:
         self.producer = producer
         self.route = route
         self._metrics = metrics
-        self._acks = AckPolicy(cfg.ack_mode, metrics)
+        self._acks = AckPolicy(cfg.ack_mode, metrics, cfg.header_error_ack)
+        self._mismatch = CHARSET_MISMATCH.labels(cfg.feed)
         self._tasks: set[asyncio.Task[bytes]] = set()  # the rare paths of messages (DLQ, ...)
         #: Messages submitted and not yet answered (tests, /readyz, the in-flight gauge).
         self.in_flight = 0
@@ -118,14 +120,19 @@ class Intake:
                 charset=cfg.charset,
                 fallback=cfg.fallback_charset,
                 received_at=datetime.now(UTC),
+                lenient_utf8=cfg.lenient_utf8,
+                require_header=True,
             )
         except Exception as exc:  # a bug, not the sender's: keep the bytes, say AE
             log.error("mllp feed %s: envelope failed (%s)", cfg.feed, type(exc).__name__)
             self._spawn(self._envelope_failed(payload, peer), finish, payload)
             return
+        if built.lenient:
+            self._mismatch.inc()
         message = built.message
         if message is None:
-            self._spawn(self._undecodable(built, payload), finish, payload)
+            work = self._header_missing if built.reason == "header" else self._undecodable
+            self._spawn(work(built, payload), finish, payload)
             return
         value = codec.encode("RawMessage", built.record)
 
@@ -171,6 +178,14 @@ class Intake:
         stored = await self._to_dlq(built.record, reason, detail)
         charset = isinstance(built.error, Hl7CharsetError)
         return self._acks.undecodable(payload, detail, charset, stored)
+
+    async def _header_missing(self, built: Built, payload: bytes) -> bytes:
+        # Parsed, but no MSH-9/10/12: the worker could not use it, so it is not accepted.
+        error = built.error
+        assert error is not None and error.field is not None
+        stored = await self._to_dlq(built.record, "header", error.reason)
+        charset = built.record.get("charset")
+        return self._acks.header_missing(payload, error.field, error.reason, charset, stored)
 
     async def _accept_framing(self, event: FramingError, peer: str) -> bytes:
         """An oversize or truncated frame: what the framer kept goes to hl7.dlq.

@@ -34,6 +34,11 @@ REFUSED = Counter(
     "Connections closed before any message: client network not allowed, or TLS failed.",
     ["feed", "reason"],
 )
+CHARSET_MISMATCH = Counter(
+    "hl7bus_mllp_charset_mismatch_total",
+    "Messages MSH-18's charset (and fallback_charset) could not decode, read as UTF-8.",
+    ["feed"],
+)
 ACK_LATENCY = Histogram(
     "hl7bus_mllp_ack_latency_seconds",
     "From the last byte of a message to its ACK being written.",

@@ -14,6 +14,7 @@ from hl7bus.connectors.envelope import Route
 from hl7bus.connectors.kafka_clients import AsyncProducer
 from hl7bus.connectors.mllp.config import MllpConfig
 from hl7bus.connectors.mllp.listener import MllpListener
+from hl7bus.connectors.mllp.readiness import KafkaWatch
 from hl7bus.connectors.mllp.session import Budget
 
 __all__ = ["MllpService", "StartHttp", "settle_gc"]
@@ -32,8 +33,9 @@ def settle_gc() -> None:
     gc.set_threshold(20_000, 20, 20)
 
 
-#: Starts the HTTP endpoints on (host, port) with a readiness check; returns the aiohttp runner.
-StartHttp = Callable[[str, int, Callable[[], Awaitable[bool]]], Awaitable[Any]]
+#: Starts the HTTP endpoints on (host, port) with a readiness check (True, or why not ready);
+#: returns the aiohttp runner.
+StartHttp = Callable[[str, int, Callable[[], Awaitable[bool | str]]], Awaitable[Any]]
 
 
 class MllpService:
@@ -57,6 +59,7 @@ class MllpService:
             MllpListener(item, producer, route, budget=self._budget) for item in cfg.listeners()
         ]
         self._http: Any = None
+        self._kafka = KafkaWatch(producer.cluster_reachable)
 
     def listener(self, feed: str) -> MllpListener:
         for item in self.listeners:
@@ -83,17 +86,21 @@ class MllpService:
             raise OSError(
                 exc.errno, f"feed {item.feed}: cannot listen on {item.cfg.host}:{item.cfg.port}"
             ) from exc
+        await self._kafka.start()
         if self.cfg.metrics_port is not None and self._start_http is not None:
             self._http = await self._start_http(self.cfg.host, self.cfg.metrics_port, self.ready)
 
-    async def ready(self) -> bool:
-        """Ready: every feed is accepting connections and the Kafka cluster answers."""
-        if not all(item.serving for item in self.listeners):
-            return False
-        return await asyncio.to_thread(self.producer.cluster_reachable)
+    async def ready(self) -> bool | str:
+        """True when every feed accepts connections and the Kafka cluster answered its last
+        probe; else why not. Never waits on Kafka (``readiness.py``)."""
+        for item in self.listeners:
+            if not item.serving:
+                return f"feed {item.feed} is not accepting connections"
+        return self._kafka.reason or True
 
     async def stop(self) -> None:
         grace = self.cfg.shutdown_grace_s
+        await self._kafka.stop()
         await asyncio.gather(*(item.stop(grace) for item in self.listeners))
         if self._http is not None:
             await self._http.cleanup()
