@@ -1,6 +1,6 @@
 """The listener's edges (issue 15): the MSH checked at the door, charset leniency, /readyz
-whatever the broker does. Pure checks first, then the listener on real sockets and the real
-broker."""
+whatever the broker does, connection limits. Pure checks first, then the listener on real
+sockets and the real broker."""
 
 from __future__ import annotations
 
@@ -16,10 +16,11 @@ from kafka_helpers import read_topic
 from polling import wait_until_async
 from prometheus_client import REGISTRY
 from samples import first
-from test_mllp_service import serving
+from test_mllp_service import numbered, serving
 
 from hl7bus.connectors.envelope import build_envelope, missing_header_fields
 from hl7bus.connectors.mllp.client import send_messages
+from hl7bus.connectors.mllp.framer import encode_frame
 from hl7bus.connectors.mllp.readiness import KafkaWatch
 from hl7bus.hl7v2 import parse
 from hl7bus.ops.local_kafka import temporary_broker
@@ -214,7 +215,7 @@ def test_readyz_answers_at_once_while_the_broker_is_hung_or_dead(
         async def main() -> list[tuple[int, str]]:
             seen: list[tuple[int, str]] = []
 
-            async def until(status: int, what: str) -> None:
+            async def until(port: int, status: int, what: str) -> None:
                 async def check() -> bool:
                     seen.append(await _readyz(port))
                     return seen[-1][0] == status
@@ -228,15 +229,15 @@ def test_readyz_answers_at_once_while_the_broker_is_hung_or_dead(
             async with serving(broker.bootstrap, unique_name, {"metrics_port": 0}) as bus:
                 port = bus.service.http_port
                 assert port
-                await until(200, "ready")
+                await until(port, 200, "ready")
                 os.kill(broker.pid, signal.SIGSTOP)
                 try:
-                    await until(503, "not ready with the broker frozen")
+                    await until(port, 503, "not ready with the broker frozen")
                 finally:
                     os.kill(broker.pid, signal.SIGCONT)
-                await until(200, "ready after the broker thawed")
+                await until(port, 200, "ready after the broker thawed")
                 os.kill(broker.pid, signal.SIGKILL)
-                await until(503, "not ready with the broker dead")
+                await until(port, 503, "not ready with the broker dead")
                 for _ in range(5):  # and it keeps answering at once
                     seen.append(await _readyz(port))
             return seen
@@ -245,3 +246,120 @@ def test_readyz_answers_at_once_while_the_broker_is_hung_or_dead(
     assert seen[-1][0] == 503
     assert seen[-1][1].startswith("not ready: Kafka did not answer a metadata request")
     assert {status for status, _ in seen} == {200, 503}
+
+
+# -- connection limits ---------------------------------------------------------------------------
+
+
+async def _closed_by_listener(reader: asyncio.StreamReader) -> bool:
+    """True once the listener has closed (or reset) this connection."""
+    try:
+        return await asyncio.wait_for(reader.read(), 30) == b""
+    except ConnectionError:
+        return True
+
+
+async def _ask(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, message: bytes) -> str:
+    writer.write(encode_frame(message))
+    await writer.drain()
+    ack = await asyncio.wait_for(reader.readuntil(b"\x1c\x0d"), 30)
+    return parse(ack.strip(b"\x0b\x1c\x0d")).get("MSA-1") or ""
+
+
+def _cut(feed: str) -> float:
+    return _sample("hl7bus_mllp_closed_connections_total", feed=feed, reason="frame_timeout")
+
+
+@pytest.mark.kafka
+def test_a_slowloris_frame_is_cut_at_its_deadline(kafka_bootstrap: str, unique_name: str) -> None:
+    """A sender trickling a frame byte by byte (never idle) is closed once the frame is overdue,
+    counted and its bytes kept in hl7.dlq; a normal sender beside it is served."""
+    adt = first("ADT^A01").to_bytes()
+    mllp = {"feed": "slow", "frame_timeout_s": 0.5}
+
+    async def main() -> Any:
+        async with serving(kafka_bootstrap, unique_name, mllp) as bus:
+            before = _sample(
+                "hl7bus_mllp_closed_connections_total", feed="slow", reason="frame_timeout"
+            )
+            reader, writer = await asyncio.open_connection("127.0.0.1", bus.port())
+            writer.write(b"\x0b" + adt[:20])
+            sent = adt[:20]
+
+            async def trickle() -> None:
+                for byte in adt[20:]:
+                    await asyncio.sleep(0.05)
+                    try:
+                        writer.write(bytes([byte]))
+                        await writer.drain()
+                    except ConnectionError:
+                        return
+                    nonlocal sent
+                    sent += bytes([byte])
+
+            trickling = asyncio.create_task(trickle())
+            normal = await send_messages("127.0.0.1", bus.port(), numbered(3, "SLOW"))
+            closed = await _closed_by_listener(reader)
+            trickling.cancel()
+            writer.close()
+            after = _sample(
+                "hl7bus_mllp_closed_connections_total", feed="slow", reason="frame_timeout"
+            )
+            return bus, normal, closed, after - before, sent
+
+    bus, normal, closed, counted, sent = asyncio.run(main())
+    assert [r.code for r in normal] == ["AA"] * 3
+    assert closed and counted == 1
+    assert len(sent) < len(adt)  # cut before the frame could end
+    [record] = read_topic(kafka_bootstrap, bus.topic(topics.DLQ), expected=1)
+    assert _headers(record)["hl7bus.reason"] == b"truncated"
+    kept = codec.decode(record.value() or b"")[1]["raw"]
+    assert kept.startswith(adt[:20]) and sent.startswith(kept)
+
+
+@pytest.mark.kafka
+def test_connections_are_capped_per_feed_and_in_total(
+    kafka_bootstrap: str, unique_name: str
+) -> None:
+    """max_connections per feed and max_connections_total for the process: one more connection
+    is closed at once and counted by reason; open ones are served; a freed slot is reusable."""
+    message = first("ADT^A01").to_bytes()
+    mllp = {
+        "max_connections_total": 3,
+        "feeds": [
+            {"feed": "cap-a", "port": 0, "max_connections": 2},
+            {"feed": "cap-b", "port": 0},
+        ],
+    }
+
+    def refused(feed: str, reason: str) -> float:
+        return _sample("hl7bus_mllp_refused_connections_total", feed=feed, reason=reason)
+
+    async def main() -> Any:
+        async with serving(kafka_bootstrap, unique_name, mllp) as bus:
+            a, b = bus.port("cap-a"), bus.port("cap-b")
+            before = refused("cap-a", "max_connections"), refused("cap-b", "max_connections_total")
+            a1 = await asyncio.open_connection("127.0.0.1", a)
+            a2 = await asyncio.open_connection("127.0.0.1", a)
+            codes = [await _ask(*a1, message), await _ask(*a2, message)]
+            a3 = await asyncio.open_connection("127.0.0.1", a)
+            a3_closed = await _closed_by_listener(a3[0])  # the feed's third
+            b1 = await asyncio.open_connection("127.0.0.1", b)
+            codes.append(await _ask(*b1, message))
+            b2 = await asyncio.open_connection("127.0.0.1", b)
+            b2_closed = await _closed_by_listener(b2[0])  # the process's fourth
+            codes.append(await _ask(*a1, message))  # the open ones are still served
+            a2[1].close()
+            listener = bus.service.listener("cap-a")
+            await wait_until_async(lambda: listener._open == 1, "cap-a to see the close")
+            a4 = await asyncio.open_connection("127.0.0.1", a)
+            codes.append(await _ask(*a4, message))  # the freed slot serves a new connection
+            for _, w in (a1, a3, b1, b2, a4):
+                w.close()
+            after = refused("cap-a", "max_connections"), refused("cap-b", "max_connections_total")
+            return codes, a3_closed, b2_closed, (after[0] - before[0], after[1] - before[1])
+
+    codes, a3_closed, b2_closed, counted = asyncio.run(main())
+    assert codes == ["AA"] * 5
+    assert a3_closed and b2_closed
+    assert counted == (1, 1)

@@ -298,3 +298,44 @@ def test_not_idle_while_a_message_waits_for_admission() -> None:
     assert b.idle_check(50.0) == 60.0
     b.close()
     assert b.idle_check(60.0) is None
+
+
+# -- frame deadline ------------------------------------------------------------------------------
+
+
+def test_a_frame_trickling_in_is_overdue_at_its_deadline() -> None:
+    """A slowloris sender: a byte a second keeps the connection from being idle, but the frame
+    must end within frame_timeout_s of the read that brought its start block."""
+    s = Session(
+        max_frame_bytes=1024, max_in_flight=10, idle_timeout_s=5.0, now=0.0, frame_timeout_s=10.0
+    )
+    assert s.frame_deadline is None  # no frame open
+    s.receive(b"\x0bM", now=1.0)
+    assert s.frame_deadline == 11.0
+    for t in range(2, 11):
+        s.receive(b"S", now=float(t))
+        assert s.idle_check(float(t)) == t + 5.0  # never idle
+        assert not s.frame_overdue(float(t))
+    assert s.frame_deadline == 11.0  # bytes do not move it
+    assert s.frame_overdue(10.9995)  # the timer's millisecond of slack
+    # Closed: the unfinished frame becomes a truncated frame, and no frame is open.
+    [event] = s.receive(b"", now=11.0)
+    assert isinstance(event, FramingError) and event.code == "truncated"
+    assert s.frame_deadline is None
+
+
+def test_the_deadline_runs_from_the_read_that_opened_the_frame() -> None:
+    s = Session(
+        max_frame_bytes=1024, max_in_flight=10, idle_timeout_s=60.0, now=0.0, frame_timeout_s=3.0
+    )
+    s.receive(chunk(1) + b"\x0bMSH|", now=5.0)  # one frame ends, the next opens
+    assert s.frame_deadline == 8.0
+    s.receive(b"rest\x1c\x0d" + b"\x0bMSH", now=7.0)  # that one ends, a third opens
+    assert s.frame_deadline == 10.0
+    s.receive(b"|\x1c\x0d", now=9.0)
+    assert s.frame_deadline is None
+    assert not s.frame_overdue(100.0)
+    # Without a limit there is never a deadline.
+    unlimited = session()
+    unlimited.receive(b"\x0bMSH", now=0.0)
+    assert unlimited.frame_deadline is None

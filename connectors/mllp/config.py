@@ -169,6 +169,24 @@ class ListenerConfig(BaseModel):
             "`hl7bus status`. Default 30 minutes, an interface engine's usual idle-feed alarm."
         ),
     )
+    frame_timeout_s: float | None = Field(
+        60.0,
+        gt=0,
+        description=(
+            "A frame must end within this many seconds of its start block, however steadily "
+            "its bytes trickle in (a slowloris sender); else the connection is closed, counted "
+            "(hl7bus_mllp_closed_connections_total, reason frame_timeout) and logged, and the "
+            "unfinished frame is kept in hl7.dlq as truncated. null: no limit."
+        ),
+    )
+    max_connections: int = Field(
+        100,
+        ge=1,
+        description=(
+            "Open connections this feed accepts; one more is closed at once, counted "
+            "(hl7bus_mllp_refused_connections_total, reason max_connections) and logged."
+        ),
+    )
     allowed_networks: list[IPvAnyNetwork] = Field(
         default_factory=lambda: list(_ANY_NETWORK),
         min_length=1,
@@ -214,6 +232,14 @@ class MllpConfig(ListenerConfig):
         10_000,
         ge=1,
         description="Messages awaiting Kafka across all connections and feeds of the process.",
+    )
+    max_connections_total: int = Field(
+        1000,
+        ge=1,
+        description=(
+            "Open connections across all feeds of the process; one more is closed at once, "
+            "counted (reason max_connections_total) and logged."
+        ),
     )
     shutdown_grace_s: float = Field(
         10.0, gt=0, description="On stop, how long in-flight messages may take to get their ACKs."

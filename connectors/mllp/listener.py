@@ -19,6 +19,7 @@ import ipaddress
 import logging
 import time
 from functools import partial
+from typing import Any
 
 from hl7bus.connectors.envelope import Route
 from hl7bus.connectors.kafka_clients import Submitter
@@ -28,11 +29,21 @@ from hl7bus.connectors.mllp.intake import Intake
 from hl7bus.connectors.mllp.metrics import CLOSED, FRAMING_ERRORS, REFUSED, FeedMetrics
 from hl7bus.connectors.mllp.session import Budget, Pending, Session
 
-__all__ = ["MllpListener"]
+__all__ = ["ConnectionSlots", "MllpListener"]
 
 log = logging.getLogger(__name__)
 
 _READ_CHUNK = 64 * 1024
+
+
+class ConnectionSlots:
+    """Open connections shared by the listeners of a process (``max_connections_total``)."""
+
+    __slots__ = ("limit", "used")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
 
 
 class MllpListener:
@@ -47,11 +58,14 @@ class MllpListener:
         route: Route,
         *,
         budget: Budget | None = None,
+        slots: ConnectionSlots | None = None,
     ) -> None:
         self.cfg = cfg
         self.producer = producer
         self.route = route
         self._budget = budget
+        self._slots = slots
+        self._open = 0  # connections accepted and not yet ended, TLS handshakes included
         self._metrics = FeedMetrics(cfg.feed)
         self._intake = Intake(cfg, producer, route, self._metrics)
         self._tls = cfg.tls.server_context() if cfg.tls is not None else None
@@ -139,6 +153,39 @@ class MllpListener:
                 log.warning("mllp feed %s: refused a connection from %s", feed, address)
             writer.transport.abort()
             return
+        refusal = self._take_slot()
+        if refusal is not None:
+            REFUSED.labels(feed, refusal).inc()
+            log.warning("mllp feed %s: refused a connection from %s (%s)", feed, address, refusal)
+            writer.transport.abort()
+            return
+        try:
+            await self._serve_admitted(reader, writer, address, peername)
+        finally:
+            self._open -= 1
+            if self._slots is not None:
+                self._slots.used -= 1
+
+    def _take_slot(self) -> str | None:
+        """Count a new connection in, or say which limit refuses it (the metric's reason)."""
+        if self._open >= self.cfg.max_connections:
+            return "max_connections"
+        slots = self._slots
+        if slots is not None:
+            if slots.used >= slots.limit:
+                return "max_connections_total"
+            slots.used += 1
+        self._open += 1
+        return None
+
+    async def _serve_admitted(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        address: str,
+        peername: Any,
+    ) -> None:
+        feed = self.cfg.feed
         if self._tls is not None:
             assert self.cfg.tls is not None
             try:
@@ -199,6 +246,7 @@ class _Connection:
             now=self._loop.time(),
             budget=listener._budget,
             wake=self._wake,
+            frame_timeout_s=cfg.frame_timeout_s,
         )
         self._reading: asyncio.Task[None] | None = None
         self._admission: asyncio.Future[None] | None = None  # the reader waits for admission
@@ -208,7 +256,7 @@ class _Connection:
         self._draining: asyncio.Task[None] | None = None
         self._idle: asyncio.Future[None] | None = None  # run() waits for the last answer
         self._in_read = False  # the reader waits for bytes (not for admission)
-        self._idle_expired = False
+        self._expired: str | None = None  # why the timer cut the read: "idle", "frame_timeout"
         self._idle_timer: asyncio.TimerHandle | None = None
 
     def stop_reading(self) -> None:
@@ -246,12 +294,12 @@ class _Connection:
         try:
             chunk = await self.reader.read(_READ_CHUNK)
         except asyncio.CancelledError:
-            if not self._idle_expired:
+            if self._expired is None:
                 raise
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
-            CLOSED.labels(feed, "idle").inc()
+            CLOSED.labels(feed, self._expired).inc()
             return b""
         except (ConnectionError, OSError):
             CLOSED.labels(feed, "error").inc()
@@ -263,19 +311,44 @@ class _Connection:
         return chunk
 
     def _watch_idle(self) -> None:
-        """Closes the connection when its session says it is idle. One timer per connection,
-        moved on lazily when it fires: a timeout armed around every read cost a timer handle
-        (and a heap push and a cancel) per message."""
+        """Closes the connection when its session says it is idle or its open frame is overdue.
+        One timer per connection, moved on lazily when it fires: a timeout armed around every
+        read cost a timer handle (and a heap push and a cancel) per message."""
         self._idle_timer = None
         now = self._loop.time()
-        at = self.session.idle_check(now)
-        if at is None and self._in_read and self._reading is not None:
-            self._idle_expired = True  # _next_chunk turns the cancellation into "idle"
+        session = self.session
+        cfg = self.listener.cfg
+        at = session.idle_check(now)
+        expired = "idle" if at is None else None
+        if session.frame_overdue(now):
+            expired = "frame_timeout"
+        if expired is not None and self._in_read and self._reading is not None:
+            if expired == "frame_timeout":
+                log.warning(
+                    "mllp feed %s: closing the connection from %s: a frame not finished within "
+                    "frame_timeout_s (%g s)",
+                    cfg.feed,
+                    self.peer.rsplit(":", 1)[0],
+                    cfg.frame_timeout_s,
+                )
+            self._expired = expired  # _next_chunk turns the cancellation into a close
             self._reading.cancel()
             return
         if at is None:  # the reader is not waiting for bytes: it is done
-            at = now + self.listener.cfg.idle_timeout_s
+            at = now + cfg.idle_timeout_s
+        frame_at = session.frame_deadline
+        if frame_at is not None and frame_at > now:
+            at = min(at, frame_at)
         self._idle_timer = self._loop.call_at(at, self._watch_idle)
+
+    def _watch_frame(self) -> None:
+        """A frame opened: make sure the timer looks no later than its deadline. Moves the
+        timer at most once per period (later frames have later deadlines)."""
+        deadline = self.session.frame_deadline
+        timer = self._idle_timer
+        if deadline is not None and timer is not None and deadline < timer.when():
+            timer.cancel()
+            self._idle_timer = self._loop.call_at(deadline, self._watch_idle)
 
     async def _read(self) -> None:
         listener = self.listener
@@ -286,6 +359,7 @@ class _Connection:
         answered = self._answered
         peer = self.peer
         loop = self._loop
+        frame_limit = listener.cfg.frame_timeout_s is not None
         try:
             while True:
                 chunk = await self._next_chunk()
@@ -294,6 +368,8 @@ class _Connection:
                 # At the end (peer closed, idle, error), an unfinished frame becomes a
                 # "truncated" event: its bytes go to the DLQ like any other framing error's.
                 events = session.receive(chunk, now)
+                if frame_limit:
+                    self._watch_frame()
                 frames = [len(e.payload) for e in events if isinstance(e, Frame)]
                 if frames:  # counted as received, once per read, before admission may block
                     metrics.received_messages(len(frames), sum(frames))

@@ -26,12 +26,15 @@ DLQ_FAILURES = Counter(
 CLOSED = Counter(
     "hl7bus_mllp_closed_connections_total",
     "Connections that ended, by reason: idle (closed by the listener after idle_timeout_s), "
-    "peer (the sender closed), error (reset or other socket error).",
+    "frame_timeout (a frame not finished within frame_timeout_s), peer (the sender closed), "
+    "error (reset or other socket error).",
     ["feed", "reason"],
 )
 REFUSED = Counter(
     "hl7bus_mllp_refused_connections_total",
-    "Connections closed before any message: client network not allowed, or TLS failed.",
+    "Connections closed before any message, by reason: network (client network not allowed), "
+    "tls (handshake failed), max_connections (the feed's limit), max_connections_total (the "
+    "process's limit).",
     ["feed", "reason"],
 )
 CHARSET_MISMATCH = Counter(

@@ -1,7 +1,7 @@
 """Every feed of the `mllp` config section in one process: one :class:`MllpListener` per feed,
 each on its own port with its own charset policy, ACK mode, size limit, allowed client networks
-and TLS settings, all sharing one Kafka producer and one in-flight budget
-(``max_in_flight_total``)."""
+and TLS settings, all sharing one Kafka producer, one in-flight budget (``max_in_flight_total``)
+and one connection limit (``max_connections_total``)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 from hl7bus.connectors.envelope import Route
 from hl7bus.connectors.kafka_clients import AsyncProducer
 from hl7bus.connectors.mllp.config import MllpConfig
-from hl7bus.connectors.mllp.listener import MllpListener
+from hl7bus.connectors.mllp.listener import ConnectionSlots, MllpListener
 from hl7bus.connectors.mllp.readiness import KafkaWatch
 from hl7bus.connectors.mllp.session import Budget
 
@@ -55,8 +55,10 @@ class MllpService:
         self.producer = producer
         self._start_http = start_http
         self._budget = Budget(cfg.max_in_flight_total)
+        self._slots = ConnectionSlots(cfg.max_connections_total)
         self.listeners = [
-            MllpListener(item, producer, route, budget=self._budget) for item in cfg.listeners()
+            MllpListener(item, producer, route, budget=self._budget, slots=self._slots)
+            for item in cfg.listeners()
         ]
         self._http: Any = None
         self._kafka = KafkaWatch(producer.cluster_reachable)

@@ -21,6 +21,10 @@ The rules:
 - **Idle.** A connection that sent no bytes for ``idle_timeout_s`` while none of its messages
   waits to start or for its ACK is idle; the listener closes it. A send-and-wait sender waiting
   on a slow Kafka is not idle.
+- **Frame deadline.** A frame must end within ``frame_timeout_s`` of the read that brought its
+  start block, however steadily its bytes trickle in (a slowloris sender keeps the idle timer
+  fresh with a byte a second); the listener closes a connection whose open frame is overdue,
+  and the frame's bytes become a truncated frame like any other.
 """
 
 from __future__ import annotations
@@ -101,6 +105,8 @@ class Session:
     __slots__ = (
         "_blocked_since",
         "_budget",
+        "_frame_s",
+        "_frame_since",
         "_framer",
         "_granted",
         "_idle_s",
@@ -121,8 +127,11 @@ class Session:
         now: float,
         budget: Budget | None = None,
         wake: Callable[[], None] | None = None,
+        frame_timeout_s: float | None = None,
     ) -> None:
         self._framer = Framer(max_frame_bytes)
+        self._frame_s = frame_timeout_s
+        self._frame_since: float | None = None  # when the open frame's start block was read
         self._max_in_flight = max_in_flight
         self._idle_s = idle_timeout_s
         self._budget = budget
@@ -151,8 +160,14 @@ class Session:
         becomes a "truncated" error). Returns the framing events, for counting; the frames and
         the oversize and truncated errors wait for :meth:`admit`."""
         self._last_bytes = now
-        events = self._framer.feed(data) if data else self._framer.close()
+        framer = self._framer
+        events = framer.feed(data) if data else framer.close()
         self._waiting.extend(events)
+        if not framer.in_frame:
+            self._frame_since = None
+        elif events or self._frame_since is None:
+            # A frame ended (or began) in this read and another is open: it started now.
+            self._frame_since = now
         return events
 
     def admit(self, now: float) -> list[tuple[Pending, FrameEvent]]:
@@ -225,6 +240,19 @@ class Session:
         if self._pending or self._waiting:
             return now + self._idle_s  # busy: another full period from now
         return None
+
+    @property
+    def frame_deadline(self) -> float | None:
+        """When the open frame must have ended, or None without one (or without a limit).
+        At or past it (:meth:`frame_overdue`) the listener closes the connection."""
+        if self._frame_since is None or self._frame_s is None:
+            return None
+        return self._frame_since + self._frame_s
+
+    def frame_overdue(self, now: float) -> bool:
+        deadline = self.frame_deadline
+        # The same millisecond of slack as idle_check.
+        return deadline is not None and now + 0.001 >= deadline
 
     def close(self) -> None:
         """Reading is over (the sender left, idle, error, shutdown): messages still waiting are
