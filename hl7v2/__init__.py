@@ -6,7 +6,7 @@ imported only when :func:`validate` runs.
 
 from __future__ import annotations
 
-from .ack import ACK_CODES, ERROR_CODES, AckError, build_ack
+from .ack import ACK_CODES, ERROR_CODES, AckError, build_ack, build_batch_ack
 from .batch import parse_batch
 from .charset import DEFAULT_CODEC, codec_for, decode_bytes, lookup_codec, read_msh_field
 from .delimiters import DEFAULT_ENCODING, Encoding
@@ -39,6 +39,7 @@ __all__ = [
     "Path",
     "Segment",
     "build_ack",
+    "build_batch_ack",
     "codec_for",
     "decode_bytes",
     "escape",

@@ -20,7 +20,7 @@ from .errors import Hl7ParseError
 from .escape import escape
 from .message import Message
 
-__all__ = ["ACK_CODES", "ERROR_CODES", "AckError", "build_ack"]
+__all__ = ["ACK_CODES", "ERROR_CODES", "AckError", "build_ack", "build_batch_ack"]
 
 #: HL7 table 0357, message error condition codes.
 ERROR_CODES: dict[int, str] = {
@@ -287,3 +287,61 @@ def build_ack(
         return text.encode(head.codec, errors="replace")
     except LookupError:
         return text.encode(DEFAULT_CODEC)
+
+
+_BATCH_HEADERS = (b"FHS", b"BHS")
+
+
+def _batch_header_fields(batch: bytes) -> dict[bytes, list[bytes]]:
+    """The FHS and BHS of a batch's first segments, as HL7-numbered raw fields (index n is
+    FHS-n/BHS-n; 1 is the field separator)."""
+    found: dict[bytes, list[bytes]] = {}
+    for line in re.split(rb"\r\n?|\n", batch.lstrip(b"\xef\xbb\xbf \t\r\n"))[:2]:
+        name = line[:3]
+        if name in _BATCH_HEADERS and len(line) > 3:
+            sep = line[3:4]
+            fields = line.split(sep)
+            fields.insert(1, sep)
+            found[name] = fields
+    return found
+
+
+def build_batch_ack(
+    batch: bytes,
+    acks: list[bytes],
+    *,
+    now: datetime | None = None,
+    control_id: str | None = None,
+) -> bytes:
+    """The acknowledgement of a batch received as one unit: a response batch holding ``acks``
+    (one ACK per message, each already built in its message's charset), in the envelope the
+    inbound batch had.
+
+    BHS (from the inbound BHS, else FHS) swaps sender and receiver (BHS-3/4 <-> BHS-5/6), takes
+    a fresh BHS-11 and echoes the inbound BHS-11 in BHS-12, the reference batch control id;
+    BTS-1 counts the ACKs. An inbound FHS gets an FHS built the same way and FTS|1. The header
+    fields are echoed as received (bytes), so any ASCII-compatible charset round-trips.
+    """
+    ts = _timestamp(now).encode("ascii")
+    new_id = (control_id if control_id is not None else uuid.uuid4().hex[:20].upper()).encode()
+    found = _batch_header_fields(batch)
+    default = [b"", b"|", b"^~\\&"]
+
+    def header(name: bytes, fields: list[bytes]) -> bytes:
+        def f(n: int) -> bytes:
+            return fields[n] if n < len(fields) else b""
+
+        sep = f(1) or b"|"
+        swapped = [name, f(2), f(5), f(6), f(3), f(4), ts, b"", b"", b"", new_id, f(11)]
+        return sep.join(swapped) + b"\r"
+
+    fhs = found.get(b"FHS")
+    bhs = found.get(b"BHS") or fhs or default
+    sep = (bhs[1] if len(bhs) > 1 else b"") or b"|"
+    parts = [header(b"FHS", fhs)] if fhs is not None else []
+    parts.append(header(b"BHS", bhs))
+    parts.extend(acks)
+    parts.append(sep.join((b"BTS", str(len(acks)).encode())) + b"\r")
+    if fhs is not None:
+        parts.append(sep.join((b"FTS", b"1")) + b"\r")
+    return b"".join(parts)

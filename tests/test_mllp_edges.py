@@ -1,6 +1,6 @@
 """The listener's edges (issue 15): the MSH checked at the door, charset leniency, /readyz
-whatever the broker does, connection limits. Pure checks first, then the listener on real
-sockets and the real broker."""
+whatever the broker does, connection limits, batches in one frame. Pure checks first, then the
+listener on real sockets and the real broker."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from hl7bus.connectors.envelope import build_envelope, missing_header_fields
 from hl7bus.connectors.mllp.client import send_messages
 from hl7bus.connectors.mllp.framer import encode_frame
 from hl7bus.connectors.mllp.readiness import KafkaWatch
-from hl7bus.hl7v2 import parse
+from hl7bus.hl7v2 import build_batch_ack, parse, parse_batch
 from hl7bus.ops.local_kafka import temporary_broker
 from hl7bus.schemas import codec, topics
 
@@ -363,3 +363,98 @@ def test_connections_are_capped_per_feed_and_in_total(
     assert codes == ["AA"] * 5
     assert a3_closed and b2_closed
     assert counted == (1, 1)
+
+
+# -- batches in one frame, a stray start block ---------------------------------------------------
+
+_MSG = "MSH|^~\\&|SND|SF|RCV|RF|20261204||ADT^A01|{id}|P|{version}\rPID|1||{id}^^^SNUH\r"
+
+
+def _batch(*ids: str, bts: int | None = None) -> bytes:
+    messages = "".join(
+        _MSG.format(id=i, version="" if i.startswith("NOVER") else "2.5") for i in ids
+    )
+    count = len(ids) if bts is None else bts
+    return (
+        "FHS|^~\\&|SND|SF|RCV|RF|20261204||||FILE7\r"
+        "BHS|^~\\&|SND|SF|RCV|RF|20261204||||BATCH7\r"
+        f"{messages}BTS|{count}\rFTS|1\r"
+    ).encode()
+
+
+def test_batch_ack_is_a_response_batch_our_splitter_reads_back() -> None:
+    acks = [b"MSH|^~\\&|RCV|RF|SND|SF|1||ACK|A1|P|2.5\rMSA|AA|B1\r"]
+    response = build_batch_ack(_batch("B1"), acks, control_id="OURS1")
+    lines = response.split(b"\r")
+    assert lines[0].split(b"|")[2:6] == [b"RCV", b"RF", b"SND", b"SF"]  # sender and receiver swap
+    assert lines[1].split(b"|")[10:12] == [b"OURS1", b"BATCH7"]  # BHS-12 echoes BHS-11
+    assert lines[-3:] == [b"BTS|1", b"FTS|1", b""]
+    assert [m.get("MSA-2") for m in parse_batch(response)] == ["B1"]
+
+
+async def _frames(reader: asyncio.StreamReader, count: int) -> list[bytes]:
+    return [
+        (await asyncio.wait_for(reader.readuntil(b"\x1c\x0d"), 30)).strip(b"\x0b\x1c\x0d")
+        for _ in range(count)
+    ]
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize("mode", ["batch", "each"])
+def test_a_batch_in_one_frame_is_split_stored_and_acknowledged(
+    kafka_bootstrap: str, unique_name: str, mode: str
+) -> None:
+    """FHS/BHS ... BTS/FTS in one frame: each message durably in hl7.raw on its own (a bad one in
+    hl7.dlq), then one response batch (batch) or one ACK frame per message (each), and the next
+    frame's ACK after them."""
+    batch = _batch("B1", "NOVER2", "B3")
+    after = first("ADT^A01")
+
+    async def main() -> Any:
+        async with serving(kafka_bootstrap, unique_name, {"feed": "bat", "batch_ack": mode}) as bus:
+            reader, writer = await asyncio.open_connection("127.0.0.1", bus.port())
+            writer.write(encode_frame(batch) + encode_frame(after.to_bytes()))
+            await writer.drain()
+            frames = await _frames(reader, 2 if mode == "batch" else 4)
+            writer.close()
+            return bus, frames
+
+    bus, frames = asyncio.run(main())
+    acks = parse_batch(frames[0]) if mode == "batch" else [parse(f) for f in frames[:3]]
+    assert [(a.get("MSA-1"), a.get("MSA-2")) for a in acks] == [
+        ("AA", "B1"),
+        ("AE", "NOVER2"),
+        ("AA", "B3"),
+    ]
+    if mode == "batch":
+        # (_frames strips the blocks, and with them the last segment's CR)
+        assert frames[0].startswith(b"FHS|") and frames[0].endswith(b"\rBTS|3\rFTS|1")
+    assert parse(frames[-1]).get("MSA-2") == after.control_id  # order kept after the batch
+    raw = read_topic(kafka_bootstrap, bus.topic(topics.RAW), expected=3)
+    stored = {codec.decode(r.value() or b"")[1]["control_id"]: r for r in raw}
+    assert set(stored) == {"B1", "B3", after.control_id}
+    b1 = codec.decode(stored["B1"].value() or b"")[1]
+    assert b1["raw"] == _MSG.format(id="B1", version="2.5").encode()  # the message's own bytes
+    assert stored["B1"].key() == b"bat|SNUH|B1"
+    [dlq] = read_topic(kafka_bootstrap, bus.topic(topics.DLQ), expected=1)
+    assert _headers(dlq)["hl7bus.reason"] == b"header"
+
+
+@pytest.mark.kafka
+def test_a_batch_whose_counts_do_not_add_up_is_kept_whole(
+    kafka_bootstrap: str, unique_name: str
+) -> None:
+    batch = _batch("C1", "C2", bts=5)
+
+    async def main() -> Any:
+        async with serving(kafka_bootstrap, unique_name, {"feed": "badbat"}) as bus:
+            [result] = await send_messages("127.0.0.1", bus.port(), [batch])
+            return bus, result
+
+    bus, result = asyncio.run(main())
+    ack = parse(result.ack or b"")
+    assert (ack.get("MSA-1"), ack.get("MSA-2"), ack.get("ERR-3.1")) == ("AE", "C1", "100")
+    assert "BTS-1 says 5 messages, batch has 2" in (ack.get("MSA-3") or "")
+    [dlq] = read_topic(kafka_bootstrap, bus.topic(topics.DLQ), expected=1)
+    assert _headers(dlq)["hl7bus.reason"] == b"batch"
+    assert codec.decode(dlq.value() or b"")[1]["raw"] == batch

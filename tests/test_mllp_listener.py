@@ -223,9 +223,9 @@ def test_oversize_gets_ar_when_the_dlq_write_fails(kafka_bootstrap: str, unique_
 def test_truncated_frames_go_to_the_dlq_without_an_ack(
     kafka_bootstrap: str, unique_name: str
 ) -> None:
-    """A frame cut by a new start block, and one cut by the end of the connection: all their
-    bytes go to hl7.dlq (reason truncated); no ACK for them, so the ACK of the next message
-    is the next ACK the sender reads."""
+    """A frame cut by a new start block (reason start_block), and one cut by the end of the
+    connection (reason truncated): all their bytes go to hl7.dlq, with the cause in the detail
+    header; no ACK for them, so the ACK of the next message is the next ACK the sender reads."""
     adt = first("ADT^A01").to_bytes()
     oru = first("ORU^R01").to_bytes()
     abandoned = oru[: len(oru) // 2]
@@ -251,8 +251,16 @@ def test_truncated_frames_go_to_the_dlq_without_an_ack(
     assert len(dlq) == 2
     by_raw = {codec.decode(r.value() or b"")[1]["raw"]: _dlq_headers(r) for r in dlq}
     assert set(by_raw) == {abandoned, unfinished}  # kept whole
+    assert by_raw[abandoned]["hl7bus.reason"] == b"start_block"
+    assert (
+        by_raw[abandoned]["hl7bus.detail"]
+        == (
+            f"frame cut by a new start block after {len(abandoned)} bytes, before its end block"
+        ).encode()
+    )
+    assert by_raw[unfinished]["hl7bus.reason"] == b"truncated"
+    assert b"end of stream" in by_raw[unfinished]["hl7bus.detail"]
     for raw, headers in by_raw.items():
-        assert headers["hl7bus.reason"] == b"truncated"
         assert headers["hl7bus.stage"] == b"receiving"
         assert headers["hl7bus.size_bytes"] == str(len(raw)).encode()
     assert len(read_topic(kafka_bootstrap, f"{unique_name}.hl7.raw", expected=1)) == 1

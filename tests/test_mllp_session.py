@@ -339,3 +339,16 @@ def test_the_deadline_runs_from_the_read_that_opened_the_frame() -> None:
     unlimited = session()
     unlimited.receive(b"\x0bMSH", now=0.0)
     assert unlimited.frame_deadline is None
+
+
+def test_an_answer_of_several_acks_goes_out_as_several_frames_in_its_place() -> None:
+    """A batch acknowledged message by message: its ACKs, each in its own frame, in the place
+    of the frame that carried it."""
+    s = session()
+    s.receive(chunk(1, 2), now=0.0)
+    (m1, _), (m2, _) = started(s)
+    s.answer(m2, ack(2))
+    s.answer(m1, (ack(11), ack(12)))
+    data, received = s.take_acks()
+    assert data == frame_ack(ack(11)) + frame_ack(ack(12)) + frame_ack(ack(2))
+    assert received == [0.0, 0.0]  # one latency per message received

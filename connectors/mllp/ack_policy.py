@@ -9,6 +9,7 @@ MSA-1 code: AA/AE/AR (original mode) or CA/CE/CR (enhanced), by MSH-15/16 or for
 from __future__ import annotations
 
 import itertools
+import re
 import secrets
 import time
 from datetime import UTC, datetime
@@ -16,7 +17,7 @@ from typing import Any
 
 from hl7bus.connectors.mllp.config import AckMode, RefusalAck
 from hl7bus.connectors.mllp.metrics import FeedMetrics
-from hl7bus.hl7v2 import ACK_CODES, AckError, Message, build_ack, parse
+from hl7bus.hl7v2 import ACK_CODES, AckError, Message, build_ack, build_batch_ack, parse
 
 # delivery status -> literal MSA-1 code, per forced ACK mode ("auto" lets MSH-15/16 decide).
 _FORCED_CODES: dict[str, dict[str, str]] = {
@@ -85,6 +86,25 @@ class AckPolicy:
         error = AckError(code=207, text="internal error")
         return self.ack(payload, "rejected", error, "latin-1")
 
+    def batch(self, payload: bytes, acks: list[bytes], each: bool) -> bytes | tuple[bytes, ...]:
+        """The answer to a batch received in one frame, once every message of it has its ACK:
+        each ACK in its own frame (``each``), or one response batch holding them all."""
+        if each:
+            return tuple(acks)
+        return build_batch_ack(payload, acks, now=_now(), control_id=self._control_id())
+
+    def bad_batch(self, payload: bytes, detail: str, stored: bool) -> bytes:
+        """A batch whose envelope does not check out (counts, segment order): one ACK, echoing
+        its first MSH when it has one, ERR-3 100; AE/CE when the frame is kept in the DLQ,
+        else AR/CR."""
+        first = _FIRST_MSH.search(payload)
+        source = payload[first.end() - 3 :] if first else payload
+        error = AckError(code=100, text=f"batch: {detail}")
+        return self.ack(source, "errored" if stored else "rejected", error, "latin-1")
+
+    def _control_id(self) -> str:
+        return f"{self._prefix}{next(self._seq) & 0xFFFFFFFF:08X}"
+
     def ack(
         self,
         source: bytes | Message,
@@ -99,11 +119,13 @@ class AckPolicy:
             error,
             charset=charset,
             now=_now(),
-            control_id=f"{self._prefix}{next(self._seq) & 0xFFFFFFFF:08X}",
+            control_id=self._control_id(),
         )
         self._metrics.ack(_msa1(ack, charset))
         return ack
 
+
+_FIRST_MSH = re.compile(rb"(?:^|[\r\n])MSH")
 
 _clock: list[Any] = [0, None]  # [second, local time of that second]
 

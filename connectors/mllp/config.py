@@ -27,6 +27,8 @@ AckMode = Literal["auto", "original", "enhanced"]
 #: How a message the listener keeps in hl7.dlq instead of hl7.raw is answered (see
 #: ``header_error_ack``): "error" AE/CE, "reject" AR/CR.
 RefusalAck = Literal["error", "reject"]
+#: How a batch received in one frame is answered (see ``batch_ack``).
+BatchAck = Literal["batch", "each"]
 ClientCerts = Literal["none", "optional", "required"]
 
 
@@ -136,6 +138,15 @@ class ListenerConfig(BaseModel):
         description=(
             "ACK codes: auto (enhanced CA/CE/CR when MSH-15 or MSH-16 is set, else original "
             "AA/AE/AR), or force original or enhanced for every message."
+        ),
+    )
+    batch_ack: BatchAck = Field(
+        "batch",
+        description=(
+            "A batch sent in one frame (FHS/BHS ... BTS/FTS) is split and each message stored "
+            "as if sent alone; once all are answered the frame gets one response batch holding "
+            "every message's ACK (batch, BHS-12 echoing BHS-11), or each ACK in its own frame "
+            "(each)."
         ),
     )
     max_frame_bytes: int = Field(

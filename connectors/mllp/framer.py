@@ -13,8 +13,9 @@ Wire rules (HL7 v2 MLLP, release 2):
   ``FramingError(code="junk")`` when the run ends (at the next start block, or at :meth:`close`),
   because real senders routinely put a CR or LF after each end block and that is not worth an
   event, while anything else is a sender bug the ops team should see.
-- A start block while a frame is open drops the open frame (``code="truncated"``) and opens a new
-  one: the sender evidently gave up on the first frame.
+- A start block while a frame is open ends the open frame as ``code="truncated"`` (with
+  ``at_start_block``; its bytes go to the dead-letter queue) and opens a new one: the sender
+  gave up on the first frame, or a stray 0x0B sits inside it.
 - A frame whose payload grows past ``max_frame_bytes`` is discarded as it streams in (memory stays
   bounded) and reported once, ``code="oversize"``, when that frame ends -- at its end block, at the
   next start block, or at :meth:`close`. Reporting at the end rather than at the moment the limit
@@ -71,7 +72,9 @@ class FramingError:
     ``code`` is one of ``"oversize"``, ``"truncated"``, ``"junk"``; ``skipped_bytes`` counts the
     dropped payload (or junk) bytes, framing blocks excluded; ``head`` is a prefix of them (at
     most 4 KiB); ``data`` holds all of them for ``"truncated"`` (bounded by ``max_frame_bytes``)
-    and is empty otherwise.
+    and is empty otherwise. ``at_start_block`` is True for a frame truncated by a start block
+    inside it (a stray 0x0B, or a sender that gave up on the frame), False when the stream
+    ended inside it.
     """
 
     reason: str
@@ -79,6 +82,7 @@ class FramingError:
     skipped_bytes: int
     head: bytes = b""
     data: bytes = b""
+    at_start_block: bool = False
 
 
 FrameEvent: TypeAlias = Frame | FramingError
@@ -230,12 +234,12 @@ class Framer:
             data = bytes(self._buf)
             events.append(
                 FramingError(
-                    reason=f"frame truncated by {where} before its end block "
-                    f"({len(data)} bytes dropped)",
+                    reason=f"frame cut by {where} after {len(data)} bytes, before its end block",
                     code="truncated",
                     skipped_bytes=len(data),
                     head=data[: self._head_limit],
                     data=data,
+                    at_start_block=not at_eof,
                 )
             )
         self._state = _State.OUTSIDE

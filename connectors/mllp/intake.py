@@ -17,6 +17,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from hl7bus.connectors.envelope import (
@@ -33,13 +34,20 @@ from hl7bus.connectors.mllp.ack_policy import AckPolicy
 from hl7bus.connectors.mllp.config import ListenerConfig
 from hl7bus.connectors.mllp.framer import FramingError
 from hl7bus.connectors.mllp.metrics import CHARSET_MISMATCH, DLQ, DLQ_FAILURES, STAGE, FeedMetrics
-from hl7bus.hl7v2 import Hl7CharsetError, Message
+from hl7bus.connectors.mllp.session import Ack
+from hl7bus.hl7v2 import Hl7CharsetError, Hl7ParseError, Message
+from hl7bus.hl7v2.batch import split_batch
 from hl7bus.schemas import codec
 
 log = logging.getLogger(__name__)
 
 #: Called once with a message's ACK (``b""``: no ACK owed), on the event loop.
-Answer = Callable[[bytes], None]
+Answer = Callable[[Ack], None]
+#: The ACK of one message of a frame (a batch's messages each have one).
+_Done = Callable[[bytes], None]
+
+# What a frame holding a batch starts with (a UTF-8 byte-order mark and blank lines aside).
+_BATCH_START = (b"FHS", b"BHS")
 
 
 class Intake:
@@ -63,7 +71,10 @@ class Intake:
         before this returns). Never raises: every path ends in exactly one answer."""
         finish = self._begin(answer)
         try:
-            self._store(payload, peer, finish)
+            if payload.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(_BATCH_START):
+                self._store_batch(payload, peer, finish)
+            else:
+                self._store(payload, peer, finish)
         except Exception as exc:  # a bug; the sender still gets an answer, and resends
             log.error("mllp feed %s: unexpected %s", self.cfg.feed, type(exc).__name__)
             finish(self._acks.internal_error(payload))
@@ -79,7 +90,7 @@ class Intake:
         self.in_flight += 1
         answered = False
 
-        def finish(ack: bytes) -> None:
+        def finish(ack: Ack) -> None:
             nonlocal answered
             if not answered:
                 answered = True
@@ -91,7 +102,7 @@ class Intake:
     def _spawn(
         self,
         work: Coroutine[Any, Any, bytes],
-        finish: Answer,
+        finish: _Done,
         payload: bytes | None,
     ) -> None:
         """Run one message's rare path as a task; its result is the answer. ``payload``: what
@@ -110,14 +121,50 @@ class Intake:
 
         task.add_done_callback(done)
 
-    def _store(self, payload: bytes, peer: str, finish: Answer) -> None:
+    def _store_batch(self, payload: bytes, peer: str, finish: Answer) -> None:
+        """A batch in one frame (FHS/BHS ... BTS/FTS): split as batch files are
+        (:func:`~hl7bus.hl7v2.batch.split_batch`), each message stored and answered as if it
+        had come alone, then the frame answered once all are: one response batch, or each ACK
+        in its own frame (``batch_ack``). A batch whose envelope does not check out is kept
+        whole in the DLQ and answered AE (AR if that failed)."""
+        try:
+            split = split_batch(payload, self.cfg.charset)
+        except Hl7ParseError as exc:
+            self._spawn(self._bad_batch(payload, peer, exc), finish, payload)
+            return
+        count = len(split.ranges)
+        acks: list[bytes] = [b""] * count
+        left = count
+
+        def answered(index: int, ack: bytes) -> None:
+            nonlocal left
+            acks[index] = ack
+            left -= 1
+            if left == 0:
+                finish(self._acks.batch(payload, acks, self.cfg.batch_ack == "each"))
+
+        if not count:  # an empty batch: nothing to store
+            finish(self._acks.batch(payload, [], False))
+            return
+        for index, (lo, hi) in enumerate(split.ranges):
+            part = payload[lo:hi]
+            done = partial(answered, index)
+            try:
+                self._store(part, peer, done, split.charset)
+            except Exception as exc:  # a bug; this message gets AR, the others their own ACK
+                log.error("mllp feed %s: unexpected %s", self.cfg.feed, type(exc).__name__)
+                done(self._acks.internal_error(part))
+
+    def _store(self, payload: bytes, peer: str, finish: _Done, charset: str | None = None) -> None:
+        """One message to hl7.raw (or the DLQ). ``charset``: the batch's, when its file-level
+        byte-order mark or the feed's override fixes it."""
         cfg = self.cfg
         try:
             built = build_envelope(
                 payload,
                 feed=cfg.feed,
                 peer=peer,
-                charset=cfg.charset,
+                charset=charset or cfg.charset,
                 fallback=cfg.fallback_charset,
                 received_at=datetime.now(UTC),
                 lenient_utf8=cfg.lenient_utf8,
@@ -187,6 +234,13 @@ class Intake:
         charset = built.record.get("charset")
         return self._acks.header_missing(payload, error.field, error.reason, charset, stored)
 
+    async def _bad_batch(self, payload: bytes, peer: str, error: Hl7ParseError) -> bytes:
+        # The envelope does not add up (counts, order): which messages the sender meant is
+        # unclear, so none is stored on its own; the whole frame is kept for review.
+        record = {"feed": self.cfg.feed, "received_at": datetime.now(UTC), "peer": peer}
+        stored = await self._to_dlq({**record, "raw": payload}, "batch", str(error))
+        return self._acks.bad_batch(payload, str(error), stored)
+
     async def _accept_framing(self, event: FramingError, peer: str) -> bytes:
         """An oversize or truncated frame: what the framer kept goes to hl7.dlq.
 
@@ -210,8 +264,10 @@ class Intake:
                 **header_fields(event.head, charset=cfg.charset, fallback=cfg.fallback_charset),
             }
             if event.code != "oversize":
-                detail = f"frame of {size} bytes ended without its end block"
-                await self._to_dlq(record, event.code, detail, size_bytes=size)
+                # A start block inside a frame (reason start_block) and a stream that ended
+                # inside one (truncated) are told apart for ops: the first is a sender bug.
+                reason = "start_block" if event.at_start_block else "truncated"
+                await self._to_dlq(record, reason, event.reason, size_bytes=size)
                 return b""
             self._metrics.received_messages(1, 0)
             limit = cfg.max_frame_bytes

@@ -27,7 +27,7 @@ from hl7bus.connectors.mllp.config import ListenerConfig, ssl_reason
 from hl7bus.connectors.mllp.framer import Frame
 from hl7bus.connectors.mllp.intake import Intake
 from hl7bus.connectors.mllp.metrics import CLOSED, FRAMING_ERRORS, REFUSED, FeedMetrics
-from hl7bus.connectors.mllp.session import Budget, Pending, Session
+from hl7bus.connectors.mllp.session import Ack, Budget, Pending, Session
 
 __all__ = ["ConnectionSlots", "MllpListener"]
 
@@ -404,7 +404,7 @@ class _Connection:
         if waiting is not None and not waiting.done():
             waiting.set_result(None)
 
-    def _answered(self, item: Pending, ack: bytes) -> None:
+    def _answered(self, item: Pending, ack: Ack) -> None:
         # Only the oldest message's answer can make ACKs writable; one flush per loop turn
         # serves every answer of that turn (a delivery batch, or the messages of one read).
         if self.session.answer(item, ack) and not self._flush_scheduled:

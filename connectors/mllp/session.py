@@ -34,7 +34,11 @@ from collections.abc import Callable
 
 from hl7bus.connectors.mllp.framer import FrameEvent, Framer, FramingError, encode_frame
 
-__all__ = ["Budget", "Pending", "Session", "frame_ack"]
+__all__ = ["Ack", "Budget", "Pending", "Session", "frame_ack"]
+
+#: A message's answer: its ACK, or several ACKs each in its own frame (a batch acknowledged
+#: message by message); ``b""`` when none is owed.
+Ack = bytes | tuple[bytes, ...]
 
 
 class Budget:
@@ -89,7 +93,7 @@ class Pending:
     __slots__ = ("ack", "received")
 
     def __init__(self, received: float) -> None:
-        self.ack: bytes | None = None
+        self.ack: Ack | None = None
         self.received = received
 
 
@@ -203,7 +207,7 @@ class Session:
             return True
         return budget._take(self)
 
-    def answer(self, item: Pending, ack: bytes) -> bool:
+    def answer(self, item: Pending, ack: Ack) -> bool:
         """A started message's ACK (``b""``: none owed). True when ACKs are ready to be taken
         (the oldest message is answered); one :meth:`take_acks` serves the answers of a moment."""
         item.ack = ack
@@ -222,7 +226,10 @@ class Session:
             item = pending.popleft()
             taken += 1
             if ack:
-                frames.append(frame_ack(ack))
+                if isinstance(ack, tuple):
+                    frames.extend(frame_ack(one) for one in ack)
+                else:
+                    frames.append(frame_ack(ack))
                 received.append(item.received)
         if taken:
             if self._budget is not None:
