@@ -352,3 +352,19 @@ def test_an_answer_of_several_acks_goes_out_as_several_frames_in_its_place() -> 
     data, received = s.take_acks()
     assert data == frame_ack(ack(11)) + frame_ack(ack(12)) + frame_ack(ack(2))
     assert received == [0.0, 0.0]  # one latency per message received
+
+
+def test_waiting_for_admission_does_not_count_against_the_open_frame() -> None:
+    """Backpressure is the listener's doing: a frame left half-read while the connection waited
+    for a slot gets that time back."""
+    s = Session(
+        max_frame_bytes=1024, max_in_flight=1, idle_timeout_s=60.0, now=0.0, frame_timeout_s=5.0
+    )
+    s.receive(chunk(1, 2) + b"\x0bMSH|", now=1.0)  # the third frame is half read
+    [(m1, _)] = started(s, now=1.0)
+    assert s.waiting and s.frame_deadline == 6.0
+    s.answer(m1, ack(1))
+    s.take_acks()  # a slot frees up 20 s later
+    started(s, now=21.0)
+    assert s.frame_deadline == 26.0
+    assert not s.frame_overdue(21.0)

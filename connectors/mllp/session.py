@@ -24,7 +24,8 @@ The rules:
 - **Frame deadline.** A frame must end within ``frame_timeout_s`` of the read that brought its
   start block, however steadily its bytes trickle in (a slowloris sender keeps the idle timer
   fresh with a byte a second); the listener closes a connection whose open frame is overdue,
-  and the frame's bytes become a truncated frame like any other.
+  and the frame's bytes become a truncated frame like any other. Time spent waiting for
+  admission does not count: the listener was not reading then, the sender was not slow.
 """
 
 from __future__ import annotations
@@ -193,6 +194,9 @@ class Session:
             waiting.popleft()
             since = self._blocked_since
             self._blocked_since = None
+            if since is not None and self._frame_since is not None:
+                # Reading paused while admission waited: the open frame's clock did too.
+                self._frame_since += now - since
             item = Pending(now if since is None else since)
             pending.append(item)
             started.append((item, event))
