@@ -131,8 +131,14 @@ def missing_header_fields(message: Message) -> list[int]:
     """The numbers of :data:`REQUIRED_HEADER` fields that are empty (or the HL7 null ``""``):
     without MSH-9 no event can be made, without MSH-10 no ACK matched, deduped or traced, and
     without MSH-12 no version-specific parsing chosen."""
-    values = {9: message.get("MSH-9.1"), 10: message.control_id, 12: message.version}
-    return [n for n, value in values.items() if value is None or value.strip() in ("", '""')]
+    values = (message.get("MSH-9.1"), message.control_id, message.version)
+    if all(v and v != '""' and not v.isspace() for v in values):  # the common case, fast
+        return []
+    return [
+        n
+        for n, value in zip(REQUIRED_HEADER, values, strict=True)
+        if value is None or value.strip() in ("", '""')
+    ]
 
 
 def msh_segment(raw: bytes) -> bytes:
