@@ -30,6 +30,7 @@ class KafkaWatch:
         self._interval_s = interval_s
         self._timeout_s = timeout_s
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         self._reachable: bool | None = None  # None: not asked yet
         self._down_since: float | None = None  # monotonic time of the first failed probe
 
@@ -52,15 +53,18 @@ class KafkaWatch:
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
+        """Stop asking, after the request in flight (at most ``timeout_s``): the producer it
+        uses is closed next, and must not be closed under a call in another thread."""
+        self._stopping.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._task
             self._task = None
 
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(self._interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._interval_s)
+                return
             await self._check()
 
     async def _check(self) -> None:

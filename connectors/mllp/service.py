@@ -88,8 +88,9 @@ class MllpService:
             raise OSError(
                 exc.errno, f"feed {item.feed}: cannot listen on {item.cfg.host}:{item.cfg.port}"
             ) from exc
-        await self._kafka.start()
         if self.cfg.metrics_port is not None and self._start_http is not None:
+            # The probe is a metadata request a second: only where someone reads /readyz.
+            await self._kafka.start()
             self._http = await self._start_http(self.cfg.host, self.cfg.metrics_port, self.ready)
 
     async def ready(self) -> bool | str:
