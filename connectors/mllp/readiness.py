@@ -5,8 +5,8 @@ A metadata request to a broker that is down or hung takes its whole timeout (lib
 it out), so asking Kafka inside the /readyz handler made the answer as slow as the broker: a
 probe with a 2-second client timeout saw no answer for as long as the broker was away. Here one
 background task asks Kafka in a loop, one request at a time, and keeps the last verdict;
-/readyz reads it and answers in microseconds. The verdict is at most ``interval_s`` plus
-``timeout_s`` old.
+/readyz reads it and answers at once. The verdict is at most ``interval_s`` plus ``timeout_s``
+old (with the defaults, /readyz said 503 about 4 s after the broker was killed or frozen).
 """
 
 from __future__ import annotations
