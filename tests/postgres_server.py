@@ -60,33 +60,38 @@ def _run(command: list[str], what: str, log: Path | None = None) -> None:
         )
 
 
-@contextmanager
-def temporary_server() -> Iterator[str]:
-    """Start a fresh cluster; yield the URL of its ``postgres`` database; stop and delete it."""
-    bindir = find_bindir()
-    # Not under pytest's basetemp: its folders are private to the user running pytest.
-    root = Path(tempfile.mkdtemp(prefix="hl7bus-pg-"))
-    data, sockets, log = root / "data", root / "run", root / "server.log"
-    prefix: list[str] = []
-    if os.geteuid() == 0:
-        try:
-            owner = pwd.getpwnam(OS_USER)
-        except KeyError as exc:
-            raise ServerError(f"no OS user {OS_USER!r} to own the test cluster") from exc
-        os.chown(root, owner.pw_uid, owner.pw_gid)
-        prefix = ["runuser", "-u", OS_USER, "--"]
-    port = free_port()
-    started = False
-    try:
-        sockets.mkdir()
-        if prefix:
-            shutil.chown(sockets, OS_USER, OS_USER)
+class Server:
+    """One throwaway cluster: its folder, port and URL. `stop` and `start` take the server down
+    and up again on the same port and data (an outage test's database)."""
+
+    def __init__(self) -> None:
+        self.bindir = find_bindir()
+        # Not under pytest's basetemp: its folders are private to the user running pytest.
+        self.root = Path(tempfile.mkdtemp(prefix="hl7bus-pg-"))
+        self.data, self.sockets = self.root / "data", self.root / "run"
+        self.log = self.root / "server.log"
+        self.prefix: list[str] = []
+        self.port = free_port()
+        self.running = False
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def create(self) -> None:
+        if os.geteuid() == 0:
+            try:
+                owner = pwd.getpwnam(OS_USER)
+            except KeyError as exc:
+                raise ServerError(f"no OS user {OS_USER!r} to own the test cluster") from exc
+            os.chown(self.root, owner.pw_uid, owner.pw_gid)
+            self.prefix = ["runuser", "-u", OS_USER, "--"]
+        self.sockets.mkdir()
+        if self.prefix:
+            shutil.chown(self.sockets, OS_USER, OS_USER)
         _run(
             [
-                *prefix,
-                str(bindir / "initdb"),
+                *self.prefix,
+                str(self.bindir / "initdb"),
                 "--pgdata",
-                str(data),
+                str(self.data),
                 "--username",
                 "postgres",
                 "--auth",
@@ -99,19 +104,21 @@ def temporary_server() -> Iterator[str]:
             ],
             "initdb",
         )
+
+    def start(self) -> None:
         options = (
-            f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={sockets}"
-            " -c fsync=off -c full_page_writes=off"
+            f"-c listen_addresses=127.0.0.1 -c port={self.port} "
+            f"-c unix_socket_directories={self.sockets} -c fsync=off -c full_page_writes=off"
         )
         _run(
             [
-                *prefix,
-                str(bindir / "pg_ctl"),
+                *self.prefix,
+                str(self.bindir / "pg_ctl"),
                 "start",
                 "--pgdata",
-                str(data),
+                str(self.data),
                 "--log",
-                str(log),
+                str(self.log),
                 "--wait",
                 "--timeout",
                 "60",
@@ -119,18 +126,53 @@ def temporary_server() -> Iterator[str]:
                 options,
             ],
             "pg_ctl start",
-            log,
+            self.log,
         )
-        started = True
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        self.running = True
+
+    def stop(self) -> None:
+        """Stop at once: open sessions are cut off mid-transaction (`--mode fast`)."""
+        _run(
+            [
+                *self.prefix,
+                str(self.bindir / "pg_ctl"),
+                "stop",
+                "--pgdata",
+                str(self.data),
+                "--mode",
+                "fast",
+            ],
+            "pg_ctl stop",
+            self.log,
+        )
+        self.running = False
+
+    def remove(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextmanager
+def temporary_server() -> Iterator[str]:
+    """Start a fresh cluster; yield the URL of its ``postgres`` database; stop and delete it."""
+    with stoppable_server() as server:
+        yield server.url
+
+
+@contextmanager
+def stoppable_server() -> Iterator[Server]:
+    """A fresh cluster of its own, started; the test may stop and start it; stopped (when
+    running) and deleted after."""
+    server = Server()
+    try:
+        server.create()
+        server.start()
+        yield server
     finally:
-        if started:
-            _run(
-                [*prefix, str(bindir / "pg_ctl"), "stop", "--pgdata", str(data), "--mode", "fast"],
-                "pg_ctl stop",
-                log,
-            )
-        shutil.rmtree(root, ignore_errors=True)
+        try:
+            if server.running:
+                server.stop()
+        finally:
+            server.remove()
 
 
 @contextmanager

@@ -10,19 +10,20 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
 from kafka_helpers import apply_catalog, read_topic
 from polling import wait_until
 from samples import feed
+from warehouse_rows import TABLES, omop_rows
 from worker_helpers import KAFKA, SEOUL, Produced, committed_offsets, http_status, produce_raw
 from worker_helpers import worker_env as base_worker_env
 
 from hl7bus.connectors import kafka_clients
-from hl7bus.connectors.warehouse import cdm, map_clinical
+from hl7bus.connectors.warehouse import map_clinical
 from hl7bus.connectors.warehouse.concepts import NoVocabulary
 from hl7bus.connectors.warehouse.config import WarehouseConfig
 from hl7bus.connectors.warehouse.database import open_engine
+from hl7bus.connectors.warehouse.duckdb_engine import DuckDBEngine
 from hl7bus.connectors.warehouse.writer import BatchWriter, Incoming
 from hl7bus.ops.processes import Processes, free_port
 from hl7bus.schemas import codec, topics
@@ -31,9 +32,6 @@ from hl7bus.streams.deid.config import DeidConfig
 from hl7bus.streams.steps import deidentify_step, parse_step
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
-
-# Tables the mapping writes rows to (cdm_source is one fixed row, written on start).
-TABLES = [t for t in cdm.TABLES if t != "cdm_source"]
 
 
 def _research(produced: Iterable[Produced], deid_key: str) -> list[tuple[str, bytes]]:
@@ -53,37 +51,11 @@ def _research(produced: Iterable[Produced], deid_key: str) -> list[tuple[str, by
 
 
 def _rows(path: Path) -> dict[str, Counter[tuple[Any, ...]]]:
-    """Every OMOP row per table, with each surrogate id replaced by the (kind, source key) it
-    stands for in the file's key map: two warehouses that hand out ids in another order compare
-    equal when they hold the same facts, and a fact written twice under two ids shows as a row
-    counted twice."""
-    conn = duckdb.connect(str(path), read_only=True)
+    engine = DuckDBEngine(path, None, WarehouseConfig().keys_schema)
     try:
-        keys = {
-            id_: (kind, key)
-            for id_, kind, key in conn.execute(
-                "SELECT id, kind, source_key FROM hl7bus_keys.key_map"
-            ).fetchall()
-        }
-        tables: dict[str, Counter[tuple[Any, ...]]] = {}
-        for table in TABLES:
-            columns = [c.name for c in cdm.TABLES[table]]
-            surrogate = [
-                i
-                for i, name in enumerate(columns)
-                if name.endswith("_id") and not name.endswith("concept_id")
-            ]
-            rows = conn.execute(f"SELECT {', '.join(columns)} FROM {table}").fetchall()
-            tables[table] = Counter(
-                tuple(
-                    keys.get(v, v) if i in surrogate and v is not None else v
-                    for i, v in enumerate(row)
-                )
-                for row in rows
-            )
-        return tables
+        return omop_rows(engine)
     finally:
-        conn.close()
+        engine.close()
 
 
 def _loaded_result_keys(research: Iterable[tuple[str, bytes]]) -> set[str]:

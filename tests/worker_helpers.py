@@ -118,10 +118,15 @@ def worker_env(
 
 def http_status(port: int, path: str) -> int:
     """The HTTP status of a health endpoint; 0 while nothing answers."""
+    return http_get(port, path)[0]
+
+
+def http_get(port: int, path: str) -> tuple[int, str]:
+    """The HTTP status and body of a health endpoint; (0, "") while nothing answers."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return int(response.status)
+            return int(response.status), response.read().decode()
     except urllib.error.HTTPError as exc:
-        return int(exc.code)
+        return int(exc.code), exc.read().decode()
     except OSError:
-        return 0
+        return 0, ""

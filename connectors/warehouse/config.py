@@ -72,6 +72,17 @@ class WarehouseConfig(BaseModel):
         default_factory=lambda: ["D", "W", "X"],
         description="OBX-11 result statuses that delete the row of the same result.",
     )
+    retry_initial_s: float = Field(
+        0.5,
+        gt=0,
+        description=(
+            "First wait before reconnecting after a database outage (server down, connection "
+            "lost, DuckDB file locked, disk full); doubled after each failed attempt."
+        ),
+    )
+    retry_max_s: float = Field(
+        15.0, gt=0, description="Longest wait between two reconnection attempts in an outage."
+    )
     metrics_host: str = Field(
         "127.0.0.1", description="Address of /metrics, /healthz, /readyz (0.0.0.0 for all)."
     )

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from datetime import date
 
+import duckdb
+import psycopg
+
 from hl7bus.connectors.warehouse import cdm, keymap
 from hl7bus.connectors.warehouse import constants as c
 from hl7bus.connectors.warehouse.config import WarehouseConfig
@@ -58,6 +61,69 @@ def open_engine(cfg: WarehouseConfig) -> Engine:
         engine.close()
         raise
     return engine
+
+
+# Outage reasons (a bounded set: the metric label and the /readyz text).
+UNREACHABLE, REFUSED, LOCKED, DISK_FULL, TIMEOUT, UNAVAILABLE = (
+    "unreachable",
+    "refused",
+    "locked",
+    "disk_full",
+    "timeout",
+    "unavailable",
+)
+_PG_REASONS = {
+    "55P03": LOCKED,  # lock_not_available
+    "40P01": LOCKED,  # deadlock_detected
+    "40001": LOCKED,  # serialization_failure
+    "53100": DISK_FULL,
+    "57014": TIMEOUT,  # query_canceled (statement_timeout)
+}
+
+
+def outage_reason(exc: BaseException) -> str | None:
+    """Why the database cannot take writes now, when `exc` says it cannot (a server down or
+    restarting, a connection lost or refused, a DuckDB file locked by another process, a full
+    disk): the sink waits and retries. None for anything else, which retrying cannot fix: the
+    data (the writer's business), a bug."""
+    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        state = getattr(exc, "sqlstate", None) or ""
+        if not state:
+            # libpq's connection errors carry no SQLSTATE. A server that answered FATAL other
+            # than "the database system is starting up / shutting down / in recovery" refused
+            # us: a wrong database, role or password, until someone fixes it (or creates it).
+            text = str(exc)
+            answered = "FATAL:" in text and "the database system is" not in text
+            return REFUSED if answered and "too many" not in text else UNREACHABLE
+        if state.startswith("28"):  # invalid authorization, said on an open connection
+            return REFUSED
+        if state in _PG_REASONS:
+            return _PG_REASONS[state]
+        # 08 connection exceptions, 57P01-03 shutdown or starting up, 53300 too many
+        # connections: the server is not there for us now.
+        return UNREACHABLE if state[:2] in ("08", "57", "53") else UNAVAILABLE
+    if isinstance(exc, duckdb.IOException):
+        # DuckDB's messages are the only place saying which; they are matched, never logged.
+        text = str(exc).lower()
+        if "lock" in text:
+            return LOCKED
+        return DISK_FULL if "space left" in text else UNAVAILABLE
+    if isinstance(exc, duckdb.FatalException | duckdb.ConnectionException):
+        # A database invalidated by an earlier fatal error (a failed write), or a closed
+        # connection: a new connection is the cure.
+        return UNAVAILABLE
+    return None
+
+
+def outage_detail(exc: BaseException) -> str:
+    """The exception for the log: its type, and the first line of its message when that is a
+    connection's or a file's (libpq's connection errors, DuckDB's I/O errors: hosts, ports,
+    database and role names, paths). Other messages may quote a row, so they stay out
+    (docs/architecture.md, Privacy)."""
+    connection = isinstance(exc, psycopg.Error) and not getattr(exc, "sqlstate", None)
+    if (connection or isinstance(exc, duckdb.IOException)) and str(exc).strip():
+        return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}"
+    return type(exc).__name__
 
 
 def create_schema(engine: Engine) -> None:

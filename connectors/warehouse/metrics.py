@@ -49,5 +49,16 @@ LAST_COMMIT = Gauge(
 )
 DATABASE_UP = Gauge(
     "hl7bus_warehouse_database_up",
-    "1 while the last write to the database succeeded, 0 after it failed.",
+    "1 while the last write to the database succeeded, 0 after it failed (and while an outage "
+    "lasts).",
+)
+OUTAGES = Counter(
+    "hl7bus_warehouse_outages_total",
+    "Database outages the sink waited out (consumption paused, retried with backoff), by "
+    "reason: unreachable, locked, disk_full, timeout, unavailable.",
+    ["reason"],
+)
+OUTAGE_SECONDS = Gauge(
+    "hl7bus_warehouse_outage_seconds",
+    "How long the current database outage has lasted; 0 while the database takes writes.",
 )

@@ -8,6 +8,15 @@ Per batch: consume up to `batch_size` records, write them in one transaction (wr
 the records the warehouse refused to the DLQ and wait for Kafka to confirm them, and only then
 store the batch's offsets (committed by the consumer's auto-commit and on close). A crash
 anywhere before that replays the batch, which changes nothing (docs/architecture.md, Delivery).
+
+An outage (database.outage_reason: the server down, the connection lost, the DuckDB file locked
+by another process, a full disk), on start or mid-stream: the batch that failed is kept in
+memory with its offsets unstored, every assigned partition is paused (the consumer is still
+polled, so it stays in its group but fetches nothing), /readyz answers 503 with the reason, and
+the sink reconnects with exponential backoff (`retry_initial_s` doubling up to `retry_max_s`).
+Once a connection works the kept batch is written, its offsets stored, the partitions resumed.
+Rows are upserted by their source keys, so a batch whose COMMIT reached the server before the
+connection broke is written again without doubling anything.
 """
 
 from __future__ import annotations
@@ -16,17 +25,17 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from typing import Any, TypeVar
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from hl7bus.connectors.mllp.service import StartHttp
 from hl7bus.connectors.warehouse import metrics
 from hl7bus.connectors.warehouse.concepts import ConceptLookup
 from hl7bus.connectors.warehouse.config import WarehouseConfig
-from hl7bus.connectors.warehouse.database import open_engine
+from hl7bus.connectors.warehouse.database import open_engine, outage_detail, outage_reason
 from hl7bus.connectors.warehouse.engine import Engine
 from hl7bus.connectors.warehouse.omop import ResultStatuses
 from hl7bus.connectors.warehouse.vocabulary import VocabularyLookup
@@ -42,6 +51,10 @@ _DLQ_HEADERS = frozenset(
 _DLQ_TIMEOUT_S = 30.0
 
 _T = TypeVar("_T")
+
+# The readiness check answers True, or why the sink is not ready (ops/health.py serves it).
+ReadyCheck = Callable[[], Awaitable[bool | str]]
+StartHttp = Callable[[str, int, ReadyCheck], Awaitable[Any]]
 
 
 class DlqError(RuntimeError):
@@ -78,12 +91,19 @@ class WarehouseSink:
         )
         self._engine: Engine | None = None
         self._lookup_conn: Any = None
+        self._lookup: VocabularyLookup | None = None
         self._writer: BatchWriter | None = None
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self._http: Any = None
         self._running = False
-        self._database_ok = False
+        # An outage: its reason (database.outage_reason), since when (monotonic), the wait
+        # before the next attempt, and the consumed records not written yet.
+        self._outage: str | None = None
+        self._outage_since = 0.0
+        self._delay = cfg.retry_initial_s
+        self._pending: list[Message] = []
+        metrics.OUTAGE_SECONDS.set_function(self._outage_seconds)
 
     @property
     def http_port(self) -> int | None:
@@ -92,12 +112,21 @@ class WarehouseSink:
         addresses: Sequence[Any] = self._http.addresses
         return int(addresses[0][1]) if addresses else None
 
-    async def ready(self) -> bool:
-        """Ready: subscribed, and the last write to the database (if any) succeeded."""
-        return self._running and self._database_ok
+    async def ready(self) -> bool | str:
+        """Ready: subscribed, and the database took the last write (or nothing was written
+        yet); else why not."""
+        if self._outage is not None:
+            return (
+                f"warehouse database {self._outage} for {self._outage_seconds():.0f} s; "
+                "consumption paused, retrying"
+            )
+        if not self._running or self._consumer is None:
+            return "connecting to the warehouse database"
+        return True
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Consume and write until `stop` is set; raises when the database fails."""
+        """Consume and write until `stop` is set. A database outage pauses consumption and is
+        retried; anything else the database or Kafka raise stops the sink."""
         loop = asyncio.get_running_loop()
         worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="warehouse")
 
@@ -105,14 +134,17 @@ class WarehouseSink:
             return loop.run_in_executor(worker, fn, *args)
 
         try:
-            await call(self._open)
+            # Served from the start: /readyz says why while the database cannot be reached.
             if self.cfg.metrics_port is not None and self._start_http is not None:
                 self._http = await self._start_http(
                     self.cfg.metrics_host, self.cfg.metrics_port, self.ready
                 )
             self._running = True
             while not stop.is_set():
-                await call(self._step)
+                wait = await call(self._step)
+                if wait > 0:
+                    with suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), wait)
         finally:
             self._running = False
             await call(self._close)
@@ -121,23 +153,43 @@ class WarehouseSink:
                 await self._http.cleanup()
                 self._http = None
 
-    def _open(self) -> None:
+    def _connect(self) -> None:
+        """Open the database and the writer over it; the vocabulary lookup made at the first
+        connection is kept (with its cache) and pointed at the new one."""
         self._engine = self._open_database(self.cfg)
-        self._database_ok = True
-        metrics.DATABASE_UP.set(1)
-        metrics.SINK_UP.set(1)
-        concepts = self._concepts(self._engine) if self._concepts else self._vocabulary()
+        if self._concepts is not None:
+            concepts: ConceptLookup = self._concepts(self._engine)
+        else:
+            self._lookup_conn = self._engine.lookup_connection()
+            if self._lookup is None:
+                self._lookup = VocabularyLookup(
+                    self._lookup_conn, self._engine.dialect, self._engine.cdm_schema
+                )
+            else:
+                self._lookup.rebind(self._lookup_conn)
+            concepts = self._lookup
         self._writer = BatchWriter(self._engine, concepts, self._statuses)
+
+    def _disconnect(self) -> None:
+        """Drop the database connections after a failure; closing a dead one may fail too."""
+        for closable in (self._lookup_conn, self._engine):
+            if closable is not None:
+                try:
+                    closable.close()
+                except Exception as exc:
+                    log.debug("closing a failed connection: %s", type(exc).__name__)
+        self._lookup_conn = self._engine = self._writer = None
+
+    def _subscribe(self) -> None:
         self._producer = Producer(self._producer_config)
         self._consumer = Consumer(self._consumer_config)
-        self._consumer.subscribe(self._topics)
+        self._consumer.subscribe(self._topics, on_revoke=self._revoked)
 
-    def _vocabulary(self) -> VocabularyLookup:
-        """The lookup over the vocabulary tables of the sink's own database, read through a
-        connection beside the one that writes the batches (vocabulary/lookup.py)."""
-        assert self._engine is not None
-        self._lookup_conn = self._engine.lookup_connection()
-        return VocabularyLookup(self._lookup_conn, self._engine.dialect, self._engine.cdm_schema)
+    def _revoked(self, _: Consumer, partitions: list[TopicPartition]) -> None:
+        """A rebalance during an outage: records of partitions this sink no longer owns are not
+        written by it (their new owner reads them from the committed offsets)."""
+        gone = {(tp.topic, tp.partition) for tp in partitions}
+        self._pending = [r for r in self._pending if (r.topic(), r.partition()) not in gone]
 
     def _close(self) -> None:
         if self._consumer is not None:
@@ -150,11 +202,84 @@ class WarehouseSink:
         if self._engine is not None:
             self._engine.close()
 
-    def _step(self) -> None:
+    def _step(self) -> float:
+        """One round on the worker thread; returns the seconds to wait before the next."""
+        if self._outage is not None or self._engine is None:
+            return self._recover()
         assert self._consumer is not None
         records = self._consumer.consume(self.cfg.batch_size, self.cfg.poll_timeout_s)
-        if records:
+        if not records:
+            return 0.0
+        try:
             self.process(records)
+        except Exception as exc:
+            reason = outage_reason(exc)
+            if reason is None:
+                raise
+            self._pending = list(records)
+            return self._failed(reason, exc)
+        return 0.0
+
+    def _recover(self) -> float:
+        """Connect (at start, or after an outage) and write the records kept since."""
+        if self._consumer is not None:
+            # Polled while paused: it stays in its group and serves rebalances. Paused again
+            # each time, since partitions a rebalance assigns come unpaused; a record fetched
+            # before the pause took hold is kept with the others.
+            stray = self._consumer.poll(0)
+            if stray is not None:
+                self._pending.append(stray)
+            self._consumer.pause(self._consumer.assignment())
+        try:
+            if self._engine is None:
+                self._connect()
+            if self._pending:
+                self.process(self._pending)
+        except Exception as exc:
+            reason = outage_reason(exc)
+            if reason is None:
+                raise
+            return self._failed(reason, exc)
+        self._pending = []
+        if self._outage is not None:
+            log.warning(
+                "warehouse database back after %.1f s: consuming again", self._outage_seconds()
+            )
+            self._outage = None
+        metrics.DATABASE_UP.set(1)
+        metrics.SINK_UP.set(1)
+        if self._consumer is None:
+            self._subscribe()
+        else:
+            self._consumer.resume(self._consumer.assignment())
+        self._delay = self.cfg.retry_initial_s
+        return 0.0
+
+    def _failed(self, reason: str, exc: Exception) -> float:
+        """Enter (or stay in) an outage; returns the wait before the next attempt."""
+        self._disconnect()
+        metrics.DATABASE_UP.set(0)
+        metrics.SINK_UP.set(0)
+        if self._outage is None:
+            self._outage_since = time.monotonic()
+            self._delay = self.cfg.retry_initial_s
+            metrics.OUTAGES.labels(reason).inc()
+            if self._consumer is not None:
+                self._consumer.pause(self._consumer.assignment())
+            log.warning(
+                "warehouse database %s (%s): consumption paused, %d records kept, retrying",
+                reason,
+                outage_detail(exc),
+                len(self._pending),
+            )
+        else:
+            self._delay = min(self._delay * 2, self.cfg.retry_max_s)
+            log.info("warehouse database still %s (%s)", reason, outage_detail(exc))
+        self._outage = reason
+        return self._delay
+
+    def _outage_seconds(self) -> float:
+        return time.monotonic() - self._outage_since if self._outage is not None else 0.0
 
     def process(self, records: Sequence[Message]) -> Outcome:
         """Write one consumed batch, DLQ what the warehouse refused, store the offsets."""
@@ -173,26 +298,23 @@ class WarehouseSink:
                 kept.append(record)
         metrics.STAGE.in_flight.inc(len(kept))
         try:
-            try:
-                outcome = self._writer.write(
-                    [Incoming(record.value() or b"", record.topic()) for record in kept]
-                )
-            except Exception as exc:
-                self._database_ok = False
-                metrics.DATABASE_UP.set(0)
-                metrics.SINK_UP.set(0)
-                metrics.ERRORS.labels(type(exc).__name__).inc()
-                metrics.STAGE.error(type(exc).__name__, len(kept))
-                raise
-            self._database_ok = True
-            metrics.DATABASE_UP.set(1)
-            metrics.SINK_UP.set(1)
-            self._send_dlq(kept, outcome)
-            for record in records:
-                if record.error() is None:
-                    self._consumer.store_offsets(message=record)
+            outcome = self._writer.write(
+                [Incoming(record.value() or b"", record.topic()) for record in kept]
+            )
+        except Exception as exc:
+            metrics.DATABASE_UP.set(0)
+            metrics.SINK_UP.set(0)
+            metrics.ERRORS.labels(type(exc).__name__).inc()
+            metrics.STAGE.error(type(exc).__name__, len(kept))
+            raise
         finally:
             metrics.STAGE.in_flight.dec(len(kept))
+        metrics.DATABASE_UP.set(1)
+        metrics.SINK_UP.set(1)
+        self._send_dlq(kept, outcome)
+        for record in records:
+            if record.error() is None:
+                self._consumer.store_offsets(message=record)
         self._count(kept, outcome)
         elapsed = time.monotonic() - started
         metrics.BATCH_LATENCY.observe(elapsed)
