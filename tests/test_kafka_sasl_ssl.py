@@ -193,13 +193,15 @@ def test_wrong_password_is_a_clear_error(
     listener = _secure(kafka_sasl_ssl)
     wrong = _client(listener, **{"sasl.password": "not-the-password"})
     env = _env(listener, unique_name, wrong)
-    for command in (["topics", "apply"], ["worker"]):
+    env["HL7BUS_WAREHOUSE_PATH"] = str(tmp_path / "warehouse.duckdb")
+    for command in (["topics", "apply"], ["worker"], ["sink", "warehouse"]):
         result = _cli(*command, env=env)
         output = result.stdout + result.stderr
         assert result.returncode == 1, output
         assert f"cannot reach Kafka at {listener.bootstrap} over SASL_SSL" in output
         assert "SASL authentication error" in output and "invalid credentials" in output
         assert "not-the-password" not in output
+    assert not (tmp_path / "warehouse.duckdb").exists()  # the sink stopped before opening it
 
     # The worker's own client stack (faust/aiokafka) fails too, and says why.
     catalog = apply_catalog(kafka_sasl_ssl.bootstrap, unique_name)

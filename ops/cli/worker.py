@@ -108,6 +108,10 @@ def sink_warehouse(config: ConfigOption = None) -> None:
             "values written under it will be skipped as undecodable"
         )
     bootstrap = config_mod.bootstrap(settings)
+    try:
+        kafka_clients.check_connection(settings.kafka, bootstrap)
+    except kafka_clients.KafkaUnreachable as exc:
+        fail(str(exc))
     cfg = settings.warehouse
     names = [s.name for s in catalog.specs.values() if s.id.startswith("research.")]
     client_logging = logs.client_logging(settings.log)
