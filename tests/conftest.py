@@ -7,10 +7,14 @@ import os
 import re
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from postgres_server import ServerError, temporary_server
+from postgres_server import ServerError, fresh_database, temporary_server, url_of
 
+from hl7bus.connectors.warehouse.config import WarehouseConfig
+from hl7bus.connectors.warehouse.database import open_engine
+from hl7bus.connectors.warehouse.engine import Engine
 from hl7bus.ops.local_kafka import BrokerInfo, temporary_broker
 
 BOOTSTRAP_ENV = "HL7BUS_KAFKA_BOOTSTRAP"
@@ -65,6 +69,24 @@ def postgres_url() -> Iterator[str]:
             yield url
     except ServerError as exc:
         pytest.fail(f"PostgreSQL for the tests: {exc}", pytrace=False)
+
+
+@pytest.fixture(params=["duckdb", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """An empty warehouse, once on DuckDB and once on PostgreSQL (a database of its own, the
+    OMOP tables in schema cdm): the warehouse tests run the same cases against both."""
+    if request.param == "duckdb":
+        opened = open_engine(WarehouseConfig(path=tmp_path / "warehouse.duckdb"))
+        yield opened
+        opened.close()
+        return
+    server = request.getfixturevalue("postgres_url")
+    with fresh_database(server, "warehouse") as conninfo:
+        opened = open_engine(WarehouseConfig(url=url_of(conninfo), cdm_schema="cdm"))
+        try:
+            yield opened
+        finally:
+            opened.close()
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from hl7bus.ops.processes import free_port
 
@@ -186,3 +186,9 @@ def fresh_database(server_url: str, label: str = "t") -> Iterator[str]:
     finally:
         with psycopg.connect(server_url, autocommit=True) as admin:
             admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def url_of(conninfo: str) -> str:
+    """A conninfo (as fresh_database yields it) as the URL warehouse.url takes."""
+    parts = conninfo_to_dict(conninfo)
+    return f"postgresql://{parts['user']}@{parts['host']}:{parts['port']}/{parts['dbname']}"

@@ -20,13 +20,14 @@ import pytest
 import warehouse_events as ev
 from confluent_kafka import KafkaException, Producer
 from kafka_helpers import apply_catalog
-from postgres_server import Server, fresh_database, stoppable_server
+from postgres_server import Server, fresh_database, stoppable_server, url_of
 from psycopg.conninfo import conninfo_to_dict
 from samples import feed
 from warehouse_rows import TABLES, omop_rows
 from worker_helpers import KAFKA, committed_offsets, http_get
 
 from hl7bus.connectors import kafka_clients
+from hl7bus.connectors.warehouse import check
 from hl7bus.connectors.warehouse.config import WarehouseConfig
 from hl7bus.connectors.warehouse.database import open_engine, outage_detail, outage_reason
 from hl7bus.connectors.warehouse.vocabulary import VocabularyLookup
@@ -151,11 +152,7 @@ def _postgres_outage(
     server: Server, kafka_bootstrap: str, unique_name: str, procs: Processes
 ) -> None:
     with fresh_database(server.url, "outage") as db, fresh_database(server.url, "ref") as ref_db:
-        # warehouse.url takes a URL; fresh_database gives a conninfo.
-        url, ref = (
-            f"postgresql://postgres@127.0.0.1:{server.port}/{conninfo_to_dict(d)['dbname']}"
-            for d in (db, ref_db)
-        )
+        url, ref = url_of(db), url_of(ref_db)
         sink = Sink(procs, kafka_bootstrap, unique_name, {"HL7BUS_WAREHOUSE_URL": url})
         research = Research(sink.catalog)
         sink.start()
@@ -277,8 +274,10 @@ def _compare(
     engine = open_engine(actual_cfg)
     try:
         actual = omop_rows(engine)
+        quality = check.run(engine)
     finally:
         engine.close()
+    assert quality.passed, [f for f in quality.findings if not f.passed]
     for table in TABLES:
         doubled = [row for row, n in actual[table].items() if n > 1]
         assert not doubled, f"{table}: {len(doubled)} rows written twice"

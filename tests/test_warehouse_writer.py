@@ -9,16 +9,13 @@ while the rest of the batch is written.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 import warehouse_events as ev
-from postgres_server import fresh_database
-from psycopg.conninfo import conninfo_to_dict
+from postgres_server import fresh_database, url_of
 from samples import feed
 from typer.testing import CliRunner
 
@@ -56,27 +53,6 @@ CLINICAL = (
     "note",
     "specimen",
 )
-
-
-def url_of(conninfo: str) -> str:
-    parts = conninfo_to_dict(conninfo)
-    return f"postgresql://{parts['user']}@{parts['host']}:{parts['port']}/{parts['dbname']}"
-
-
-@pytest.fixture(params=["duckdb", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "duckdb":
-        opened = open_engine(WarehouseConfig(path=tmp_path / "warehouse.duckdb"))
-        yield opened
-        opened.close()
-        return
-    server = request.getfixturevalue("postgres_url")
-    with fresh_database(server, "warehouse") as conninfo:
-        opened = open_engine(WarehouseConfig(url=url_of(conninfo), cdm_schema="cdm"))
-        try:
-            yield opened
-        finally:
-            opened.close()
 
 
 def write(engine: Engine, *events: dict[str, Any], **statuses: Any) -> Outcome:

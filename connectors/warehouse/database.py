@@ -14,7 +14,7 @@ from datetime import date
 import duckdb
 import psycopg
 
-from hl7bus.connectors.warehouse import cdm, keymap
+from hl7bus.connectors.warehouse import cdm, feeds, keymap
 from hl7bus.connectors.warehouse import constants as c
 from hl7bus.connectors.warehouse.config import WarehouseConfig
 from hl7bus.connectors.warehouse.duckdb_engine import DuckDBEngine
@@ -152,6 +152,7 @@ def create_schema(engine: Engine) -> None:
                 )
         for statement in keymap.create_statements(engine):
             engine.execute(statement)
+        engine.execute(feeds.create_statement(engine))
         # The codes the sink mapped to concept 0, per feed (`hl7bus warehouse unmapped`).
         engine.execute(unmapped_table_statement(engine.cdm_schema))
         if not engine.query(f"SELECT 1 FROM {engine.table('cdm_source')} LIMIT 1"):

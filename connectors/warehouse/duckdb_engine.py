@@ -20,10 +20,14 @@ from hl7bus.connectors.warehouse.engine import WarehouseDataError
 class DuckDBEngine:
     dialect: Dialect = "duckdb"
 
-    def __init__(self, path: Path, cdm_schema: str | None, keys_schema: str) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(
+        self, path: Path, cdm_schema: str | None, keys_schema: str, read_only: bool = False
+    ) -> None:
+        """`read_only`: for reports on a file someone else writes later (it must exist)."""
+        if not read_only:
+            path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.conn = duckdb.connect(str(path))
+        self.conn = duckdb.connect(str(path), read_only=read_only)
         self.cdm_schema = cdm_schema
         self.keys_schema = keys_schema
         self._stages: dict[tuple[str, tuple[str, ...]], str] = {}

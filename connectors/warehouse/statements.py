@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from hl7bus.connectors.warehouse import constants as c
-from hl7bus.connectors.warehouse import keymap
+from hl7bus.connectors.warehouse import feeds, keymap
 from hl7bus.connectors.warehouse.database import PERSON_TABLES, VISIT_FACT_TABLES
 from hl7bus.connectors.warehouse.engine import Engine
 
@@ -50,6 +50,7 @@ def merge_persons(engine: Engine, retired: int, survivor: int) -> None:
     for table in ("person", "observation_period"):
         engine.execute(f"DELETE FROM {engine.table(table)} WHERE person_id = %s", [retired])
     keymap.alias_person(engine, retired, survivor)
+    feeds.move(engine, retired, survivor)
 
 
 def cancel_visit(engine: Engine, visit: int) -> None:

@@ -4,7 +4,8 @@ Decode, map (omop.py), resolve every source key to its id (keymap.py), fold the 
 (fold.py) and write each table's rows with one bulk merge; merges and cancellations run as
 statements in event order between bulk writes; then the observation periods of every person
 the batch touched, and the detail ends of every visit, are recomputed. The codes that mapped to
-concept 0 are counted per feed and added to hl7bus_unmapped in the same transaction.
+concept 0 are counted per feed and added to hl7bus_unmapped, and each person's feeds noted
+(feeds.py), in the same transaction.
 
 Redelivery changes nothing: every row's id comes from its source key, and writing a row
 overwrites it. A record that cannot be written (undecodable, unmappable, a required column
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from hl7bus.connectors.warehouse import fold, keymap, statements
+from hl7bus.connectors.warehouse import feeds, fold, keymap, statements
 from hl7bus.connectors.warehouse.changes import (
     PERSON,
     CancelTransfer,
@@ -112,6 +113,7 @@ class BatchWriter:
         outcome = Outcome.empty(len(records))
         mapped: list[tuple[int, EventChanges]] = []
         unmapped: dict[int, list[tuple[str, str | None, str | None]]] = {}
+        feed_of: dict[int, str] = {}
         for index, record in enumerate(records):
             try:
                 event_type, event = codec.decode(record.value, record.topic)
@@ -119,7 +121,8 @@ class BatchWriter:
                 outcome.mark(index, DLQ, "undecodable")
                 continue
             outcome.event_types[index] = event_type
-            concepts = _FeedConcepts(self.concepts, str(event.get("feed") or ""))
+            feed_of[index] = str(event.get("feed") or "")
+            concepts = _FeedConcepts(self.concepts, feed_of[index])
             try:
                 changes = map_event(event_type, event, concepts, self.statuses)
             except MappingError as exc:
@@ -131,7 +134,7 @@ class BatchWriter:
             mapped.append((index, changes))
             if concepts.unmapped:
                 unmapped[index] = concepts.unmapped
-        self._write_or_split(mapped, outcome, unmapped)
+        self._write_or_split(mapped, outcome, unmapped, feed_of)
         return outcome
 
     def _write_or_split(
@@ -139,12 +142,13 @@ class BatchWriter:
         mapped: list[tuple[int, EventChanges]],
         outcome: Outcome,
         unmapped: dict[int, list[tuple[str, str | None, str | None]]],
+        feed_of: dict[int, str],
     ) -> None:
         if not mapped:
             return
         try:
             with transaction(self.engine):
-                applied = self._apply(mapped)
+                applied = self._apply(mapped, feed_of)
                 self._record_unmapped(mapped, applied, unmapped)
         except WarehouseDataError as exc:
             if len(mapped) == 1:
@@ -152,14 +156,14 @@ class BatchWriter:
                 return
             # In order, so the halves end where the whole batch would have.
             middle = len(mapped) // 2
-            self._write_or_split(mapped[:middle], outcome, unmapped)
-            self._write_or_split(mapped[middle:], outcome, unmapped)
+            self._write_or_split(mapped[:middle], outcome, unmapped, feed_of)
+            self._write_or_split(mapped[middle:], outcome, unmapped, feed_of)
             return
         for index, reason in applied.dropped.items():
             outcome.mark(index, DLQ, reason)
         outcome.rows.update(applied.rows)
 
-    def _apply(self, mapped: list[tuple[int, EventChanges]]) -> _Applied:
+    def _apply(self, mapped: list[tuple[int, EventChanges]], feed_of: dict[int, str]) -> _Applied:
         engine = self.engine
         applied = _Applied()
         ids = keymap.resolve(engine, _refs(mapped))
@@ -175,13 +179,14 @@ class BatchWriter:
                 if index not in applied.dropped:
                     self._structural(change, ids, visits)
         self._write_segment(segment, ids, applied, visits)
-        persons = {
-            ids[event.person]
+        person_feeds = {
+            (ids[event.person], feed_of[index])
             for index, event in mapped
             if event.person is not None and index not in applied.dropped
         }
         statements.recompute_visit_details(engine, visits)
-        statements.recompute_observation_periods(engine, persons)
+        statements.recompute_observation_periods(engine, {p for p, _ in person_feeds})
+        feeds.record(engine, person_feeds)
         return applied
 
     def _record_unmapped(
