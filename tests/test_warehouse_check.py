@@ -239,3 +239,28 @@ def test_the_command_exits_2_without_a_warehouse(
     result = CliRunner().invoke(app, ["warehouse", "check"])
     assert result.exit_code == 2
     assert "no warehouse at" in result.output
+
+
+def test_rows_per_feed_follow_an_a40_merge(engine: Engine) -> None:
+    survivor, retired = ev.pseudonym("patient-1"), ev.pseudonym("patient-old")
+    writer = BatchWriter(engine, NoVocabulary())
+
+    def write(*events: dict[str, object]) -> None:
+        outcome = writer.write([Incoming(ev.encode(dict(event))) for event in events])
+        assert set(outcome.results) == {WRITTEN}
+
+    write(
+        ev.patient(patient_key=survivor, feed="a"),
+        ev.patient(patient_key=retired, feed="b"),
+        ev.observation(patient_key=retired, feed="b"),
+    )
+    before = check.feed_rows(engine)
+    assert (before["a"]["person"], before["b"]["person"]) == (1, 1)
+    assert (before["a"]["measurement"], before["b"]["measurement"]) == (0, 1)
+
+    write(ev.patient(patient_key=survivor, feed="a", merged_from_patient_key=retired))
+    after = check.feed_rows(engine)
+    # One person left, whose events came from both feeds: counted for each.
+    assert engine.query(f"SELECT count(*) FROM {engine.table('person')}") == [(1,)]
+    assert (after["a"]["person"], after["b"]["person"]) == (1, 1)
+    assert (after["a"]["measurement"], after["b"]["measurement"]) == (1, 1)
