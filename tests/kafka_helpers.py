@@ -1,11 +1,12 @@
-"""Small helpers for tests on the real broker: catalog topics per test, reading a topic back."""
+"""Small helpers for tests on the real broker: catalog topics per test, writing records to
+topics, reading a topic back."""
 
 from __future__ import annotations
 
 import time
 import uuid
 
-from confluent_kafka import Consumer, Message
+from confluent_kafka import Consumer, Message, Producer
 
 from hl7bus.connectors import kafka_clients
 from hl7bus.connectors.kafka_clients import KafkaConfig
@@ -17,6 +18,20 @@ def apply_catalog(bootstrap: str, prefix: str) -> topics.TopicCatalog:
     catalog = topics.TopicCatalog.load(topics.TopicsConfig(prefix=f"{prefix}."))
     topics_apply.apply(kafka_clients.admin_client(KafkaConfig(), bootstrap), catalog, 1)
     return catalog
+
+
+def produce(bootstrap: str, records: list[tuple[str, bytes, bytes]]) -> None:
+    """Write (topic, key, value) records and wait until the broker has them all."""
+    producer = Producer(kafka_clients.producer_config(KafkaConfig(), bootstrap))
+    for topic, key, value in records:
+        while True:
+            try:
+                producer.produce(topic, key=key, value=value)
+                break
+            except BufferError:  # the local queue is full: let deliveries drain it
+                producer.poll(0.1)
+        producer.poll(0)
+    assert producer.flush(30) == 0
 
 
 def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -> list[Message]:

@@ -18,8 +18,8 @@ import duckdb
 import psycopg
 import pytest
 import warehouse_events as ev
-from confluent_kafka import KafkaException, Producer
-from kafka_helpers import apply_catalog
+from confluent_kafka import KafkaException
+from kafka_helpers import apply_catalog, produce
 from postgres_server import Server, fresh_database, stoppable_server, url_of
 from psycopg.conninfo import conninfo_to_dict
 from samples import feed
@@ -54,19 +54,6 @@ class Research:
                 records.append((topic, str(event["patient_key"]).encode(), value))
                 self.values.append(value)
         return records
-
-
-def produce(bootstrap: str, records: list[tuple[str, bytes, bytes]]) -> None:
-    producer = Producer(kafka_clients.producer_config(KAFKA, bootstrap))
-    for topic, key, value in records:
-        while True:
-            try:
-                producer.produce(topic, key=key, value=value)
-                break
-            except BufferError:
-                producer.poll(0.1)
-        producer.poll(0)
-    assert producer.flush(30) == 0
 
 
 class Sink:

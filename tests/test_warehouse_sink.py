@@ -13,8 +13,8 @@ from pathlib import Path
 import duckdb
 import pytest
 import warehouse_events as ev
-from confluent_kafka import KafkaException, Producer
-from kafka_helpers import apply_catalog, read_topic
+from confluent_kafka import KafkaException
+from kafka_helpers import apply_catalog, produce, read_topic
 from polling import wait_until
 
 from hl7bus.connectors import kafka_clients
@@ -83,13 +83,6 @@ def setup(
     for item in running:
         if item._thread.is_alive():
             item.stop()
-
-
-def produce(bootstrap: str, records: list[tuple[str, bytes, bytes]]) -> None:
-    producer = Producer(kafka_clients.producer_config(KafkaConfig(), bootstrap))
-    for topic, key, value in records:
-        producer.produce(topic, key=key, value=value)
-    assert producer.flush(30) == 0
 
 
 def get(port: int, path: str) -> str:

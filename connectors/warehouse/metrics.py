@@ -40,7 +40,9 @@ BATCH_LATENCY = Histogram(
 )
 FRESHNESS = Histogram(
     "hl7bus_warehouse_freshness_seconds",
-    "From a research record's Kafka timestamp (the worker produced it) to its commit.",
+    "From the listener's receipt of the message (the event's received_at) to the commit of its "
+    "rows, when the de-identification policy keeps received_at unchanged (limited); else from "
+    "the research record's Kafka timestamp (the worker produced it).",
     buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0),
 )
 LAST_COMMIT = Gauge(

@@ -25,7 +25,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from typing import Any, TypeVar
@@ -40,6 +40,7 @@ from hl7bus.connectors.warehouse.engine import Engine
 from hl7bus.connectors.warehouse.omop import ResultStatuses
 from hl7bus.connectors.warehouse.vocabulary import VocabularyLookup
 from hl7bus.connectors.warehouse.writer import DLQ, BatchWriter, Incoming, Outcome
+from hl7bus.schemas import codec
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +74,14 @@ class WarehouseSink:
         concepts: Callable[[Engine], ConceptLookup] | None = None,
         start_http: StartHttp | None = None,
         open_database: Callable[[WarehouseConfig], Engine] = open_engine,
+        received_at_kept: bool = False,
     ) -> None:
         """`concepts` makes the vocabulary lookup once the database is open (none: the
         vocabulary loaded in the warehouse database itself; with none loaded there, every code
         is concept 0 but sex and patient class). `start_http`, given by the composition root,
-        serves the health endpoints on warehouse.metrics_port."""
+        serves the health endpoints on warehouse.metrics_port. `received_at_kept`: the research
+        contracts keep received_at as the bus received it (keeps_received_at), so freshness is
+        measured from the listener's receipt rather than from the worker's produce."""
         self.cfg = cfg
         self._consumer_config = consumer_config
         self._producer_config = producer_config
@@ -86,6 +90,7 @@ class WarehouseSink:
         self._concepts = concepts
         self._start_http = start_http
         self._open_database = open_database
+        self._received_at_kept = received_at_kept
         self._statuses = ResultStatuses(
             frozenset(cfg.load_result_statuses), frozenset(cfg.delete_result_statuses)
         )
@@ -384,8 +389,11 @@ class WarehouseSink:
                 refused[reason] += 1
             else:  # written, or skipped on purpose: done with either way
                 stage.sent.inc()
+            received = outcome.received_at[index] if self._received_at_kept else None
             kind, stamp = record.timestamp()
-            if kind != 0 and stamp > 0:  # 0: TIMESTAMP_NOT_AVAILABLE
+            if received is not None:
+                metrics.FRESHNESS.observe(max(0.0, now - received))
+            elif kind != 0 and stamp > 0:  # 0: TIMESTAMP_NOT_AVAILABLE
                 metrics.FRESHNESS.observe(max(0.0, now - stamp / 1000))
         for (table, op), count in outcome.rows.items():
             metrics.ROWS.labels(table, op).inc(count)
@@ -396,6 +404,20 @@ class WarehouseSink:
                 DLQ_STAGE,
                 reason,
             )
+
+
+def keeps_received_at(contracts: Mapping[str, codec.EventSchema]) -> bool:
+    """Whether every research contract carries received_at unchanged (the policy's action for it
+    is keep, as in the limited profile). kr-pseudonym shifts it by the patient's secret offset
+    and safe-harbor truncates it to the year: a freshness measured from those would be days or
+    months off, so the sink measures from the research record's Kafka timestamp instead."""
+    if not contracts:
+        return False
+    for contract in contracts.values():
+        fields = {f["name"]: f for f in contract.definition["fields"]}
+        if fields.get("received_at", {}).get("deid") != "keep":
+            return False
+    return True
 
 
 def _headers(record: Message) -> list[tuple[str, str | bytes | None]]:

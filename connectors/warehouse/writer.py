@@ -60,10 +60,13 @@ class Outcome:
     results: list[str]
     reasons: list[str | None]
     rows: Counter[tuple[str, str]] = field(default_factory=Counter)
+    # Each event's received_at (Unix seconds), as its research record carries it: the time the
+    # bus received the message, or that time de-identified (shifted, truncated) by the policy.
+    received_at: list[float | None] = field(default_factory=list)
 
     @classmethod
     def empty(cls, size: int) -> Outcome:
-        return cls([None] * size, [WRITTEN] * size, [None] * size)
+        return cls([None] * size, [WRITTEN] * size, [None] * size, received_at=[None] * size)
 
     def mark(self, index: int, result: str, reason: str) -> None:
         self.results[index], self.reasons[index] = result, reason
@@ -121,6 +124,9 @@ class BatchWriter:
                 outcome.mark(index, DLQ, "undecodable")
                 continue
             outcome.event_types[index] = event_type
+            received = event.get("received_at")
+            if isinstance(received, datetime):
+                outcome.received_at[index] = received.timestamp()
             feed_of[index] = str(event.get("feed") or "")
             concepts = _FeedConcepts(self.concepts, feed_of[index])
             try:

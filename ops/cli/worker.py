@@ -90,7 +90,7 @@ def sink_warehouse(config: ConfigOption = None) -> None:
     import asyncio
 
     from hl7bus.connectors import kafka_clients
-    from hl7bus.connectors.warehouse.sink import WarehouseSink
+    from hl7bus.connectors.warehouse.sink import WarehouseSink, keeps_received_at
     from hl7bus.ops import health, logs
     from hl7bus.schemas import topics
     from hl7bus.streams.deid import Policy, PolicyError
@@ -98,10 +98,11 @@ def sink_warehouse(config: ConfigOption = None) -> None:
 
     settings = load_settings(config)
     catalog = load_catalog(settings)
+    contracts = {}
     try:
         # The shipped profiles' contracts are packaged; those of a policy file are derived here
         # so that values written under it decode.
-        research_schemas(Policy.load(settings.deid.policy))
+        contracts = research_schemas(Policy.load(settings.deid.policy))
     except PolicyError as exc:
         err_console.print(
             f"[yellow]warning:[/] deid.policy has no research contracts ({exc}); research "
@@ -127,6 +128,7 @@ def sink_warehouse(config: ConfigOption = None) -> None:
         start_http=health.start_http,
         # Codes map through the vocabulary loaded in the warehouse database itself
         # (`hl7bus warehouse vocab load`); with none, concept 0 (docs/omop-mapping.md).
+        received_at_kept=keeps_received_at(contracts),
     )
     where = "PostgreSQL (warehouse.url)" if cfg.url else str(cfg.path)
     log = logs.configure(settings.log, "warehouse")
