@@ -28,6 +28,7 @@ from worker_helpers import KAFKA, committed_offsets, http_get
 
 from hl7bus.connectors import kafka_clients
 from hl7bus.connectors.warehouse import check
+from hl7bus.connectors.warehouse.concepts import NoVocabulary
 from hl7bus.connectors.warehouse.config import WarehouseConfig
 from hl7bus.connectors.warehouse.database import open_engine, outage_detail, outage_reason
 from hl7bus.connectors.warehouse.vocabulary import VocabularyLookup
@@ -337,3 +338,25 @@ def test_postgres_refusals_are_outages_with_their_reason(postgres_url: str) -> N
     assert outage_reason(psycopg.errors.UniqueViolation()) is None
     assert outage_reason(duckdb.ConstraintException("x")) is None
     assert outage_reason(ValueError("x")) is None
+
+
+@pytest.mark.postgres
+def test_a_table_another_session_locks_is_a_locked_outage(postgres_url: str) -> None:
+    """warehouse.lock_timeout_s: a batch that waits too long for a lock fails as an outage
+    (the sink pauses and retries) instead of blocking the sink while /readyz says ready."""
+    with fresh_database(postgres_url, "locked") as conninfo:
+        cfg = WarehouseConfig(url=url_of(conninfo), lock_timeout_s=0.2)
+        engine = open_engine(cfg)
+        writer = BatchWriter(engine, NoVocabulary())
+        records = [Incoming(ev.encode(ev.patient())), Incoming(ev.encode(ev.observation()))]
+        try:
+            with psycopg.connect(conninfo) as holder:
+                holder.execute(f"LOCK TABLE {engine.table('measurement')} IN ACCESS EXCLUSIVE MODE")
+                with pytest.raises(psycopg.OperationalError) as caught:
+                    writer.write(records)
+                assert outage_reason(caught.value) == "locked"
+            # The lock released (the holder's transaction ended): the same batch is written.
+            assert set(writer.write(records).results) == {"written"}
+            assert engine.query(f"SELECT count(*) FROM {engine.table('measurement')}") == [(1,)]
+        finally:
+            engine.close()

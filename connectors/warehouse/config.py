@@ -83,6 +83,15 @@ class WarehouseConfig(BaseModel):
     retry_max_s: float = Field(
         15.0, gt=0, description="Longest wait between two reconnection attempts in an outage."
     )
+    lock_timeout_s: float | None = Field(
+        30.0,
+        gt=0,
+        description=(
+            "PostgreSQL: longest wait for a table lock another session holds before the batch "
+            "is given up as an outage (reason locked: paused, retried); null: wait as long as "
+            "it takes. Unused on DuckDB, whose file lock is taken at connection."
+        ),
+    )
     metrics_host: str = Field(
         "127.0.0.1", description="Address of /metrics, /healthz, /readyz (0.0.0.0 for all)."
     )

@@ -52,7 +52,7 @@ def open_engine(cfg: WarehouseConfig) -> Engine:
     """Connect to the configured database and create what is missing (idempotent)."""
     engine: Engine
     if cfg.url:
-        engine = PostgresEngine(cfg.url, cfg.cdm_schema, cfg.keys_schema)
+        engine = PostgresEngine(cfg.url, cfg.cdm_schema, cfg.keys_schema, cfg.lock_timeout_s)
     else:
         engine = DuckDBEngine(cfg.path, cfg.cdm_schema, cfg.keys_schema)
     try:

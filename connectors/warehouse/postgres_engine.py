@@ -20,15 +20,35 @@ from hl7bus.connectors.warehouse.engine import WarehouseDataError
 class PostgresEngine:
     dialect: Dialect = "postgresql"
 
-    def __init__(self, url: str, cdm_schema: str | None, keys_schema: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        cdm_schema: str | None,
+        keys_schema: str,
+        lock_timeout_s: float | None = None,
+    ) -> None:
+        """`lock_timeout_s`: a statement waiting longer for a lock fails with
+        LockNotAvailable (the sink's outage "locked") instead of blocking the sink unseen."""
         self.url = url
-        self.conn = psycopg.connect(url, autocommit=False)
+        self._lock_timeout_s = lock_timeout_s
+        self.conn = self._connect(autocommit=False)
         self.cdm_schema = cdm_schema
         self.keys_schema = keys_schema
         self._stages: dict[tuple[str, tuple[str, ...]], str] = {}
 
+    def _connect(self, autocommit: bool) -> psycopg.Connection[Any]:
+        conn = psycopg.connect(self.url, autocommit=autocommit)
+        if self._lock_timeout_s is not None:
+            # For the session (is_local false), committed at once so no rollback undoes it; a
+            # setting rather than the URL's options, which a URL may already use.
+            timeout = f"{max(1, round(self._lock_timeout_s * 1000))}ms"
+            conn.execute("SELECT set_config('lock_timeout', %s, false)", [timeout])
+            if not autocommit:
+                conn.commit()
+        return conn
+
     def lookup_connection(self) -> psycopg.Connection[Any]:
-        return psycopg.connect(self.url, autocommit=True)
+        return self._connect(autocommit=True)
 
     def table(self, name: str) -> str:
         return f"{self.cdm_schema}.{name}" if self.cdm_schema else name
