@@ -15,10 +15,9 @@ from typing import Any
 
 import pytest
 from kafka_helpers import apply_catalog, read_topic
-from polling import wait_until
 from prometheus_client.parser import text_string_to_metric_families
 from samples import feed, with_control_id
-from worker_helpers import KAFKA, committed_offsets, http_status, produce_raw, worker_env
+from worker_helpers import KAFKA, http_status, kill_mid_stream, produce_raw, worker_env
 
 from hl7bus.connectors import kafka_clients
 from hl7bus.ops.processes import Processes, free_port
@@ -85,9 +84,7 @@ def test_kill_9_mid_stream_loses_nothing_and_duplicates_only_the_uncommitted_tai
     partitions = catalog.specs[topics.RAW].partitions
     assert catalog.specs[topics.EVENTS].partitions == partitions
 
-    # The sample feed six times, as six feeds (distinct event ids): 1830 messages, ~12000
-    # events. The first feed is worked and committed before the rest arrive, and the kill
-    # comes as soon as the worker starts on the rest: mid-stream on a fast machine too.
+    # The sample feed six times, as six feeds, the worker killed mid-stream (kill_mid_stream).
     group = f"{unique_name}-worker"
     port = free_port()
     env = worker_env(kafka_bootstrap, unique_name, tmp_path / "worker", port)
@@ -95,37 +92,19 @@ def test_kill_9_mid_stream_loses_nothing_and_duplicates_only_the_uncommitted_tai
     logs.mkdir()
     procs = Processes(logs)
     try:
-        produced = produce_raw(kafka_bootstrap, raw_topic, {"a": feed()})
-        first_part = sum(len(p.event_ids) for p in produced)
         procs.start("worker", ["worker"], env)
-
-        def events_out() -> int:
-            return (
-                kafka_clients.topic_sizes(KAFKA, kafka_bootstrap, [events_topic])[events_topic] or 0
-            )
-
-        procs.wait_for(
-            "the first feed out and committed",
-            lambda: (
-                events_out() >= first_part
-                and sum(committed_offsets(kafka_bootstrap, group, raw_topic, partitions).values())
-                > 0
-            ),
-            90,
+        kill = kill_mid_stream(
+            procs, "worker", kafka_bootstrap, raw_topic, events_topic, group, partitions
         )
-        produced += produce_raw(kafka_bootstrap, raw_topic, {name: feed() for name in "bcdef"})
-        wait_until(lambda: events_out() > first_part, "the worker to start on the rest", 60)
-        procs.running.pop("worker").kill()  # SIGKILL: no flush, no commit, no goodbye
         killed = time.monotonic()
-
-        raw_committed = committed_offsets(kafka_bootstrap, group, raw_topic, partitions)
-        events_at_kill = events_out()
+        produced, raw_committed, events_at_kill = (
+            kill.produced,
+            kill.raw_committed,
+            kill.events_at_kill,
+        )
         expected = {eid for p in produced for eid in p.event_ids}
         assert len(produced) == 1830 and len(expected) > 9000
         origin = {eid: p for p in produced for eid in p.event_ids}
-        assert events_at_kill < len(expected), (
-            "the worker finished before the kill; the test needs more messages"
-        )
 
         procs.start("restarted", ["worker", "--loglevel", "info"], env)
 

@@ -12,10 +12,8 @@ from typing import Any
 
 import pytest
 from kafka_helpers import apply_catalog, read_topic
-from polling import wait_until
-from samples import feed
 from warehouse_rows import TABLES, omop_rows
-from worker_helpers import KAFKA, SEOUL, Produced, committed_offsets, http_status, produce_raw
+from worker_helpers import KAFKA, SEOUL, Produced, http_status, kill_mid_stream
 from worker_helpers import worker_env as base_worker_env
 
 from hl7bus.connectors import kafka_clients
@@ -111,34 +109,12 @@ def test_two_workers_one_killed_the_warehouse_holds_every_fact_once(
         )
 
         # The sample feed (registrations, admissions, updates, lab results with preliminary,
-        # final and corrected results) as several feeds: distinct patients and event ids. The
-        # first feed is done and committed before the rest arrive; the kill comes as soon as
-        # the rest is being worked on, so it lands mid-stream on a fast machine as on a slow one.
-        def events_out() -> int:
-            return (
-                kafka_clients.topic_sizes(KAFKA, kafka_bootstrap, [events_topic])[events_topic] or 0
-            )
-
-        produced = produce_raw(kafka_bootstrap, raw_topic, {"a": feed()})
-        first_part = sum(len(p.event_ids) for p in produced)
-        procs.wait_for(
-            "the first feed out and committed",
-            lambda: (
-                events_out() >= first_part
-                and sum(committed_offsets(kafka_bootstrap, group, raw_topic, partitions).values())
-                > 0
-            ),
-            60,
+        # final and corrected results) as six feeds, worker-a killed mid-stream.
+        kill = kill_mid_stream(
+            procs, "worker-a", kafka_bootstrap, raw_topic, events_topic, group, partitions
         )
-        produced += produce_raw(kafka_bootstrap, raw_topic, {name: feed() for name in "bcdef"})
-        wait_until(lambda: events_out() > first_part, "the workers to start on the rest", 60)
-        procs.running.pop("worker-a").kill()  # SIGKILL: no flush, no commit, no leave-group
-        raw_committed = committed_offsets(kafka_bootstrap, group, raw_topic, partitions)
-        events_at_kill = events_out()
+        produced, raw_committed = kill.produced, kill.raw_committed
         expected_events = sum(len(p.event_ids) for p in produced)
-        assert events_at_kill < expected_events, (
-            "both workers finished before the kill; the test needs more messages"
-        )
 
         def lag(group_id: str, names: list[str]) -> int:
             return kafka_clients.group_lag(KAFKA, kafka_bootstrap, group_id, names)
@@ -199,7 +175,7 @@ def test_two_workers_one_killed_the_warehouse_holds_every_fact_once(
     tail = sum(len(p.event_ids) for p in produced if p.offset >= raw_committed.get(p.partition, 0))
     print(
         f"{len(produced)} messages, {expected_events} events, {len(research)} research records; "
-        f"killed worker-a after {events_at_kill} events; {redone} research "
+        f"killed worker-a after {kill.events_at_kill} events; {redone} research "
         f"records emitted twice (uncommitted tail of the group at the kill: {tail} events); "
         f"warehouse: {counts['person']} persons, {counts['visit_occurrence']} visits, "
         f"{counts['measurement'] + counts['observation']} results, each once"

@@ -20,11 +20,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from confluent_kafka import Consumer, Producer, TopicPartition
-from samples import envelope
+from polling import wait_until
+from samples import envelope, feed
 
 from hl7bus.connectors import kafka_clients
 from hl7bus.connectors.kafka_clients import KafkaConfig
 from hl7bus.hl7v2 import Message
+from hl7bus.ops.processes import Processes
 from hl7bus.schemas import codec, topics
 from hl7bus.schemas.keys import patient_key
 from hl7bus.streams.steps import parse_step
@@ -130,3 +132,49 @@ def http_get(port: int, path: str) -> tuple[int, str]:
         return int(exc.code), exc.read().decode()
     except OSError:
         return 0, ""
+
+
+@dataclass(frozen=True)
+class MidStreamKill:
+    """What a test needs to know about a worker killed mid-stream."""
+
+    produced: list[Produced]
+    raw_committed: dict[int, int]  # the group's committed offsets on hl7.raw at the kill
+    events_at_kill: int  # records on hl7.events at the kill
+
+
+def kill_mid_stream(
+    procs: Processes,
+    victim: str,
+    bootstrap: str,
+    raw_topic: str,
+    events_topic: str,
+    group: str,
+    partitions: int,
+) -> MidStreamKill:
+    """The sample feed as six feeds (distinct patients and event ids: 1830 messages, ~12000
+    events) into running workers: the first feed is worked and committed, then the other
+    five arrive at once and `victim` is killed (SIGKILL: no flush, no commit, no leave-group)
+    as soon as the workers start on them, so the kill lands mid-stream on a fast machine as
+    on a slow one."""
+
+    def events_out() -> int:
+        return kafka_clients.topic_sizes(KAFKA, bootstrap, [events_topic])[events_topic] or 0
+
+    def committed() -> dict[int, int]:
+        return committed_offsets(bootstrap, group, raw_topic, partitions)
+
+    produced = produce_raw(bootstrap, raw_topic, {"a": feed()})
+    first_part = sum(len(p.event_ids) for p in produced)
+    procs.wait_for(
+        "the first feed out and committed",
+        lambda: events_out() >= first_part and sum(committed().values()) > 0,
+        90,
+    )
+    produced += produce_raw(bootstrap, raw_topic, {name: feed() for name in "bcdef"})
+    wait_until(lambda: events_out() > first_part, "the workers to start on the rest", 60)
+    procs.running.pop(victim).kill()
+    kill = MidStreamKill(produced, committed(), events_out())
+    expected = sum(len(p.event_ids) for p in produced)
+    assert kill.events_at_kill < expected, "the workers finished before the kill"
+    return kill

@@ -46,24 +46,7 @@ RULES = {
 DEATH_GRACE_DAYS = 60
 
 # The tables the sink writes (the vocabulary tables are Athena's, checked by Athena).
-CHECKED = (
-    "person",
-    "observation_period",
-    "visit_occurrence",
-    "visit_detail",
-    "condition_occurrence",
-    "drug_exposure",
-    "procedure_occurrence",
-    "measurement",
-    "observation",
-    "death",
-    "note",
-    "specimen",
-    "location",
-    "care_site",
-    "provider",
-    "cdm_source",
-)
+CHECKED = tuple(t for t in cdm.TABLES if t not in cdm.VOCABULARY_TABLES)
 # Surrogate id column -> (the table it names, the key-map kind whose ids may be pending).
 REFERENCES: dict[str, tuple[str, str | None]] = {
     "person_id": ("person", PERSON),
