@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from hl7bus.connectors.lake import metadata
 from hl7bus.connectors.lake.store import (
     DATA_SCHEMA,
     MERGE,
@@ -47,12 +48,18 @@ class Compacted:
     rows: int = 0  # rows in the rewritten shards
     new_rows: pa.Table | None = None  # the append files' fact rows (for the metadata)
     subjects: pa.Array | None = None  # subjects of the rewritten shards
+    codes: int = 0  # codes listed in metadata/codes.parquet
+    subjects_listed: int = 0  # subjects in metadata/subject_splits.parquet
 
 
-def compact(store: LakeStore, progress: Progress | None = None) -> Compacted:
+def compact(
+    store: LakeStore, progress: Progress | None = None, dataset_name: str = "hl7bus"
+) -> Compacted:
     files = store.pending_files()
     done = Compacted(files=len(files))
     if not files:
+        if not (store.root / metadata.DATASET_FILE).exists():
+            _publish_metadata(store, done, dataset_name, progress)  # a new lake: valid, empty
         return done
     pending = pa.concat_tables(pq.read_table(path, schema=PENDING_SCHEMA) for path in files)
     done.pending_rows = pending.num_rows
@@ -90,10 +97,21 @@ def compact(store: LakeStore, progress: Progress | None = None) -> Compacted:
     done.subjects = pc.unique(result["subject_id"])
     written = _write_shards(store, result, touched, progress)
     done.shards = sorted(written)
+    _publish_metadata(store, done, dataset_name, progress)
     # Last: until here a killed pass is redone from the same append files.
     for path in files:
         remove(path, progress)
     return done
+
+
+def _publish_metadata(
+    store: LakeStore, done: Compacted, dataset_name: str, progress: Progress | None
+) -> None:
+    empty = pa.table({"code": pa.array([], pa.string()), "description": pa.array([], pa.string())})
+    subjects = done.subjects if done.subjects is not None else pa.array([], pa.int64())
+    done.codes = metadata.update_codes(store.root, done.new_rows or empty, progress)
+    done.subjects_listed = metadata.update_splits(store.root, store.layout, subjects, progress)
+    metadata.write_dataset(store.root, dataset_name, progress)
 
 
 def _current(con: duckdb.DuckDBPyConnection, shards: list[Path]) -> str:
