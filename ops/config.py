@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from hl7bus.connectors.files import FilesConfig
 from hl7bus.connectors.kafka_clients import DEFAULT_BOOTSTRAP, KafkaConfig
+from hl7bus.connectors.lake.config import LakeConfig
 from hl7bus.connectors.mllp.config import MllpConfig
 from hl7bus.connectors.warehouse.config import WarehouseConfig
 from hl7bus.ops.lag_exporter import LagExporterConfig
@@ -66,6 +67,9 @@ class Settings(BaseSettings):
     lag: LagExporterConfig = Field(
         default_factory=LagExporterConfig,
         description="The lag exporter (`hl7bus lag-exporter`): consumer-group lag for Prometheus.",
+    )
+    lake: LakeConfig = Field(
+        default_factory=LakeConfig, description="The MEDS lake sink (AI training data)."
     )
 
     @classmethod

@@ -16,6 +16,7 @@ from hl7bus.ops.cli import (
     demo,
     ingest,
     kafka,
+    lake,
     mllp,
     monitor,
     parse,
@@ -51,6 +52,7 @@ app.add_typer(config.config_app, name="config")
 app.add_typer(mllp.mllp_app, name="mllp")
 app.add_typer(worker.sink_app, name="sink")
 app.add_typer(warehouse.warehouse_app, name="warehouse")
+app.add_typer(lake.lake_app, name="lake")
 app.add_typer(schemas.schemas_app, name="schemas")
 app.add_typer(bench.bench_app, name="bench")
 
