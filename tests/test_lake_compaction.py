@@ -20,6 +20,7 @@ import pytest
 import warehouse_events as ev
 from lake_helpers import LAYOUT, append, open_lake, shard_rows, subject_rows
 
+from hl7bus.connectors.lake.check import check_lake
 from hl7bus.connectors.lake.compaction import compact
 from hl7bus.connectors.lake.layout import Layout
 from hl7bus.connectors.lake.store import DATA_SCHEMA, LakeError, LakeStore
@@ -224,3 +225,4 @@ def test_compaction_killed_mid_pass_leaves_a_valid_lake_and_finishes_on_restart(
     compact(restarted)
     assert shard_rows(root) == expected
     assert_shards_valid(root)
+    assert check_lake(root).problems == []  # `hl7bus lake check`

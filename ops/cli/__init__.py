@@ -53,6 +53,7 @@ app.add_typer(mllp.mllp_app, name="mllp")
 app.add_typer(worker.sink_app, name="sink")
 app.add_typer(warehouse.warehouse_app, name="warehouse")
 app.add_typer(lake.lake_app, name="lake")
+worker.sink_app.command("lake")(lake.sink_lake)
 app.add_typer(schemas.schemas_app, name="schemas")
 app.add_typer(bench.bench_app, name="bench")
 

@@ -37,3 +37,63 @@ def check(
         f"[green]✓[/] {folder}: valid MEDS 0.4 dataset: {report.subjects} subjects, "
         f"{report.rows} rows in {report.shards} shards, {report.codes} codes"
     )
+
+
+def sink_lake(config: ConfigOption = None) -> None:
+    """Keep a MEDS 0.4 dataset on Parquet (lake.path) current from the research topics; subject
+    ids are the warehouse's person ids (its key map, in the warehouse section's database)."""
+    import asyncio
+    import signal
+
+    from hl7bus.connectors import kafka_clients
+    from hl7bus.connectors.lake.keys import WarehouseKeys
+    from hl7bus.connectors.lake.sink import LakeSink
+    from hl7bus.connectors.lake.store import LakeError
+    from hl7bus.ops import config as config_mod
+    from hl7bus.ops import health
+    from hl7bus.ops.cli.shared import err_console, load_catalog
+    from hl7bus.schemas import topics
+    from hl7bus.streams.deid import Policy, PolicyError
+    from hl7bus.streams.deid.contract import research_schemas
+
+    settings = load_settings(config)
+    catalog = load_catalog(settings)
+    try:
+        # A policy file's research contracts are derived here so that its values decode.
+        research_schemas(Policy.load(settings.deid.policy))
+    except PolicyError as exc:
+        err_console.print(
+            f"[yellow]warning:[/] deid.policy has no research contracts ({exc}); research "
+            "values written under it will go to the DLQ as undecodable"
+        )
+    bootstrap = config_mod.bootstrap(settings)
+    cfg = settings.lake
+    names = [s.name for s in catalog.specs.values() if s.id.startswith("research.")]
+    sink = LakeSink(
+        cfg,
+        WarehouseKeys(settings.warehouse),
+        kafka_clients.consumer_config(settings.kafka, bootstrap, cfg.group_id),
+        kafka_clients.producer_config(settings.kafka, bootstrap),
+        names,
+        catalog.name(topics.DLQ),
+        start_http=health.start_http,
+    )
+    try:
+        sink.open_lake()  # a lake folder that is not writable stops here, before any batch
+    except (LakeError, OSError) as exc:
+        fail(str(exc), code=2)
+    err_console.print(f"writing {', '.join(names)} into the MEDS lake {cfg.path}")
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await sink.run(stop)
+
+    try:
+        asyncio.run(serve())
+    except Exception as exc:
+        # Lake and file errors say where; others only their type (a message may quote data).
+        detail = str(exc) if isinstance(exc, LakeError | OSError) else ""
+        fail(f"lake sink stopped: {type(exc).__name__}{': ' + detail if detail else ''}")

@@ -1,0 +1,280 @@
+"""The lake sink: research topics -> a MEDS 0.4 dataset on Parquet (docs/ai-sink.md).
+
+The same shape as the warehouse sink (connectors/warehouse/sink.py): a runtime object with
+run/ready, given its Kafka client configs, topic names and the health server by the
+composition root. Kafka, key-map and file calls block, so they run on one worker thread, in
+order; the event loop only serves /metrics, /healthz and /readyz.
+
+Per batch: consume up to `batch_size` records, publish their rows as one append file
+(writer.py), send the records that cannot become rows to the DLQ and wait for Kafka to confirm
+them, and only then store the batch's offsets. Every `compact_interval_s`, and once on stop,
+a compaction pass folds the append files into the shards. A crash anywhere replays at most
+the batches whose offsets were not stored, which compaction absorbs (a fact's newest version
+wins); a crash mid-pass leaves every shard old or new, and the next pass redoes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import pyarrow.parquet as pq
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+
+from hl7bus.connectors.lake import metrics
+from hl7bus.connectors.lake.compaction import compact
+from hl7bus.connectors.lake.config import LakeConfig
+from hl7bus.connectors.lake.keys import WarehouseKeys
+from hl7bus.connectors.lake.metadata import SPLITS_FILE
+from hl7bus.connectors.lake.store import LakeStore
+from hl7bus.connectors.lake.writer import ROWS, LakeWriter
+from hl7bus.connectors.mllp.service import StartHttp
+from hl7bus.connectors.warehouse.writer import DLQ, Incoming, Outcome
+
+log = logging.getLogger(__name__)
+
+DLQ_STAGE = "sinking"  # the hl7bus.stage header of the sink's DLQ records
+_DLQ_HEADERS = frozenset(
+    ("hl7bus.stage", "hl7bus.reason", "hl7bus.topic", "hl7bus.partition", "hl7bus.offset")
+)
+_DLQ_TIMEOUT_S = 30.0
+
+_T = TypeVar("_T")
+
+
+class DlqError(RuntimeError):
+    """Kafka did not confirm the batch's DLQ records: its offsets are not stored."""
+
+
+class LakeSink:
+    def __init__(
+        self,
+        cfg: LakeConfig,
+        keys: WarehouseKeys,
+        consumer_config: dict[str, Any],
+        producer_config: dict[str, Any],
+        topics: Sequence[str],
+        dlq_topic: str,
+        *,
+        start_http: StartHttp | None = None,
+    ) -> None:
+        """`keys` resolves subjects through the warehouse's key map; `start_http`, given by
+        the composition root, serves the health endpoints on lake.metrics_port."""
+        self.cfg = cfg
+        self.store = LakeStore(cfg.path, cfg.layout())
+        self._keys = keys
+        self._consumer_config = consumer_config
+        self._producer_config = producer_config
+        self._topics = list(topics)
+        self._dlq_topic = dlq_topic
+        self._start_http = start_http
+        self._writer = LakeWriter(self.store, keys)
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
+        self._http: Any = None
+        self._running = False
+        self._healthy = False
+        self._last_pass = 0.0
+        self._lake_open = False
+        self._newest_pending = 0.0  # Kafka timestamp of the newest record in an append file
+
+    def open_lake(self) -> None:
+        """Check the lake folder and the key map before anything is consumed: a folder that
+        is not writable or a key map that cannot be opened stops the start (LakeError)."""
+        if not self._lake_open:
+            self.store.open()
+            self._keys.open()
+            self._lake_open = True
+
+    @property
+    def http_port(self) -> int | None:
+        if self._http is None:
+            return None
+        addresses: Sequence[Any] = self._http.addresses
+        return int(addresses[0][1]) if addresses else None
+
+    async def ready(self) -> bool:
+        """Ready: subscribed, and the last append and compaction (if any) succeeded."""
+        return self._running and self._healthy
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume, append and compact until `stop` is set; raises when the lake fails."""
+        loop = asyncio.get_running_loop()
+        worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lake")
+
+        def call(fn: Callable[..., _T], *args: Any) -> asyncio.Future[_T]:
+            return loop.run_in_executor(worker, fn, *args)
+
+        opened = False
+        try:
+            await call(self._open)
+            opened = True
+            if self.cfg.metrics_port is not None and self._start_http is not None:
+                self._http = await self._start_http(
+                    self.cfg.metrics_host, self.cfg.metrics_port, self.ready
+                )
+            self._running = True
+            while not stop.is_set():
+                await call(self._step)
+        finally:
+            self._running = False
+            await call(self._close, opened)
+            worker.shutdown(wait=True)
+            if self._http is not None:
+                await self._http.cleanup()
+                self._http = None
+
+    def _open(self) -> None:
+        self.open_lake()
+        self._compact()  # what a killed run left in append files (and metadata of a new lake)
+        self._producer = Producer(self._producer_config)
+        self._consumer = Consumer(self._consumer_config)
+        self._consumer.subscribe(self._topics)
+
+    def _close(self, opened: bool) -> None:
+        try:
+            if self._consumer is not None:
+                self._consumer.close()  # commits the stored offsets
+            if self._producer is not None:
+                self._producer.flush(10)
+            if opened and self.store.pending_files():
+                self._compact()  # leave the shards current
+        finally:
+            self._keys.close()
+            self._lake_open = False
+
+    def _step(self) -> None:
+        assert self._consumer is not None
+        records = self._consumer.consume(self.cfg.batch_size, self.cfg.poll_timeout_s)
+        if records:
+            self.process(records)
+        due = time.monotonic() - self._last_pass >= self.cfg.compact_interval_s
+        if due and self.store.pending_files():
+            self._compact()
+
+    def process(self, records: Sequence[Message]) -> Outcome:
+        """Append one consumed batch, DLQ what cannot become rows, store the offsets."""
+        assert self._consumer is not None
+        started = time.monotonic()
+        kept: list[Message] = []
+        for record in records:
+            error = record.error()
+            if error is not None:
+                if error.fatal():
+                    raise KafkaException(error)
+                if error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consumer: %s", error.name())
+                continue
+            if record.value() is not None:
+                kept.append(record)
+        try:
+            outcome = self._writer.write(
+                [Incoming(record.value() or b"", record.topic()) for record in kept]
+            )
+        except Exception as exc:
+            self._healthy = False
+            metrics.ERRORS.labels(type(exc).__name__).inc()
+            raise
+        self._healthy = True
+        self._send_dlq(kept, outcome)
+        for record in records:
+            if record.error() is None:
+                self._consumer.store_offsets(message=record)
+        self._count(kept, outcome)
+        metrics.PENDING_FILES.set(len(self.store.pending_files()))
+        metrics.BATCH_LATENCY.observe(time.monotonic() - started)
+        return outcome
+
+    def _compact(self) -> None:
+        started = time.monotonic()
+        newest = self._newest_pending
+        try:
+            done = compact(self.store, dataset_name=self.cfg.dataset_name)
+        except Exception as exc:
+            self._healthy = False
+            metrics.ERRORS.labels(type(exc).__name__).inc()
+            raise
+        self._healthy = True
+        self._last_pass = time.monotonic()
+        metrics.LAST_PUBLISH.set(time.time())
+        if done.files:
+            metrics.COMPACTION.observe(self._last_pass - started)
+            if newest:
+                metrics.NEWEST_RECORD.set(newest)
+        self._stats()
+
+    def _stats(self) -> None:
+        """Shards, rows and subjects of the lake, from the files' footers."""
+        shards = self.store.shard_paths()
+        metrics.SHARDS.set(len(shards))
+        metrics.LAKE_ROWS.set(sum(pq.ParquetFile(path).metadata.num_rows for path in shards))
+        splits = self.store.root / SPLITS_FILE
+        if splits.exists():
+            metrics.SUBJECTS.set(pq.ParquetFile(splits).metadata.num_rows)
+        metrics.PENDING_FILES.set(len(self.store.pending_files()))
+
+    def _send_dlq(self, kept: Sequence[Message], outcome: Outcome) -> None:
+        """Send the records that cannot become rows to the DLQ and wait until Kafka has them."""
+        refused = outcome.dlq
+        if not refused:
+            return
+        assert self._producer is not None
+        failures: list[str] = []
+
+        def delivered(err: KafkaError | None, _: Message) -> None:
+            if err is not None:
+                failures.append(err.name())
+
+        for index in refused:
+            record = kept[index]
+            headers = [
+                (name, value) for name, value in _headers(record) if name not in _DLQ_HEADERS
+            ]
+            # Codes and positions only: never a value of the event (docs/architecture.md).
+            headers += [
+                ("hl7bus.stage", DLQ_STAGE.encode()),
+                ("hl7bus.reason", (outcome.reasons[index] or "unknown").encode()),
+                ("hl7bus.topic", (record.topic() or "").encode()),
+                ("hl7bus.partition", str(record.partition()).encode()),
+                ("hl7bus.offset", str(record.offset()).encode()),
+            ]
+            while True:
+                try:
+                    self._producer.produce(
+                        self._dlq_topic,
+                        key=record.key(),
+                        value=record.value(),
+                        headers=headers,
+                        on_delivery=delivered,
+                    )
+                    break
+                except BufferError:
+                    self._producer.poll(0.1)
+            self._producer.poll(0)
+        if self._producer.flush(_DLQ_TIMEOUT_S) or failures:
+            raise DlqError(
+                f"{len(refused)} DLQ records not confirmed by Kafka "
+                f"({', '.join(sorted(set(failures))) or 'timeout'})"
+            )
+
+    def _count(self, kept: Sequence[Message], outcome: Outcome) -> None:
+        for index, record in enumerate(kept):
+            event_type = outcome.event_types[index] or "unknown"
+            metrics.RECORDS_IN.labels(event_type).inc()
+            result = outcome.results[index]
+            metrics.RECORDS.labels(event_type, result).inc()
+            if result == DLQ:
+                metrics.DLQ.labels(outcome.reasons[index] or "unknown").inc()
+            kind, stamp = record.timestamp()
+            if kind != 0 and stamp > 0:  # 0: TIMESTAMP_NOT_AVAILABLE
+                self._newest_pending = max(self._newest_pending, stamp / 1000)
+        metrics.ROWS.inc(outcome.rows[ROWS])
+
+
+def _headers(record: Message) -> list[tuple[str, str | bytes | None]]:
+    headers = record.headers() or []
+    return list(headers.items()) if isinstance(headers, dict) else list(headers)
