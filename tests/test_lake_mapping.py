@@ -71,11 +71,14 @@ def test_correction_replaces_the_same_fact_and_preliminary_is_skipped() -> None:
 def test_patient_birth_sex_death_and_merge() -> None:
     died = datetime(2025, 3, 5, 1, 0, tzinfo=ev.T0.tzinfo)
     result = changes(ev.patient(death_time=died, merged_from_patient_key=ev.pseudonym("old")))
-    rows = {fact.rows[0].code: fact.rows[0] for fact in result.facts}
+    rows = {fact.rows[0].code: fact.rows[0] for fact in result.facts if fact.rows}
     assert rows[BIRTH].time == datetime(1980, 1, 1)
     assert rows["GENDER/M"].time is None  # static
     assert rows[DEATH].time == datetime(2025, 3, 5, 10, 0)
     assert result.merged_from == Ref(PERSON, ev.pseudonym("old"))
+    # The retired chart's demographics go.
+    gone = [fact.ref for fact in result.facts if not fact.rows]
+    assert gone == [Ref(kind, ev.pseudonym("old")) for kind in ("birth", "gender", "death")]
     undead = changes(ev.patient(deceased=False))
     assert [fact.rows for fact in undead.facts if fact.ref.kind == "death"] == [()]
 

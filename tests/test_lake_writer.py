@@ -100,3 +100,37 @@ def test_sink_lake_refuses_a_lake_folder_that_is_not_writable(
     result = CliRunner().invoke(app, ["sink", "lake"])
     assert result.exit_code == 2
     assert "is not writable" in result.output and "file/lake" in result.output
+
+
+def test_a_merge_the_warehouse_applied_first_still_moves_the_lake_rows(tmp_path: Path) -> None:
+    """The A40 reaches the warehouse first: its key map now names the survivor for the retired
+    key, and the lake still finds the retired subject's rows (its own record of ids)."""
+    warehouse = WarehouseConfig(path=tmp_path / "warehouse.duckdb")
+    old, survivor = ev.pseudonym("old-chart"), ev.pseudonym("survivor")
+    store = open_lake(tmp_path / "lake")
+
+    def lake_write(*events: dict[str, object]) -> None:
+        keys = WarehouseKeys(warehouse)
+        keys.open()
+        try:
+            LakeWriter(store, keys).write([Incoming(ev.encode(e)) for e in events])
+        finally:
+            keys.close()
+
+    lake_write(ev.patient(patient_key=old, birth_year=1950), ev.observation(patient_key=old))
+    lake_write(ev.patient(patient_key=survivor, birth_year=1950))
+    compact(store)
+    assert len(subject_rows(tmp_path / "lake")) == 2
+    merge = ev.patient(patient_key=survivor, merged_from_patient_key=old, trigger_event="A40")
+    engine = open_engine(warehouse)
+    BatchWriter(engine, NoVocabulary()).write(
+        [Incoming(ev.encode(ev.patient(patient_key=k))) for k in (old, survivor)]
+        + [Incoming(ev.encode(merge))]
+    )
+    engine.close()
+    lake_write(merge)
+    compact(store)
+    rows = subject_rows(tmp_path / "lake")
+    assert len(rows) == 1
+    [codes] = [[code for _, code, _, _ in found] for found in rows.values()]
+    assert "LOINC/2160-0" in codes and codes.count("MEDS_BIRTH") == 1

@@ -119,7 +119,8 @@ def map_event(
 
 def patient(event: Event) -> LakeChanges:
     """Birth (the research form keeps the year: 1 January of it), sex (a static row) and death.
-    A Patient event only replaces what it carries: an A08 without a birth year keeps the birth."""
+    A Patient event only replaces what it carries: an A08 without a birth year keeps the birth.
+    An A40 (merged_from_patient_key) moves the retired subject's rows to this one."""
     person = person_ref(event)
     facts: list[Fact] = []
     year = event.get("birth_year")
@@ -139,6 +140,9 @@ def patient(event: Event) -> LakeChanges:
         facts.append(Fact(Ref(_DEATH, person.key), ()))
     prior = event.get("merged_from_patient_key")
     merged = Ref(PERSON, prior) if prior and prior != person.key else None
+    if merged is not None:
+        # The survivor's demographics stand: the retired chart's go, as its person row does.
+        facts.extend(Fact(Ref(kind, merged.key), ()) for kind in (_BIRTH, _GENDER, _DEATH))
     skipped = None if facts or merged else "no_meds_row"
     return LakeChanges(person, tuple(facts), merged, skipped)
 

@@ -25,7 +25,7 @@ ROWS = ("meds", "row")  # the Outcome.rows key of the MEDS rows a batch appended
 
 
 class KeyResolver(Protocol):
-    def resolve(self, refs: Iterable[Ref]) -> dict[Ref, int]: ...
+    def resolve(self, refs: Iterable[Ref], retired: Iterable[Ref] = ()) -> dict[Ref, int]: ...
 
 
 class LakeWriter:
@@ -75,7 +75,7 @@ class LakeWriter:
         self, mapped: list[tuple[int, dict[str, Any], LakeChanges]], outcome: Outcome
     ) -> dict[Ref, int]:
         try:
-            return self.keys.resolve(_refs(changes for _, _, changes in mapped))
+            return self.keys.resolve(*_refs(changes for _, _, changes in mapped))
         except WarehouseDataError:
             pass
         # A key the map refuses (a hash collision, never seen in practice): found event by
@@ -83,16 +83,18 @@ class LakeWriter:
         ids: dict[Ref, int] = {}
         for index, _, changes in mapped:
             try:
-                ids.update(self.keys.resolve(_refs([changes])))
+                ids.update(self.keys.resolve(*_refs([changes])))
             except WarehouseDataError as exc:
                 outcome.mark(index, DLQ, exc.code)
         return ids
 
 
-def _refs(changes: Iterable[LakeChanges]) -> list[Ref]:
+def _refs(changes: Iterable[LakeChanges]) -> tuple[list[Ref], list[Ref]]:
+    """(subjects, retired subjects of A40s)."""
     refs: list[Ref] = []
+    retired: list[Ref] = []
     for change in changes:
         refs.append(change.person)
         if change.merged_from is not None:
-            refs.append(change.merged_from)
-    return refs
+            retired.append(change.merged_from)
+    return refs, retired
