@@ -1,4 +1,4 @@
-"""`hl7bus bench ...` (parse, mllp, deid, stream, vocab, warehouse, e2e): the benchmarks of
+"""`hl7bus bench ...` (parse, mllp, deid, stream, vocab, warehouse, lake, e2e): the benchmarks of
 bench/ (a source checkout only).
 
 Each prints JSON with its figure and a named peer's figure from the same run (BENCHMARKS.md).
@@ -279,4 +279,22 @@ def bench_e2e(
     bench = bench_module("e2e")
     with err_console.status("benchmarking MLLP -> warehouse (starts a broker and the bus)..."):
         result = bench.run(ladder, seconds)
+    typer.echo(json.dumps(result, indent=2))
+
+
+@bench_app.command("lake")
+def bench_lake(
+    stays: Annotated[
+        int, typer.Option(min=1, help="Stays (45 research records each) in the stream.")
+    ] = 2000,
+    batch_size: Annotated[
+        int, typer.Option(min=1, help="Records per sink batch (lake.batch_size).")
+    ] = 5000,
+    rounds: Annotated[int, typer.Option(min=1, help="Alternating rounds (medians kept).")] = 3,
+) -> None:
+    """Research events/s into MEDS rows (decode, map, key map, append files) vs pyarrow writing
+    the same rows in one go, and compaction seconds per million rows."""
+    bench = bench_module("lake")
+    with err_console.status("benchmarking the lake sink against one pyarrow write..."):
+        result = bench.run(stays, batch_size, rounds)
     typer.echo(json.dumps(result, indent=2))
