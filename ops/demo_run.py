@@ -2,8 +2,9 @@
 
 It starts its own broker instance (named "demo", fresh data each run), applies the topic
 catalog, runs listener, worker and warehouse sink as separate processes exactly as an operator
-would, sends the feed, waits until every record has reached the warehouse, prints a report and
-stops everything, also on Ctrl-C.
+would, sends the feed, waits until every record has reached the warehouse, then runs the lake
+sink until the MEDS dataset holds them too, prints a report and stops everything, also on
+Ctrl-C.
 """
 
 from __future__ import annotations
@@ -135,15 +136,23 @@ def _run(
             ),
             _WAIT_S,
         )
-    procs.stop("sink")  # releases the DuckDB file for the report
+    procs.stop("sink")  # releases the DuckDB file for the report and the lake sink
+    with console.status("writing the MEDS lake (the lake sink shares the warehouse's key map)..."):
+        lake = run_lake(settings, bootstrap, procs, out_dir, research)
     sizes = kafka_clients.topic_sizes(settings.kafka, bootstrap, list(names.values()))
     rows = _table_rows(bus.warehouse)
     pair = _example_pair(settings, bootstrap, names[topics.EVENTS], names["research.patient"])
 
-    console.print(_report(summary.total, summary.by_code, sizes, rows, bus.warehouse))
+    report = _report(summary.total, summary.by_code, sizes, rows, bus.warehouse)
+    age = f", newest row {lake.newest_age_s:.0f} s old" if lake.newest_age_s is not None else ""
+    report.add_row(
+        f"MEDS lake: subjects, rows, shards{age}",
+        f"{lake.subjects}, {lake.rows}, {lake.shards}" + ("" if lake.valid else " (INVALID)"),
+    )
+    console.print(report)
     leaks = _print_pair(console, pair)
     filled = all(rows[table] for table in _SAMPLE_TABLES)
-    ok = summary.ok and filled and pair is not None and not leaks
+    ok = summary.ok and filled and pair is not None and not leaks and lake.valid and lake.rows > 0
     verdict = "[bold green]demo OK[/]" if ok else "[bold red]demo FAILED[/]"
     console.print(f"{verdict} in {time.monotonic() - started:.0f}s; logs and warehouse: {out_dir}")
     return 0 if ok else 1
@@ -200,6 +209,61 @@ def start_bus(
         topic_names=tuple(spec.name for spec in catalog.specs.values()),
         concepts=concepts,
     )
+
+
+@dataclass(frozen=True)
+class LakeReport:
+    subjects: int
+    rows: int
+    shards: int
+    newest_age_s: float | None  # now minus the Kafka time of the newest record published
+    valid: bool  # `hl7bus lake check` passed
+
+
+def run_lake(
+    settings: Settings, bootstrap: str, procs: Processes, out_dir: Path, research: list[str]
+) -> LakeReport:
+    """Run `hl7bus sink lake` into `out_dir`/lake until every research record is written and
+    compacted, then stop it and check the dataset. It runs after the warehouse sink: a DuckDB
+    warehouse (its key map) serves one process at a time (docs/ai-sink.md)."""
+    from hl7bus.connectors.lake.check import check_lake
+
+    lake_dir, port = out_dir / "lake", free_port()
+    env = {
+        **os.environ,
+        "HL7BUS_KAFKA_BOOTSTRAP": bootstrap,
+        "HL7BUS_WAREHOUSE_PATH": str(out_dir / "warehouse.duckdb"),
+        "HL7BUS_LAKE_PATH": str(lake_dir),
+        "HL7BUS_LAKE_METRICS_PORT": str(port),
+        "HL7BUS_LAKE_COMPACT_INTERVAL_S": "1",
+    }
+    procs.start("lake", ["sink", "lake"], env)
+    procs.wait_for(
+        "the lake sink to write every research record",
+        lambda: (
+            kafka_clients.group_lag(settings.kafka, bootstrap, settings.lake.group_id, research)
+            == 0
+        ),
+        _WAIT_S,
+    )
+    pending = lake_dir / "_hl7bus" / "pending"
+    procs.wait_for("the lake's compaction", lambda: not any(pending.glob("*.parquet")), _WAIT_S)
+    newest = _metric(port, "hl7bus_lake_newest_record_timestamp_seconds")
+    age = time.time() - newest if newest else None
+    procs.stop("lake")
+    checked = check_lake(lake_dir)
+    return LakeReport(checked.subjects, checked.rows, checked.shards, age, checked.ok)
+
+
+def _metric(port: int, name: str) -> float | None:
+    """One unlabelled metric of a component's /metrics, None when absent."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(f"{name} "):
+                return float(line.split()[1])
+    return None
 
 
 def _table_rows(path: Path) -> dict[str, int]:

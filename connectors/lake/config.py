@@ -71,7 +71,7 @@ class LakeConfig(BaseModel):
         "127.0.0.1", description="Address of /metrics, /healthz, /readyz (0.0.0.0 for all)."
     )
     metrics_port: int | None = Field(
-        9467, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz; null: off."
+        9468, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz; null: off."
     )
 
     @field_validator("split_ratios")
