@@ -170,6 +170,9 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert "sample vocabulary loaded into the warehouse (129 concepts)" in output
     assert "no direct identifier of the source is in the research record" in output
     assert (tmp_path / "demo-out" / "warehouse.duckdb").exists()
+    # The lake sink ran after the warehouse sink; the demo checked its dataset (docs/ai-sink.md).
+    assert "MEDS lake: subjects, rows, shards" in output and "INVALID" not in output
+    assert (tmp_path / "demo-out" / "lake" / "metadata" / "dataset.json").exists()
     # The sink mapped the feed's LOINC codes through the vocabulary the demo loaded.
     conn = duckdb.connect(str(tmp_path / "demo-out" / "warehouse.duckdb"), read_only=True)
     try:
