@@ -142,7 +142,12 @@ class LakeSink:
             if self._producer is not None:
                 self._producer.flush(10)
             if opened and self.store.pending_files():
-                self._compact()  # leave the shards current
+                try:
+                    self._compact()  # leave the shards current
+                except Exception as exc:
+                    # The append files stay for the next start; the error that stopped the
+                    # sink (if any) is the one to report.
+                    log.warning("compaction on stop failed: %s", type(exc).__name__)
         finally:
             self._keys.close()
             self._lake_open = False
