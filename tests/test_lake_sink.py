@@ -22,8 +22,7 @@ import warehouse_events as ev
 from confluent_kafka import KafkaException, Producer
 from kafka_helpers import apply_catalog, read_topic
 from polling import wait_until
-from postgres_server import fresh_database
-from test_warehouse_writer import url_of
+from postgres_server import fresh_database, url_of
 from typer.testing import CliRunner
 
 from hl7bus.connectors import kafka_clients
