@@ -1,4 +1,5 @@
-"""`hl7bus bench ...` (parse, mllp, deid, stream, vocab, warehouse, lake, e2e): the benchmarks of
+"""`hl7bus bench ...` (parse, mllp, deid, scrub, stream, vocab, warehouse, lake, e2e): the
+benchmarks of
 bench/ (a source checkout only).
 
 Each prints JSON with its figure and a named peer's figure from the same run (BENCHMARKS.md).
@@ -149,6 +150,35 @@ def bench_deid(
     if profile_text:
         err_console.print(profile_text, markup=False)
     typer.echo(json.dumps(result, indent=2))
+
+
+@bench_app.command("scrub")
+def bench_scrub(
+    notes: Annotated[
+        int, typer.Option(min=10, help="Annotated synthetic notes (bench/scrubset.py).")
+    ] = 600,
+    seed: Annotated[int, typer.Option(help="Seed of the note generator.")] = 16,
+    seconds: Annotated[
+        float, typer.Option(min=0.0, help="Time budget per contender, part and round.")
+    ] = 1.0,
+    rounds: Annotated[int, typer.Option(min=1, help="Interleaved rounds.")] = 3,
+    peer: Annotated[
+        str, typer.Option(help="Git commit whose scrubber is the peer (this checkout's history).")
+    ] = "70c1b57",
+    policy_ref: Annotated[
+        str, typer.Option("--policy", help="Profile or policy file for the leak check count.")
+    ] = "kr-pseudonym",
+    show_misses: Annotated[
+        int, typer.Option(min=0, help="List this many missed spans and lost decoys.")
+    ] = 0,
+) -> None:
+    """Free-text scrubbing on annotated synthetic notes: recall per PHI category, decoy
+    survival, events withheld by the leak check, cost per note against a peer commit's
+    scrubber; targets: recall and decoy survival at least 0.98, cost at most 2x the peer's."""
+    bench = bench_module("scrub")
+    with err_console.status("benchmarking the scrubber..."):
+        result = bench.run(notes, seed, seconds, rounds, peer, policy_ref, show_misses)
+    typer.echo(json.dumps(result, indent=2, ensure_ascii=False))
 
 
 @bench_app.command("stream")

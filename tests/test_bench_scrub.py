@@ -1,0 +1,63 @@
+"""`hl7bus bench scrub`: the annotated note generator (deterministic, spans really in the text,
+every category and carrier present, messages that parse) and the benchmark's JSON shape (timings
+are not checked)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+from typer.testing import CliRunner
+
+from hl7bus.hl7v2 import parse
+from hl7bus.ops.cli import app
+from hl7bus.ops.cli.bench import bench_module
+
+scrubset = bench_module("scrubset")
+
+
+def test_generator_is_deterministic_and_annotated() -> None:
+    notes = scrubset.generate(300, seed=7)
+    again = scrubset.generate(300, seed=7)
+    assert [n.text for n in notes] == [n.text for n in again]
+    assert [n.text for n in scrubset.generate(300, seed=8)] != [n.text for n in notes]
+    categories = Counter(s.category for n in notes for s in n.phi)
+    assert set(categories) == set(scrubset.CATEGORIES)
+    assert {n.carrier for n in notes} == set(scrubset.CARRIERS)
+    assert {n.language for n in notes} == {"ko", "en", "mixed"}
+    for note in notes:
+        for span in note.phi:
+            assert span.text in note.text, (note.number, span)
+        for decoy in note.decoys:
+            assert decoy in note.text, (note.number, decoy)
+        message = parse(note.message)
+        assert message.segment("PID") is not None
+
+
+def test_score_counts_what_is_left() -> None:
+    [note] = scrubset.generate(1, seed=3)
+    perfect = note.text
+    for span in note.phi:
+        perfect = perfect.replace(span.text, "[X]")
+    full = scrubset.score([note], [perfect])
+    assert full.recall() == dict.fromkeys(full.recall(), 1.0)
+    assert full.decoy_survival() == 1.0
+    nothing = scrubset.score([note], [note.text])
+    assert set(nothing.recall().values()) == {0.0}
+    emptied = scrubset.score([note], [""])
+    assert emptied.decoy_survival() == 0.0 or not note.decoys
+
+
+def test_bench_scrub_json_shape() -> None:
+    args = ["bench", "scrub", "--notes", "30", "--seconds", "0", "--rounds", "1"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["benchmark"] == "scrub"
+    assert data["command"].startswith("hl7bus bench scrub --notes 30")
+    assert set(data["quality"]) == {"this", "peer@70c1b57"}
+    for figures in data["quality"].values():
+        assert all(0.0 <= v <= 1.0 for v in figures["recall"].values())
+    assert data["leak_check"]["events"] > 0
+    assert data["cost_us_per_note"]["this"]["scrub"] > 0
+    assert set(data["targets_met"]) == {"recall", "decoy_survival", "cost_ratio"}
