@@ -702,14 +702,12 @@ def _message(n: int, note: str, carrier: str, cast: _Cast, rng: random.Random) -
         observer = _xcn("D" + _digits(rng, 5), o)
         if carrier == "NTE":
             seg += [
-                f"OBX|1|NM|2823-3^Potassium^LN||4.1|mmol/L|3.5-5.1|N|||F|||{when}|||{observer}",
+                f"OBX|1|NM|2823-3^Potassium^LN||4.1|mmol/L|3.5-5.1|N|||F|||{when}||{observer}",
                 f"NTE|1|L|{text}",
             ]
         else:
             vt = carrier.partition("-")[2]
-            seg.append(
-                f"OBX|1|{vt}|11526-1^Pathology study^LN||{text}||||||F|||{when}|||{observer}"
-            )
+            seg.append(f"OBX|1|{vt}|11526-1^Pathology study^LN||{text}||||||F|||{when}||{observer}")
     return "\r".join(seg).encode("utf-8")
 
 

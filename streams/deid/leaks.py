@@ -12,7 +12,7 @@ from typing import Any
 from hl7bus.schemas import codec
 from hl7bus.streams.deid.errors import DeidError
 from hl7bus.streams.deid.fields import CARRIER, phi_classes
-from hl7bus.streams.scrub import COMMON_WORDS, LATIN_COMMON_WORDS, Identifiers
+from hl7bus.streams.scrub import COMMON_WORDS, LATIN_COMMON_WORDS, Identifiers, eponym_at
 
 _NOISE = re.compile(r"[\s\-_.,()/|^~&\\]+")
 _HANGUL = re.compile("[\uac00-\ud7a3\u3400-\u4dbf\u4e00-\u9fff]")
@@ -90,7 +90,8 @@ def check_leaks(
     limited profile keeps the city, which is also one of the message's address needles)."""
     # The separator is not a noise character, so no needle can match across two fields, and
     # normalizing each text before joining them is the same as normalizing the joined text.
-    haystack = "\x00".join(map(normalized_value, output))
+    texts = output if isinstance(output, list | tuple) else tuple(output)
+    haystack = "\x00".join(map(normalized_value, texts))
     if not haystack.strip("\x00"):
         return
     nested = _nested_direct(event_type)
@@ -119,12 +120,27 @@ def check_leaks(
         if not any(map(haystack.__contains__, needles)):  # the usual case, searched in C
             return
         for needle in needles:
-            if needle in haystack and needle not in released:
+            if needle in haystack and needle not in released and not _eponyms_only(needle, texts):
                 raise DeidError(
                     f"leak check: a name or identifier of the {event_type}'s message is in "
                     "the output",
                     "leak",
                 )
+
+
+def _eponyms_only(needle: str, texts: Iterable[str]) -> bool:
+    """A Latin surname found only as an eponym's (the patient Wilson, the output's "Wilson's
+    disease", which the scrubber keeps on purpose) is no leak."""
+    if not (needle.isascii() and needle.isalpha()):
+        return False
+    word = re.compile(rf"(?<![A-Za-z]){re.escape(needle)}(?![A-Za-z])", re.IGNORECASE)
+    found = False
+    for text in texts:
+        for m in word.finditer(text):
+            if not eponym_at(text, m.end()):
+                return False
+            found = True
+    return found
 
 
 def collect(values: Iterable[Any], haystack: list[str], released: set[str] | None) -> None:

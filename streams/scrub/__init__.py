@@ -36,7 +36,7 @@ from .identifiers import Identifiers, identifiers_of
 from .kinds import PLACEHOLDERS, Kind
 from .patterns import ScrubOptions
 from .step import DEFAULT_OPTIONS, ScrubResult, clear_caches, scrub_text
-from .words import COMMON_WORDS, LATIN_COMMON_WORDS, PARTICLES, TITLES
+from .words import COMMON_WORDS, LATIN_COMMON_WORDS, PARTICLES, TITLES, eponym_at
 
 __all__ = [
     "COMMON_WORDS",
@@ -50,6 +50,7 @@ __all__ = [
     "ScrubOptions",
     "ScrubResult",
     "clear_caches",
+    "eponym_at",
     "identifiers_of",
     "scrub_text",
 ]

@@ -23,6 +23,21 @@ ORC       2, 3, 4 placer/filler/group order numbers (EI.1); 10 entered by, 11 ve
           12 ordering provider, 19 action by (XCN); 14 call-back phone (XTN)
 OBR       2, 3 order numbers (EI.1); 10 collector, 16 ordering provider, 28 copies to (XCN);
           17 call-back phone (XTN); 32-35 interpreters and technicians (NDL: CNN id and name)
+EVN       5 operator (XCN)
+PV2       13 referral source (XCN)
+OBX       16 responsible observer, 25 performing organization medical director (XCN)
+NTE       5 entered by (XCN)
+TXA       5 primary activity provider, 9 originator, 10 assigned document authenticator,
+          11 transcriptionist, 22 authentication person, 23 distributed copies (XCN)
+DG1, PR1  DG1-16 diagnosing clinician; PR1-11 surgeon, 12 procedure practitioner (XCN)
+RXO, RXE  RXO-14 ordering provider's DEA, RXE-13 (XCN); RXD-10, RXA-10 dispensing and
+RXD, RXA  administering provider (XCN)
+FT1       20 performed by, 21 ordered by (XCN)
+PRD       2 provider name (XPN), 3 address (XAD), 5 communication (XTN), 7 identifiers (CX.1)
+PRT, ROL  PRT-5 participation person, ROL-4 role person (XCN); AIP-3 personnel resource (XCN)
+AIP
+CTD       2 contact name (XPN), 4 address (XAD), 5 phone (XTN)
+STF       3 staff name (XPN), 10 phone (XTN), 11 office address (XAD)
 ========  ==================================================================================
 
 From each data type: XPN family (FN.1), given, further given names; XCN/CNN id, family, given,
@@ -147,6 +162,25 @@ _FIELDS: dict[str, tuple[tuple[int, str], ...]] = {
         (2, "CX"), (3, "CX"), (10, "XCN"), (16, "XCN"), (17, "XTN"), (28, "XCN"), (32, "NDL"),
         (33, "NDL"), (34, "NDL"), (35, "NDL"),
     ),
+    # Person fields of the other segments (issue 16): every XCN/XPN a message may carry.
+    "EVN": ((5, "XCN"),),
+    "PV2": ((13, "XCN"),),
+    "OBX": ((16, "XCN"), (25, "XCN")),
+    "NTE": ((5, "XCN"),),
+    "TXA": ((5, "XCN"), (9, "XCN"), (10, "XCN"), (11, "XCN"), (22, "XCN"), (23, "XCN")),
+    "DG1": ((16, "XCN"),),
+    "PR1": ((11, "XCN"), (12, "XCN")),
+    "RXO": ((14, "XCN"),),
+    "RXE": ((13, "XCN"),),
+    "RXD": ((10, "XCN"),),
+    "RXA": ((10, "XCN"),),
+    "FT1": ((20, "XCN"), (21, "XCN")),
+    "PRD": ((2, "XPN"), (3, "XAD"), (5, "XTN"), (7, "CX")),
+    "PRT": ((5, "XCN"),),
+    "ROL": ((4, "XCN"),),
+    "AIP": ((3, "XCN"),),
+    "CTD": ((2, "XPN"), (4, "XAD"), (5, "XTN")),
+    "STF": ((3, "XPN"), (10, "XTN"), (11, "XAD")),
 }  # fmt: skip
 
 Components = list[list[str]]  # one repetition of a field: components -> subcomponents, decoded

@@ -20,6 +20,9 @@ A needle is ``(kind, literal)``. The rules apply to every needle, so
   ``Min Jun``); full names in both orders (``KIM MINJUN``, ``Minjun Kim``, ``Kim, Min-jun``),
   4 letters or more; a single part alone when it has 3 letters or more and is not a common
   English word (:data:`LATIN_COMMON_WORDS`: ``MIN``, ``JUN``, ``SON``, ``YOUNG``, ...).
+* **Hangul names in Latin script**: a full name (``family given``) is also searched in its
+  romanized spellings, both orders, and its given name alone (:mod:`.romanize`); a Latin name
+  followed by an eponym's head word (``Wilson's disease``, ``Allen test``) is left as it is.
 * **Numbers and ids** (ids, phones, RRNs, postal codes): 5 characters or more (phones: 7 digits
   or more), case-insensitive, any of space, hyphen, period, comma, parentheses (up to three) between
   characters, not inside a longer number or word and not after a decimal point; phones also
@@ -39,7 +42,8 @@ from functools import lru_cache
 from typing import NamedTuple
 
 from .kinds import Kind
-from .words import COMMON_WORDS, LATIN_COMMON_WORDS, is_latin, is_syllabic
+from .romanize import name_skeletons
+from .words import COMMON_WORDS, HANGUL_ONLY, LATIN_COMMON_WORDS, is_latin, is_syllabic
 
 __all__ = [
     "LONG",
@@ -134,6 +138,7 @@ class Tables:
     alnum: tuple[tuple[str, Kind, bool], ...]  # squeezed needle, kind, +82 form
     syllabic: tuple[tuple[str, Kind, int], ...]  # variant, kind, rule
     plain: tuple[tuple[str, Kind], ...]  # ASCII-lower-cased variant, kind
+    romanized: frozenset[str] = frozenset()  # skeletons of Hangul names (.romanize)
 
 
 @lru_cache(maxsize=4096)
@@ -142,7 +147,12 @@ def tables(needles: frozenset[tuple[Kind, str]]) -> Tables:
     alnum: dict[str, tuple[Kind, bool]] = {}
     syllabic: dict[str, tuple[Kind, int]] = {}
     plain: dict[str, Kind] = {}
+    romanized: set[str] = set()
     for kind, literal in sorted(needles, key=lambda n: (PRIORITY.get(n[0], 9), n[1])):
+        if kind is Kind.NAME and " " in literal and HANGUL_ONLY.fullmatch(literal):
+            # "family given" (the collector's full-name needle): its romanized forms too.
+            family, _, given = literal.partition(" ")
+            romanized |= name_skeletons(family, given.replace(" ", ""))
         found = spec(kind, literal)
         if found is None:
             continue
@@ -160,4 +170,5 @@ def tables(needles: frozenset[tuple[Kind, str]]) -> Tables:
         tuple(sorted(((v, k, p) for v, (k, p) in alnum.items()), key=lambda e: len(e[0]))),
         tuple(sorted(((v, k, r) for v, (k, r) in syllabic.items()), key=lambda e: len(e[0]))),
         tuple(sorted(plain.items(), key=lambda e: len(e[0]))),
+        frozenset(romanized),
     )

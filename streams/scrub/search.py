@@ -15,13 +15,15 @@ from bisect import bisect_right
 
 from .kinds import PLACEHOLDERS, Kind
 from .needles import LONG, PRIORITY, SEPARATOR, SHORT_COMMON, Tables, ascii_lower
-from .words import PARTICLES, TITLES
+from .romanize import romanized_spans
+from .words import PARTICLES, TITLES, eponym_at
 
 __all__ = ["Span", "identifier_spans", "replace_spans"]
 
 # A letter or digit, then the separators to drop (the match starts one character early so that
 # the engine can skip everything but ASCII letters and digits in C).
 _SQUEEZE = re.compile(f"[0-9a-z]{SEPARATOR}{{1,3}}(?=[0-9a-z])")
+_LATIN = re.compile("[A-Za-z]")
 
 
 def _is_digit(ch: str) -> bool:
@@ -100,7 +102,9 @@ def identifier_spans(text: str, tables: Tables) -> list[Span]:
             i = squeezed.find(needle)
             while i >= 0:
                 start, end = original(i), original(i + len(needle) - 1) + 1
-                if _edges_ok(text, start, end):
+                if _edges_ok(text, start, end) and not (
+                    kind is Kind.NAME and text[start].isalpha() and eponym_at(text, end)
+                ):
                     if start > 0 and (
                         (plus and text[start - 1] == "+")
                         or (text[start - 1] == "(" and ")" in text[start:end])
@@ -108,6 +112,10 @@ def identifier_spans(text: str, tables: Tables) -> list[Span]:
                         start -= 1  # +82 10-..., (02)123-4567
                     spans.append((start, end, kind))
                 i = squeezed.find(needle, i + 1)
+    if tables.romanized and _LATIN.search(text):
+        for start, end in romanized_spans(text, tables.romanized):
+            if not eponym_at(text, end):
+                spans.append((start, end, Kind.NAME))
     for variant, kind, rule in tables.syllabic:
         if len(variant) > len(text):
             break

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import date
 from typing import NamedTuple
 
+from .cues import cue_spans
 from .identifiers import Identifiers, field_needles
 from .kinds import Kind
 from .needles import spec, tables
@@ -41,10 +42,11 @@ def scrub_text(
     counts: dict[Kind, int] = {}
     if not text or _too_short_to_identify(text):
         return ScrubResult(text, counts)
-    if identifiers:
-        spans = identifier_spans(text, tables(identifiers.needles))
-        if spans:
-            text = replace_spans(text, spans, counts)
+    spans = identifier_spans(text, tables(identifiers.needles)) if identifiers else []
+    # Names the message does not hold, found by their cues (titles, relationship words).
+    spans += [(a, b, Kind.NAME) for a, b in cue_spans(text)]
+    if spans:
+        text = replace_spans(text, spans, counts)
     text = apply_patterns(text, counts, shift_date, options)
     return ScrubResult(text, counts)
 

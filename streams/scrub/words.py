@@ -7,6 +7,7 @@ import re
 
 __all__ = [
     "COMMON_WORDS",
+    "HANGUL_ONLY",
     "KOREAN_COMPOUND_SURNAMES",
     "LATIN_COMMON_WORDS",
     "NAME_SEPARATORS",
@@ -14,6 +15,7 @@ __all__ = [
     "SYLLABLE",
     "SYLLABLES",
     "TITLES",
+    "eponym_at",
     "is_latin",
     "is_syllabic",
 ]
@@ -84,3 +86,23 @@ def is_syllabic(text: str) -> bool:
 def is_latin(text: str) -> bool:
     """ASCII letters only (name separators allowed)."""
     return bool(text) and _LATIN.fullmatch(NAME_SEPARATORS.sub("", text)) is not None
+
+
+#: Hangul syllables and spaces only (romanizable names; Hanja are not).
+HANGUL_ONLY = re.compile("[\uac00-\ud7a3 ]+")
+
+# What follows a surname used as an eponym: Wilson's disease, Baker's cyst, Allen test, Foley
+# catheter, Hodgkin lymphoma (a patient or doctor with that surname leaves them as they are).
+_EPONYM = re.compile(
+    r"(?:'s|s'|\u2019s|')?\s?(?:disease|syndrome|sign|test|cyst|palsy|catheter|lymphoma|"
+    r"maneuver|manoeuvre|reflex|phenomenon|score|scale|criteria|classification|fracture|ulcer|"
+    r"nodes?|procedure|operation|monitor|tube|gland|duct|canal|triad|law|bodies|body|cells?|"
+    r"hernia|tumou?r|sarcoma|index|position|incision|method|anomaly|aneurysm|deformity|"
+    r"contracture|dystrophy|encephalopathy|neuralgia|neuroma|thyroiditis|coma)(?![A-Za-z])",
+    re.IGNORECASE,
+)
+
+
+def eponym_at(text: str, end: int) -> bool:
+    """The name ending at ``end`` is an eponym's (followed by disease, cyst, test, ...)."""
+    return _EPONYM.match(text, end) is not None
