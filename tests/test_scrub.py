@@ -296,7 +296,7 @@ PEOPLE = Identifiers.of(
         ("민준이가 울었다", "[NAME]이가 울었다"),  # given name alone, 2 syllables
         ("민준아 일어나", "[NAME]아 일어나"),
         ("민준 씨", "[NAME] 씨"),
-        ("민준기 선생", "민준기 선생"),  # another name: not a whole token
+        ("민준기 선생", "[NAME] 선생"),  # surname 민 + 준기 before a title: a cue
         ("남궁도윤 환자", "[NAME] 환자"),
         ("남궁 씨", "[NAME] 씨"),  # two-syllable surname alone
         ("도윤이", "[NAME]이"),
@@ -308,7 +308,7 @@ PEOPLE = Identifiers.of(
         ("이상 소견 없음", "이상 소견 없음"),
         ("이상이 있음", "이상이 있음"),
         ("3회 이상", "3회 이상"),
-        ("김 교수", "김 교수"),  # one syllable: never alone
+        ("김 교수", "[NAME] 교수"),  # a surname alone before a title: a cue (issue 16)
         ("Kim Minjun called", "[NAME] called"),
         ("MINJUN KIM", "[NAME]"),
         ("kim, min-jun", "[NAME]"),
@@ -711,3 +711,82 @@ def test_lab_values_hold_no_needle() -> None:
     # The needles that are kept do match where they fit: the test above can fail.
     assert identifier_spans("MRN 12345 and 12 34", found)
     assert scrub_text("12345", Identifiers(needles)).text == "[ID]"
+
+
+# -- issue 16: names without a list, romanized names, pattern misses, eponyms ----------------
+
+KOREAN_ONLY = Identifiers.of(names=[("김", "민준"), ("이", "서연"), ("최", "경민")])
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Pt KIM MINJUN seen", "Pt [NAME] seen"),
+        ("Kim, Min-jun called", "[NAME] called"),
+        ("Minjoon Gim was informed", "[NAME] was informed"),
+        ("Dr. Rhee Seo-yeon", "Dr. [NAME]"),
+        ("LEE, SUH YUN", "[NAME]"),
+        ("Yi Seoyeon", "[NAME]"),
+        ("Choe Kyung-Min and Choi Gyeongmin", "[NAME] and [NAME]"),
+        ("Seo-yeon at bedside", "[NAME] at bedside"),
+        ("Kim was seen", "Kim was seen"),  # a surname alone in Latin script is too common
+    ],
+)
+def test_romanized_forms_of_hangul_names(text: str, expected: str) -> None:
+    assert scrub_text(text, KOREAN_ONLY).text == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("문유진 교수 협진 의뢰함", "[NAME] 교수 협진 의뢰함"),
+        ("민준 선생님께 인계함", "[NAME] 선생님께 인계함"),
+        ("박 간호사 확인함", "[NAME] 간호사 확인함"),
+        ("오씨 내원", "[NAME]씨 내원"),
+        ("딸 김서연에게 설명함", "딸 [NAME]에게 설명함"),
+        ("고영숙(배우자) 연락처", "[NAME](배우자) 연락처"),
+        ("주치의 선생님께 보고", "주치의 선생님께 보고"),
+        ("담당 간호사 확인", "담당 간호사 확인"),
+        ("이 환자는 고령 환자로", "이 환자는 고령 환자로"),
+        ("Dr. J. Turner consulted", "Dr. [NAME] consulted"),
+        ("daughter Emily at bedside", "daughter [NAME] at bedside"),
+        ("Spoke with Sarah Johnson (daughter)", "Spoke with [NAME] (daughter)"),
+        ("Jason Sullivan, RN, gave", "[NAME], RN, gave"),
+        ("보호자 Sarah Johnson 에게", "보호자 [NAME] 에게"),
+        ("Dr. on call notified; son was informed", "Dr. on call notified; son was informed"),
+        ("Mason and Johnson's", "Mason and Johnson's"),
+    ],
+)
+def test_names_found_by_cues(text: str, expected: str) -> None:
+    assert scrub_text(text).text == expected
+
+
+@pytest.mark.parametrize(
+    "eponym",
+    ["Wilson's disease", "Baker's cyst", "Allen test", "Foley catheter", "Hodgkin lymphoma"],
+)
+def test_eponyms_survive_a_shared_surname(eponym: str) -> None:
+    surname = eponym.split("'")[0].split()[0]
+    ids = Identifiers.of(names=[(surname, "Anna")])
+    text = f"Mr. {surname} has {eponym}."
+    assert scrub_text(text, ids).text == f"Mr. [NAME] has {eponym}."
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("서울 마포구 월드컵로 381, 101동 1203호", "서울 [ADDRESS], [ADDRESS]"),
+        ("Lives at 1234 Elm Street, Apt 5B.", "Lives at [ADDRESS], Apt [ADDRESS]."),
+        ("seen on 5/17; 3/13에 내원", "seen on [DATE]; [DATE]에 내원"),
+        ("23-Feb-2026 재검", "[DATE] 재검"),
+        ("1/2 tab, motor 5/5, VAS 7/10", "1/2 tab, motor 5/5, VAS 7/10"),
+        ("800101 - 1234567", "[RRN]"),
+        ("call 1-212-555-0187", "call [PHONE]"),
+        ("a ninety-two-year-old man", "a [AGE 90+] man"),
+        ("아흔두 살, 백팔 세", "[AGE 90+], [AGE 90+]"),
+        ("specimen SP26-004512", "specimen [ID]"),
+        ("SNOMED 44054006, 경구로 500 mg", "SNOMED 44054006, 경구로 500 mg"),
+    ],
+)
+def test_pattern_misses_of_issue_16(text: str, expected: str) -> None:
+    assert scrub_text(text).text == expected

@@ -152,7 +152,7 @@ def _alternatives(options: ScrubOptions) -> list[_Alt]:
         "rrn",
         d,
         dd,
-        mmdd + rf"\s?[{_HYPHENS}]\s?(?:[0-9]{{7}}|[0-9]\*{{6}}|\*{{7}})(?![0-9*])",
+        mmdd + rf"\s{{0,2}}[{_HYPHENS}]\s{{0,2}}(?:[0-9]{{7}}|[0-9]\*{{6}}|\*{{7}})(?![0-9*])",
         "[0-9]",
     )
     add("rrn_plain", d, dd, mmdd + r"\s?[0-9]{7}(?![0-9])", "[0-9]")
@@ -176,6 +176,14 @@ def _alternatives(options: ScrubOptions) -> list[_Alt]:
     us_tail = r"[2-9][0-9]{2}[\s.\-][0-9]{4}(?![0-9]|-[0-9])"
     add("phone", "23456789", dd, r"[0-9][\s.\-]" + us_tail, r"[0-9\-.]")
     add("phone", "(", "[2-9]", r"[0-9]{2}\)\s?" + us_tail)
+    # 1-212-555-0187, 1 (212) 555-0187: the US country code without a plus
+    add(
+        "phone",
+        "1",
+        r"[\s.\-]",
+        r"(?:[2-9][0-9]{2}[\s.\-]|\([2-9][0-9]{2}\)\s?)" + us_tail,
+        "[0-9+]",
+    )
     add(
         "ssn",
         "012345678",
@@ -529,6 +537,115 @@ def _net_pass(text: str, counts: dict[Kind, int]) -> str:
     return _NET.sub(replace, text)
 
 
+_CODE_LABEL = re.compile(
+    r"(?:SNOMED(?:\s?CT)?|SCTID|LOINC|ICD(?:-?1[01])?(?:-CM)?|CPT|KCD|EDI|ATC|RxNorm|NDC|HCPCS)"
+    r"[\s:#]{0,3}$"
+)
+
+# -- the second pass: shapes the main pass does not have (issue 16) ---------------------------
+# Each is gated by a cheap test, so texts without their marks cost one search each.
+_MONTH_ABBR = "(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)"
+# (marks, regex): a shape's regex runs only when the text has one of its marks (``in``, C).
+_EXTRA_PARTS: tuple[tuple[tuple[str, ...], str], ...] = (
+    # 23-Feb-2026, 7/Mar/2026, 23-FEB-26
+    (
+        ("-", "/", " "),
+        rf"(?P<dmon>(?<![0-9])(?:3[01]|[12][0-9]|0?[1-9])[\-/ ](?i:{_MONTH_ABBR})[\-/ ]"
+        r"(?:(?:19|20)[0-9]{2}|[0-9]{2})(?![0-9]))",
+    ),
+    # 5/17, 3/13에: month/day with no year (checked in Python: fractions and scores stay)
+    (
+        ("/",),
+        r"(?P<md>(?<![0-9/.,])(?:1[0-2]|0?[1-9])/(?:3[01]|[12][0-9]|0?[1-9])(?![0-9/]|\.[0-9]))",
+    ),
+    # apartment 101동 1203호
+    (("호",), r"(?P<apt>(?<![0-9])[0-9]{1,4}\s?동\s?[0-9]{1,4}\s?호)"),
+    # Korean road address, with its district: 마포구 월드컵로 381, 세종대로 12-3
+    (
+        ("로", "길"),
+        r"(?P<road>(?:[\uac00-\ud7a3]{1,6}(?:구|군|시)\s)?[\uac00-\ud7a3]{1,8}[0-9]{0,3}(?:번)?"
+        r"(?:로|길)\s?[0-9]{1,4}(?:-[0-9]{1,4})?(?![0-9]|\s?(?:mg|mL|ml|g|kg|일|회|개|시간|분|주|"
+        r"세|번|%|정|cc|단위|mmHg|cm|mm|명|병|차)))",
+    ),
+    # US street address and unit
+    (
+        ("St", "Av", "Rd", "Road", "Dr", "Lane", "Ln", "Bl", "Ct", "Court", "Way", "Pl", "Ter",
+         "Cir"),
+        r"(?P<street>(?<![0-9])[0-9]{1,5}\s(?:[A-Z][a-z]+\s){1,3}(?:Street|St|Avenue|Ave|Road|"
+        r"Rd|Drive|Lane|Ln|Boulevard|Blvd|Court|Ct|Way|Place|Pl|Terrace|Circle)\.?(?![A-Za-z]))",
+    ),
+    (
+        ("Apt", "Apartment", "Unit", "Suite", "Ste"),
+        r"(?<![A-Za-z])(?:Apt|Apartment|Unit|Suite|Ste)\.?\s?#?\s?"
+        r"(?P<unit>[0-9]{1,5}[A-Z]?|[A-Z][0-9]{1,4})(?![A-Za-z0-9])",
+    ),
+    # ages over 89 in words
+    (
+        ("아흔", "구십", "백", "inety", "INETY", "undred", "UNDRED"),
+        r"(?P<age>아흔(?:한|두|세|네|다섯|여섯|일곱|여덟|아홉)?\s?(?:살|세)"
+        r"|(?:구십|백)(?:일|이|삼|사|오|육|칠|팔|구|십)?\s?(?:세|살)"
+        r"|(?i:ninety|one\s+hundred)(?:[\s\-](?:and\s)?(?i:one|two|three|four|five|six|seven|"
+        r"eight|nine))?[\s\-](?i:years?[\s\-]old|y/?o)(?![A-Za-z]))",
+    ),
+    # alphanumeric record and specimen numbers: SP26-004512, B13-539612
+    (("-",), r"(?P<alnum_id>(?<![A-Za-z0-9\-])[A-Z]{1,3}[0-9]{2}-[0-9]{4,}(?![0-9]))"),
+)  # fmt: skip
+_EXTRA_SPLIT = tuple((marks, re.compile(rx)) for marks, rx in _EXTRA_PARTS)
+_EXTRA_KIND = {
+    "dmon": Kind.DATE,
+    "md": Kind.DATE,
+    "apt": Kind.ADDRESS,
+    "road": Kind.ADDRESS,
+    "street": Kind.ADDRESS,
+    "unit": Kind.ADDRESS,
+    "age": Kind.AGE,
+    "alnum_id": Kind.ID,
+}
+# Around a month/day that is a fraction, a score or a dose (1/2 tab, 5/5 strength, VAS 7/10).
+_MD_CUE_BEFORE = re.compile(
+    r"(?i:on|since|from|until|till|by|before|after|seen|visit|dated|due|next|last)\s$|~\s?$"
+)
+_MD_AFTER_DATE = re.compile(r"\s?(?:에|부터|까지|경|일|자|;|,|\.|\)|$)")
+_MD_SCORE_BEFORE = re.compile(
+    r"(?i:pain|vas|nrs|score|power|strength|grade|motor|gcs|ratio|bp|fraction)[\s:=]{0,3}$"
+)
+_MD_DOSE_AFTER = re.compile(r"\s?(?i:tab|t\b|cap|amp|vial|of|정|캡슐|포|앰플|바이알|병|회)")
+
+
+def _md_is_date(text: str, start: int, end: int) -> bool:
+    """A month/day without a year, told from fractions (``1/2 tab``), scores (``5/5``,
+    ``VAS 7/10``) and ratios: a date cue before it or a date-like ending after it, and no
+    score word before or dose unit after it."""
+    before = text[max(0, start - 12) : start]
+    if _MD_SCORE_BEFORE.search(before) or _MD_DOSE_AFTER.match(text, end):
+        return False
+    if _MD_CUE_BEFORE.search(before) or _MD_AFTER_DATE.match(text, end):
+        return True
+    month, day = (int(x) for x in text[start:end].split("/"))
+    return day > 5 or month > day  # 1/2, 2/3, 3/4, 4/5: fractions unless a cue says otherwise
+
+
+def _extra_pass(text: str, counts: dict[Kind, int]) -> str:
+    for gates, rx in _EXTRA_SPLIT:
+        if any(g in text for g in gates):
+            text = _extra_one(rx, text, counts)
+    return text
+
+
+def _extra_one(rx: re.Pattern[str], text: str, counts: dict[Kind, int]) -> str:
+    def replace(m: re.Match[str]) -> str:
+        key = m.lastgroup or ""
+        if key == "md" and not _md_is_date(text, m.start(), m.end()):
+            return m.group()
+        kind = _EXTRA_KIND[key]
+        counts[kind] = counts.get(kind, 0) + 1
+        if key == "unit":  # "Apt 5B": the label stays
+            return text[m.start() : m.start("unit")] + PLACEHOLDERS[kind]
+        return PLACEHOLDERS[kind]
+
+    return rx.sub(replace, text)
+
+
 def apply_patterns(
     text: str,
     counts: dict[Kind, int],
@@ -546,6 +663,8 @@ def apply_patterns(
         key, value_group = keys[m.lastgroup or ""]
         s = m.group()
         kind = _KEY_KIND[key]
+        if key == "long_number" and _CODE_LABEL.search(m.string, 0, m.start()):
+            return s  # SNOMED 44054006: a code, not an identifier
         if key == "rrn_plain" and not _plausible_rrn(s):
             if long_n is None or long_n > 13 or not s.isdigit():
                 return s
@@ -566,4 +685,4 @@ def apply_patterns(
         counts[kind] = counts.get(kind, 0) + 1
         return PLACEHOLDERS[kind]
 
-    return compiled.regex.sub(replace, text)
+    return _extra_pass(compiled.regex.sub(replace, text), counts)
