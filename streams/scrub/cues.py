@@ -99,22 +99,24 @@ _NAME_WORDS = rf"(?:{_CAP})(?:\s+(?:{_CAP})){{0,2}}"
 _LATIN_TITLE = re.compile(
     r"(?:Dr|Prof|Mr|Mrs|Ms|Miss|Mx|Nurse|Dra)\.?\s+" rf"(?P<name>(?:[A-Z]\.\s?)?{_NAME_WORDS})"
 )
-#: Relationship words before a Latin name (matched in any case).
+#: Relationship words before a Latin name (matched in any case; the Korean ones of
+#: :data:`RELATIONS` are followed by a Latin name too: ``보호자 Sarah Johnson``).
 LATIN_RELATIONS: tuple[str, ...] = (
-    "daughter", "son", "wife", "husband", "mother", "father", "sister", "brother", "spouse",
-    "partner", "friend", "neighbor", "neighbour", "caregiver", "guardian", "niece", "nephew",
-    "grandson", "granddaughter", "hcp", "poa", "보호자", "딸", "아들", "남편", "아내", "배우자",
-    "어머니", "아버지",
+    "granddaughter", "grandson", "daughter", "son", "wife", "husband", "mother", "father",
+    "sister", "brother", "spouse", "partner", "friend", "neighbor", "neighbour", "caregiver",
+    "guardian", "niece", "nephew", "hcp", "poa",
 )  # fmt: skip
+# Searched in the lower-cased text; "not inside a word" before it is checked in Python.
+_LATIN_RELATION = re.compile("(?:" + "|".join(LATIN_RELATIONS) + ")(?![a-z])")
 _AFTER_RELATION = re.compile(rf",?\s+(?P<name>{_NAME_WORDS})")
 # A role after the name: the name is looked for in the text just before it.
 _ROLE_AFTER = re.compile(
-    r"\s?\((?:daughter|son|wife|husband|mother|father|sister|brother|spouse|partner|friend|"
+    r"\((?:daughter|son|wife|husband|mother|father|sister|brother|spouse|partner|friend|"
     r"caregiver|guardian|HCP|POA)\)"
     r"|, (?:the patient's|pt's|his|her) (?:wife|husband|daughter|son|mother|father|sister|"
     r"brother)|, (?:RN|MD|PA-C|NP|DO|LPN|CNA|PharmD)(?![A-Za-z])"
 )
-_NAME_BEFORE = re.compile(rf"(?<![A-Za-z])(?:{_NAME_WORDS})$")
+_NAME_BEFORE = re.compile(rf"(?<![A-Za-z])(?P<name>{_NAME_WORDS}) ?$")
 #: Capitalized words that end a Latin name in these positions (the sentence goes on).
 LATIN_STOP_WORDS: frozenset[str] = frozenset(
     _words(
@@ -164,6 +166,9 @@ def _korean(text: str, spans: list[Span]) -> None:
             continue
         token = _TOKEN_AFTER.match(text, m.end())
         if token is None:
+            latin = _AFTER_RELATION.match(text, m.end() - 1)  # 보호자 Sarah Johnson
+            if latin is not None:
+                _latin_name(text, latin.start("name"), latin.end("name"), spans)
             continue
         word = token.group()
         for size in (3, 4):
@@ -206,24 +211,16 @@ def _latin(text: str, spans: list[Span]) -> None:
     for m in _LATIN_TITLE.finditer(text):
         if m.start() == 0 or not text[m.start() - 1].isalpha():
             _latin_name(text, m.start("name"), m.end("name"), spans)
-    # str.find per word (C) on the lower-cased text: cheaper than one regex of them all.
-    lowered = ascii_lower(text)
-    for word in LATIN_RELATIONS:
-        i = lowered.find(word)
-        while i >= 0:
-            end = i + len(word)
-            if (i == 0 or not text[i - 1].isalpha()) and (
-                end == len(text) or not text[end].isalpha()
-            ):
-                m = _AFTER_RELATION.match(text, end)
-                if m is not None:
-                    _latin_name(text, m.start("name"), m.end("name"), spans)
-            i = lowered.find(word, end)
+    for m in _LATIN_RELATION.finditer(ascii_lower(text)):
+        if m.start() == 0 or not text[m.start() - 1].isalpha():
+            after = _AFTER_RELATION.match(text, m.end())
+            if after is not None:
+                _latin_name(text, after.start("name"), after.end("name"), spans)
     for m in _ROLE_AFTER.finditer(text):
         window = max(0, m.start() - 60)
         name = _NAME_BEFORE.search(text, window, m.start())
         if name is not None:
-            _latin_name(text, name.start(), name.end(), spans)
+            _latin_name(text, name.start("name"), name.end("name"), spans)
 
 
 def cue_spans(text: str) -> list[Span]:

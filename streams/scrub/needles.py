@@ -42,7 +42,7 @@ from functools import lru_cache
 from typing import NamedTuple
 
 from .kinds import Kind
-from .romanize import name_skeletons
+from .romanize import NO_NAMES, NameSkeletons, name_skeletons
 from .words import COMMON_WORDS, HANGUL_ONLY, LATIN_COMMON_WORDS, is_latin, is_syllabic
 
 __all__ = [
@@ -138,7 +138,7 @@ class Tables:
     alnum: tuple[tuple[str, Kind, bool], ...]  # squeezed needle, kind, +82 form
     syllabic: tuple[tuple[str, Kind, int], ...]  # variant, kind, rule
     plain: tuple[tuple[str, Kind], ...]  # ASCII-lower-cased variant, kind
-    romanized: frozenset[str] = frozenset()  # skeletons of Hangul names (.romanize)
+    romanized: NameSkeletons = NO_NAMES  # skeletons of Hangul names (.romanize)
 
 
 @lru_cache(maxsize=4096)
@@ -170,5 +170,5 @@ def tables(needles: frozenset[tuple[Kind, str]]) -> Tables:
         tuple(sorted(((v, k, p) for v, (k, p) in alnum.items()), key=lambda e: len(e[0]))),
         tuple(sorted(((v, k, r) for v, (k, r) in syllabic.items()), key=lambda e: len(e[0]))),
         tuple(sorted(plain.items(), key=lambda e: len(e[0]))),
-        frozenset(romanized),
+        NameSkeletons.of(frozenset(romanized)),
     )

@@ -545,52 +545,59 @@ _CODE_LABEL = re.compile(
 # -- the second pass: shapes the main pass does not have (issue 16) ---------------------------
 # Each is gated by a cheap test, so texts without their marks cost one search each.
 _MONTH_ABBR = "(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)"
-# (marks, regex): a shape's regex runs only when the text has one of its marks (``in``, C).
-_EXTRA_PARTS: tuple[tuple[tuple[str, ...], str], ...] = (
+# One regex a shape (re skips in C to a literal or a class that starts it; no lookbehind comes
+# first, the checks one would make are done in Python on a match: _EXTRA_NOT_AFTER), each run
+# only on texts with its mark. A road address is found from its 로/길 and a number; the road's
+# name and district before it are taken in Python (_ROAD_BEFORE).
+_EXTRA_DIGITS = re.compile(
+    # A run of digits (tried once per run: the lookbehind comes after its first digit), then
+    # what makes it a date, an apartment unit or a street number; ranges checked in Python.
+    r"[0-9](?<![0-9][0-9])[0-9]{0,4}(?:"
     # 23-Feb-2026, 7/Mar/2026, 23-FEB-26
-    (
-        ("-", "/", " "),
-        rf"(?P<dmon>(?<![0-9])(?:3[01]|[12][0-9]|0?[1-9])[\-/ ](?i:{_MONTH_ABBR})[\-/ ]"
-        r"(?:(?:19|20)[0-9]{2}|[0-9]{2})(?![0-9]))",
-    ),
-    # 5/17, 3/13에: month/day with no year (checked in Python: fractions and scores stay)
-    (
-        ("/",),
-        r"(?P<md>(?<![0-9/.,])(?:1[0-2]|0?[1-9])/(?:3[01]|[12][0-9]|0?[1-9])(?![0-9/]|\.[0-9]))",
-    ),
+    rf"(?P<dmon>[\-/ ](?i:{_MONTH_ABBR})[\-/ ](?:(?:19|20)[0-9]{{2}}|[0-9]{{2}})(?![0-9]))"
+    # 5/17, 3/13에: month/day with no year (fractions and scores stay: _md_is_date)
+    r"|(?P<md>/[0-9]{1,2}(?![0-9/]|\.[0-9]))"
     # apartment 101동 1203호
-    (("호",), r"(?P<apt>(?<![0-9])[0-9]{1,4}\s?동\s?[0-9]{1,4}\s?호)"),
-    # Korean road address, with its district: 마포구 월드컵로 381, 세종대로 12-3
-    (
-        ("로", "길"),
-        r"(?P<road>(?:[\uac00-\ud7a3]{1,6}(?:구|군|시)\s)?[\uac00-\ud7a3]{1,8}[0-9]{0,3}(?:번)?"
-        r"(?:로|길)\s?[0-9]{1,4}(?:-[0-9]{1,4})?(?![0-9]|\s?(?:mg|mL|ml|g|kg|일|회|개|시간|분|주|"
-        r"세|번|%|정|cc|단위|mmHg|cm|mm|명|병|차)))",
-    ),
-    # US street address and unit
-    (
-        ("St", "Av", "Rd", "Road", "Dr", "Lane", "Ln", "Bl", "Ct", "Court", "Way", "Pl", "Ter",
-         "Cir"),
-        r"(?P<street>(?<![0-9])[0-9]{1,5}\s(?:[A-Z][a-z]+\s){1,3}(?:Street|St|Avenue|Ave|Road|"
-        r"Rd|Drive|Lane|Ln|Boulevard|Blvd|Court|Ct|Way|Place|Pl|Terrace|Circle)\.?(?![A-Za-z]))",
-    ),
-    (
-        ("Apt", "Apartment", "Unit", "Suite", "Ste"),
-        r"(?<![A-Za-z])(?:Apt|Apartment|Unit|Suite|Ste)\.?\s?#?\s?"
-        r"(?P<unit>[0-9]{1,5}[A-Z]?|[A-Z][0-9]{1,4})(?![A-Za-z0-9])",
-    ),
-    # ages over 89 in words
-    (
-        ("아흔", "구십", "백", "inety", "INETY", "undred", "UNDRED"),
-        r"(?P<age>아흔(?:한|두|세|네|다섯|여섯|일곱|여덟|아홉)?\s?(?:살|세)"
-        r"|(?:구십|백)(?:일|이|삼|사|오|육|칠|팔|구|십)?\s?(?:세|살)"
-        r"|(?i:ninety|one\s+hundred)(?:[\s\-](?:and\s)?(?i:one|two|three|four|five|six|seven|"
-        r"eight|nine))?[\s\-](?i:years?[\s\-]old|y/?o)(?![A-Za-z]))",
-    ),
-    # alphanumeric record and specimen numbers: SP26-004512, B13-539612
-    (("-",), r"(?P<alnum_id>(?<![A-Za-z0-9\-])[A-Z]{1,3}[0-9]{2}-[0-9]{4,}(?![0-9]))"),
-)  # fmt: skip
-_EXTRA_SPLIT = tuple((marks, re.compile(rx)) for marks, rx in _EXTRA_PARTS)
+    r"|(?P<apt>\s?동\s?[0-9]{1,4}\s?호)"
+    # US street address
+    r"|(?P<street>\s(?:[A-Z][a-z]+\s){1,3}(?:Street|St|Avenue|Ave|Road|Rd|Drive|Lane|Ln|"
+    r"Boulevard|Blvd|Court|Ct|Way|Place|Pl|Terrace|Circle)\.?(?![A-Za-z])))"
+)
+# a unit: Apt 5B (the label stays)
+_EXTRA_UNIT = re.compile(
+    r"(?:Apt|Apartment|Unit|Suite|Ste)\.?\s?#?\s?(?P<unit>[0-9]{1,5}[A-Z]?|[A-Z][0-9]{1,4})"
+    r"(?![A-Za-z0-9])"
+)
+# the end of a Korean road address: 월드컵로 381, 판교역로 12-3, 34번길 5
+_EXTRA_ROAD = re.compile(
+    r"(?P<road>(?:로|길)\s?[0-9]{1,4}(?:-[0-9]{1,4})?(?![0-9]|\s?(?:mg|mL|ml|g|kg|일|회|개|"
+    r"시간|분|주|세|번|%|정|cc|단위|mmHg|cm|mm|명|병|차)))"
+)
+# ages over 89 in Korean words: 아흔두 살, 구십이 세, 백팔 세
+_EXTRA_AGE = re.compile(
+    r"(?P<age>아흔(?:한|두|세|네|다섯|여섯|일곱|여덟|아홉)?\s?(?:살|세)"
+    r"|(?:구십|백)(?:일|이|삼|사|오|육|칠|팔|구|십)?\s?(?:세|살))"
+)
+# alphanumeric record and specimen numbers: SP26-004512, B13-539612 (at a word's start)
+_EXTRA_ALNUM_ID = re.compile(
+    r"(?P<alnum_id>[A-Z](?<![A-Za-z0-9\-][A-Z])[A-Z]{0,2}[0-9]{2}-[0-9]{4,}(?![0-9]))"
+)
+# (regex, marks: run only when the text has one; none: always)
+_EXTRA: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = (
+    (_EXTRA_DIGITS, ()),
+    (_EXTRA_UNIT, ()),
+    (_EXTRA_ROAD, ("로", "길")),
+    (_EXTRA_AGE, ("아흔", "구십", "백")),
+    (_EXTRA_ALNUM_ID, ("-",)),
+)
+# English ages in words, searched only in texts that have "ninety" or "hundred".
+_AGE_WORDS = re.compile(
+    r"(?<![A-Za-z])(?P<age>(?i:ninety|one\s+hundred)(?:[\s\-](?:and\s)?(?i:one|two|three|four|"
+    r"five|six|seven|eight|nine))?[\s\-](?i:years?[\s\-]old|y/?o)(?![A-Za-z]))"
+)
+_ROAD_BEFORE = re.compile(
+    "(?:[\uac00-\ud7a3]{1,6}(?:구|군|시)\\s)?[\uac00-\ud7a3]{1,8}[0-9]{0,3}(?:번)?$"
+)
 _EXTRA_KIND = {
     "dmon": Kind.DATE,
     "md": Kind.DATE,
@@ -601,6 +608,7 @@ _EXTRA_KIND = {
     "age": Kind.AGE,
     "alnum_id": Kind.ID,
 }
+_ASCII_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 # Around a month/day that is a fraction, a score or a dose (1/2 tab, 5/5 strength, VAS 7/10).
 _MD_CUE_BEFORE = re.compile(
     r"(?i:on|since|from|until|till|by|before|after|seen|visit|dated|due|next|last)\s$|~\s?$"
@@ -625,25 +633,83 @@ def _md_is_date(text: str, start: int, end: int) -> bool:
     return day > 5 or month > day  # 1/2, 2/3, 3/4, 4/5: fractions unless a cue says otherwise
 
 
-def _extra_pass(text: str, counts: dict[Kind, int]) -> str:
-    for gates, rx in _EXTRA_SPLIT:
-        if any(g in text for g in gates):
-            text = _extra_one(rx, text, counts)
-    return text
+# What may not come right before a shape (a lookbehind at the start of the regex would stop re
+# from skipping to its first characters in C).
+_EXTRA_NOT_AFTER = {
+    "dmon": "0123456789",
+    "md": "0123456789/.,",
+    "apt": "0123456789",
+    "street": "0123456789",
+    "unit": _ASCII_LETTERS,
+}
 
 
-def _extra_one(rx: re.Pattern[str], text: str, counts: dict[Kind, int]) -> str:
+_DIGITS_FIRST = frozenset({"dmon", "md", "apt", "street"})
+
+
+def _age_words(text: str, counts: dict[Kind, int]) -> str:
     def replace(m: re.Match[str]) -> str:
-        key = m.lastgroup or ""
-        if key == "md" and not _md_is_date(text, m.start(), m.end()):
-            return m.group()
-        kind = _EXTRA_KIND[key]
-        counts[kind] = counts.get(kind, 0) + 1
-        if key == "unit":  # "Apt 5B": the label stays
-            return text[m.start() : m.start("unit")] + PLACEHOLDERS[kind]
-        return PLACEHOLDERS[kind]
+        counts[Kind.AGE] = counts.get(Kind.AGE, 0) + 1
+        return PLACEHOLDERS[Kind.AGE]
 
-    return rx.sub(replace, text)
+    return _AGE_WORDS.sub(replace, text)
+
+
+def _digits_fit(key: str, digits: str, tail: str) -> bool:
+    """The digit run before a date's tail has the right size and range."""
+    if key == "dmon":
+        return len(digits) <= 2 and 1 <= int(digits) <= 31
+    if key == "md":
+        return len(digits) <= 2 and 1 <= int(digits) <= 12 and 1 <= int(tail[1:]) <= 31
+    return True
+
+
+def _extra_pass(text: str, counts: dict[Kind, int]) -> str:
+    lowered = text.lower()
+    if "inety" in lowered or "undred" in lowered:
+        text = _age_words(text, counts)
+    found: list[tuple[int, int, Kind]] = []
+    for rx, marks in _EXTRA:
+        if marks and not any(mark in text for mark in marks):
+            continue
+        for m in rx.finditer(text):
+            span = _extra_span(text, m)
+            if span is not None:
+                found.append(span)
+    if not found:
+        return text
+    found.sort()
+    out: list[str] = []
+    pos = 0
+    for start, end, kind in found:
+        if start < pos:
+            continue
+        counts[kind] = counts.get(kind, 0) + 1
+        out.append(text[pos:start])
+        out.append(PLACEHOLDERS[kind])
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _extra_span(text: str, m: re.Match[str]) -> tuple[int, int, Kind] | None:
+    """The span a second-pass match replaces, or None when its checks fail."""
+    key = m.lastgroup or ""
+    start, end = m.start(), m.end()
+    if start > 0 and text[start - 1] in _EXTRA_NOT_AFTER.get(key, ""):
+        return None
+    if key in _DIGITS_FIRST and not _digits_fit(key, text[start : m.start(key)], m[key]):
+        return None
+    if key == "md" and not _md_is_date(text, start, end):
+        return None
+    if key == "unit":  # "Apt 5B": the label stays
+        start = m.start("unit")
+    elif key == "road":
+        road = _ROAD_BEFORE.search(text, max(0, start - 24), start)
+        if road is None:
+            return None  # "로 5" alone: a particle before a number, not a road
+        start = road.start()
+    return start, end, _EXTRA_KIND[key]
 
 
 def apply_patterns(

@@ -17,8 +17,9 @@ RR form: ``Lee``, ``Park``, ``Rhee``, ``Roh``).
 The search (:func:`romanized_spans`) splits a text's Latin letters into words, skeletons each
 word (cached), and looks up runs of up to four words joined by at most three separators
 (space, hyphen, comma, period, apostrophe): a full name in either order, ``Family, Given``,
-given names joined, hyphenated or spaced, any case. The cost does not grow with the number of
-spellings.
+given names joined, hyphenated or spaced, any case after a capital first letter (``Kim``,
+``KIM``; a name written all in lower case is not looked for). The cost does not grow with the
+number of spellings.
 
 Evaluated against the ``hangul-romanize`` package (0.1.0): it gives the RR form of a text only
 (no customary spellings, no surname forms, sound changes across syllables that names do not
@@ -29,10 +30,13 @@ dependency.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from functools import lru_cache
 
 __all__ = [
+    "NO_NAMES",
     "SURNAME_SPELLINGS",
+    "NameSkeletons",
     "name_skeletons",
     "revised_romanization",
     "romanized_spans",
@@ -116,6 +120,7 @@ def surname_skeletons(family: str) -> frozenset[str]:
 
 
 _WORD = re.compile("[A-Za-z]+")
+_CAPITALIZED = re.compile("[A-Z][A-Za-z]*")
 _JOIN = re.compile(r"[\s\-,.']{1,3}")
 _MAX_WORDS = 4
 
@@ -136,21 +141,52 @@ def name_skeletons(family: str, given: str) -> frozenset[str]:
     return frozenset(out)
 
 
-def romanized_spans(text: str, names: frozenset[str]) -> list[tuple[int, int]]:
-    """Spans of runs of up to four Latin words whose joined skeleton is in ``names``."""
-    words = [(m.start(), m.end(), skeleton(m.group())) for m in _WORD.finditer(text)]
-    longest = max(map(len, names), default=0)
+@dataclass(frozen=True)
+class NameSkeletons:
+    """The skeletons of a message's Hangul names, and every prefix of them (a text whose words
+    start none is passed over after one set operation)."""
+
+    names: frozenset[str]
+    prefixes: frozenset[str]
+    longest: int
+
+    @classmethod
+    def of(cls, names: frozenset[str]) -> NameSkeletons:
+        prefixes = frozenset(n[:k] for n in names for k in range(1, len(n) + 1))
+        return cls(names, prefixes, max(map(len, names), default=0))
+
+    def __bool__(self) -> bool:
+        return bool(self.names)
+
+
+NO_NAMES = NameSkeletons.of(frozenset())
+
+
+def romanized_spans(text: str, sk: NameSkeletons) -> list[tuple[int, int]]:
+    """Spans of runs of up to four Latin words whose joined skeleton is one of ``sk.names``."""
+    prefixes, names = sk.prefixes, sk.names
+    # A name starts with a capital (Kim, KIM): the other words are skeletoned only when one of
+    # those starts a name.
+    if prefixes.isdisjoint(map(skeleton, _CAPITALIZED.findall(text))):
+        return []
+    skels = list(map(skeleton, _WORD.findall(text)))
+    words = [m.span() for m in _WORD.finditer(text)]
     spans = []
-    for i, (start, end, acc) in enumerate(words):
+    for i, acc in enumerate(skels):
+        if acc not in prefixes or not text[words[i][0]].isupper():
+            continue
+        start, end = words[i]
         j = i
         while True:
             if acc in names:
                 spans.append((start, end))
             j += 1
-            if j >= len(words) or j - i >= _MAX_WORDS or len(acc) >= longest:
+            if j >= len(words) or j - i >= _MAX_WORDS or len(acc) >= sk.longest:
                 break
             if _JOIN.fullmatch(text, end, words[j][0]) is None:
                 break
+            acc += skels[j]
+            if acc not in prefixes:
+                break
             end = words[j][1]
-            acc += words[j][2]
     return spans
