@@ -138,9 +138,9 @@ def _korean(text: str, spans: list[Span]) -> None:
         end = m.start()
         if end > 0 and text[end - 1] == " ":
             end -= 1
-        token = _TOKEN_BEFORE.search(text, 0, end)
-        if token is None:
-            continue
+        token = _TOKEN_BEFORE.search(text, max(0, end - 4), end)
+        if token is None or (token.start() > 0 and "\uac00" <= text[token.start() - 1] <= "\ud7a3"):
+            continue  # no token, or a word of five syllables or more: not a name
         word = token.group()
         start = token.start()
         title = m.group()

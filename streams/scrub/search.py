@@ -23,6 +23,8 @@ __all__ = ["Span", "identifier_spans", "replace_spans"]
 # A letter or digit, then the separators to drop (the match starts one character early so that
 # the engine can skip everything but ASCII letters and digits in C).
 _SQUEEZE = re.compile(f"[0-9a-z]{SEPARATOR}{{1,3}}(?=[0-9a-z])")
+# The same separators, matched alone (to drop them in one substitution).
+_SQUEEZE_OUT = re.compile(f"(?<=[0-9a-z]){SEPARATOR}{{1,3}}(?=[0-9a-z])")
 _LATIN = re.compile("[A-Za-z]")
 
 
@@ -77,22 +79,21 @@ def identifier_spans(text: str, tables: Tables) -> list[Span]:
     spans: list[Span] = []
     lowered = ascii_lower(text) if tables.alnum or tables.plain else text
     if tables.alnum:
-        # The text without separators inside runs of letters and digits; a position p in it is
-        # p + shifts[k - 1] in the text, k being the number of cuts at or before p.
+        # The text without separators inside runs of letters and digits (one C substitution);
+        # a position p in it is p + shifts[k - 1] in the text, k being the number of cuts at or
+        # before p. The cuts are worked out only when a needle is found (most texts have none).
+        squeezed = _SQUEEZE_OUT.sub("", lowered)
         cuts: list[int] = []
         shifts: list[int] = []
-        pieces: list[str] = []
-        removed = pos = 0
-        for m in _SQUEEZE.finditer(lowered):
-            a, b = m.start() + 1, m.end()
-            pieces.append(lowered[pos:a])
-            cuts.append(a - removed)
-            removed += b - a
-            shifts.append(removed)
-            pos = b
-        squeezed = "".join(pieces) + lowered[pos:] if cuts else lowered
 
         def original(p: int) -> int:
+            if not cuts and len(squeezed) != len(lowered):
+                removed = 0
+                for m in _SQUEEZE.finditer(lowered):
+                    a, b = m.start() + 1, m.end()
+                    cuts.append(a - removed)
+                    removed += b - a
+                    shifts.append(removed)
             k = bisect_right(cuts, p)
             return p + shifts[k - 1] if k else p
 
