@@ -6,7 +6,7 @@ from typing import Any
 
 from hl7bus.hl7v2 import Segment
 from hl7bus.schemas.keys import join_key
-from hl7bus.streams.mapping import Context, Event, repetitions
+from hl7bus.streams.mapping import Context, Event, notes_after, repetitions
 from hl7bus.streams.normalize import iso_date, yes_no
 
 
@@ -17,6 +17,7 @@ def patient(ctx: Context) -> list[Event]:
     # Position 0, as before identifiers and merges existed: event ids stay stable.
     record = ctx.common("Patient", 0, ctx.event_instant())
     record.update(_demographics(ctx, pid))
+    record["notes"] = notes_after(ctx.message, pid, ctx.message.segment("PD1"))
     return [ctx.event("Patient", record)]
 
 
@@ -75,6 +76,7 @@ def encounter(ctx: Context) -> list[Event]:
         admit_reason_text=pv2.get("3.2") if pv2 else None,
         expected_admit_time=ctx.utc(pv2.get("8.1")) if pv2 else None,
         expected_discharge_time=ctx.utc(pv2.get("9.1")) if pv2 else None,
+        notes=notes_after(ctx.message, pv1, pv2),
     )
     return [ctx.event("Encounter", record)]
 
@@ -85,6 +87,7 @@ def _demographics(ctx: Context, pid: Segment) -> dict[str, Any]:
     sex, gender = ctx.terms.administrative_sex(sex_source)
     marital = pid.get("16.1")
     return {
+        "notes": notes_after(ctx.message, pid),
         "mrn": pid.get("3.1"),
         "assigning_authority": pid.get("3.4"),
         "identifiers": _identifiers(ctx, pid, 3) or None,

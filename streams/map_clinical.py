@@ -7,7 +7,7 @@ from typing import Any
 
 from hl7bus.hl7v2 import Segment
 from hl7bus.schemas.keys import join_key
-from hl7bus.streams.mapping import Context, Event, as_int, joined, repetitions
+from hl7bus.streams.mapping import Context, Event, as_int, every_repetition, joined, notes_after
 from hl7bus.streams.normalize import to_float
 
 
@@ -27,6 +27,7 @@ def diagnoses(ctx: Context) -> list[Event]:
             clinician_family_name=dg1.get("16.2.1") or dg1.get("16.2"),
             clinician_given_name=dg1.get("16.3"),
             action_code=dg1.get("21"),
+            notes=notes_after(ctx.message, dg1),
             **ctx.coded(dg1, 3, when.utc if when else None),
         )
         events.append(ctx.event("Diagnosis", record))
@@ -49,9 +50,10 @@ def allergies(ctx: Context) -> list[Event]:
             set_id=as_int(segment.get("1")),
             allergen_type=segment.get("2.1"),
             severity=segment.get("4.1"),
-            reaction=_all(ctx, segment, 5, "; "),
+            reaction=every_repetition(ctx.message, segment, 5, "; "),
             action_code=segment.get("6.1") if iam else None,
             onset_time=ctx.utc(onset),
+            notes=notes_after(ctx.message, segment),
             **ctx.coded(segment, 3, when.utc if when else None, prefix="allergen_"),
         )
         events.append(ctx.event("Allergy", record))
@@ -76,6 +78,7 @@ def procedures(ctx: Context) -> list[Event]:
             surgeon_family_name=pr1.get("12.2.1") or pr1.get("12.2"),
             surgeon_given_name=pr1.get("12.3"),
             action_code=pr1.get("20"),
+            notes=notes_after(ctx.message, pr1),
             **ctx.coded(pr1, 3, when.utc if when else None),
         )
         events.append(ctx.event("Procedure", record))
@@ -168,15 +171,6 @@ def documents(ctx: Context) -> list[Event]:
         availability_status=txa.get("19"),
         change_reason=txa.get("21"),
         content_type=obx[0].get("2") if obx else None,
-        text=joined([_all(ctx, segment, 5, "\n") for segment in obx]),
+        text=joined([every_repetition(ctx.message, segment, 5) for segment in obx]),
     )
     return [ctx.event("Document", record)]
-
-
-def _all(ctx: Context, segment: Segment, number: int, separator: str) -> str | None:
-    """Every repetition of a field as text (the first component of coded repetitions' text is
-    kept whole: CE reactions read better as 'code^text')."""
-    count = repetitions(ctx.message, segment, number)
-    if count <= 1:
-        return segment.get(str(number))
-    return joined([segment.get(f"{number}[{r}]") for r in range(1, count + 1)], separator)

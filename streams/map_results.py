@@ -6,7 +6,7 @@ from typing import Any
 
 from hl7bus.hl7v2 import Segment
 from hl7bus.schemas.keys import join_key
-from hl7bus.streams.mapping import Context, Event, as_int, joined, repetitions
+from hl7bus.streams.mapping import Context, Event, as_int, every_repetition, joined, repetitions
 from hl7bus.streams.normalize import numeric_with_comparator, reference_range
 
 _CODED = frozenset({"CE", "CWE", "CNE"})
@@ -37,7 +37,7 @@ def orders(ctx: Context) -> list[Event]:
             orc_alone, notes = False, found[-1][1]
         elif name == "NTE":
             if notes is not None:
-                notes.append(segment.get("3"))
+                notes.append(every_repetition(ctx.message, segment, 3))
         else:
             notes = None
     if orc_alone and orc is not None:
@@ -114,7 +114,7 @@ def observations(ctx: Context) -> list[Event]:
             continue
         if name == "NTE":
             if last is not None:
-                notes.append(segment.get("3"))
+                notes.append(every_repetition(ctx.message, segment, 3))
             continue
         flush()
         last, notes = None, []

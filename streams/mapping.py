@@ -229,6 +229,33 @@ def repetitions(message: Message, segment: Segment, number: int) -> int:
     return fields[number].count(rs) + 1 if rs else 1
 
 
+def every_repetition(
+    message: Message, segment: Segment, number: int, separator: str = "\n"
+) -> str | None:
+    """Every repetition of a field as text, joined (NTE-3 comment lines, TX document lines;
+    the first component of coded repetitions is kept whole: CE reactions read better as
+    'code^text')."""
+    count = repetitions(message, segment, number)
+    if count <= 1:
+        return segment.get(str(number))
+    return joined([segment.get(f"{number}[{r}]") for r in range(1, count + 1)], separator)
+
+
+def notes_after(message: Message, *segments: Segment | None) -> str | None:
+    """The NTE-3 comments (every repetition) of the NTE segments right after each of
+    ``segments``: the notes that annotate them, joined by newlines."""
+    names = message.segment_names
+    found: list[str | None] = []
+    for segment in segments:
+        if segment is None:
+            continue
+        i = segment.index + 1
+        while i < len(names) and names[i] == "NTE":
+            found.append(every_repetition(message, Segment(message, i), 3))
+            i += 1
+    return joined(found)
+
+
 def as_int(value: str | None) -> int | None:
     if not value:
         return None
