@@ -1,15 +1,23 @@
 """scrub: free-text de-identification. Pure functions, no I/O.
 
-Two steps, in this order (matching the message's own identifiers first is cheap and very
-effective; patterns alone have modest recall):
+Three steps (matching the message's own identifiers first is cheap and very effective;
+patterns alone have modest recall):
 
-1. :func:`identifiers_of` collects the message's own names and identifiers into an
-   :class:`Identifiers` set; :func:`scrub_text` replaces every occurrence of them in the text
-   (Hangul, Hanja and Latin script; case-insensitive; numbers tolerant of spaces, hyphens, dots
-   and parentheses between digits; Hangul names followed by particles or honorifics).
-2. Patterns replace what any message may contain: Korean resident registration numbers, Korean
+1. :func:`identifiers_of` collects the message's own names and identifiers (every person, id,
+   phone and address field of every segment) into an :class:`Identifiers` set;
+   :func:`scrub_text` replaces every occurrence of them in the text (Hangul, Hanja and Latin
+   script; case-insensitive; numbers tolerant of spaces, hyphens, dots and parentheses between
+   digits; Hangul names followed by particles or honorifics, and in their romanized spellings:
+   ``Kim Min-jun``, ``LEE, SEOYEON``, ``Choe Kyung-Min``). A surname used as an eponym
+   (``Wilson's disease``, ``Allen test``) stays.
+2. Names the message does not hold are found by their cues: titles and honorifics (교수,
+   선생님, 님, 씨, Dr., Prof., Mr.), relationship words (딸, 보호자, wife, daughter), credentials
+   and roles after a name (``, RN``, ``(daughter)``).
+3. Patterns replace what any message may contain: Korean resident registration numbers, Korean
    and international phone numbers, US SSNs, e-mail addresses, URLs, IPv4/IPv6 addresses,
-   labelled and long MRN-like numbers, dates (or shifts them), ages over 89, labelled postal codes.
+   labelled, long and alphanumeric record numbers, dates (or shifts them; also DD-Mon-YYYY and
+   month/day without a year), ages over 89 (in words too), labelled postal codes, Korean road
+   and apartment addresses, US street addresses.
 
 Each replacement says what was removed (``[NAME]``, ``[ID]``, ``[RRN]``, ``[PHONE]``, ``[EMAIL]``,
 ``[URL]``, ``[IP]``, ``[DATE]``, ``[ADDRESS]``, ``[AGE 90+]``); :class:`ScrubResult` counts them
@@ -21,7 +29,8 @@ One job a module:
   :class:`Identifiers` value; :mod:`.collector` — how a value becomes needles;
 * :mod:`.needles` — the needle rules (what is searched, how, what is too short) and the search
   tables of one identifier set; :mod:`.search` — finding and replacing them in a text;
-* :mod:`.words` — word lists (titles, particles, common words) and scripts;
+* :mod:`.words` — word lists (titles, particles, common words, eponyms) and scripts;
+* :mod:`.romanize` — Hangul names in Latin script; :mod:`.cues` — names found by their cues;
 * :mod:`.patterns` — the pattern rules; :mod:`.kinds` — what a replacement removed;
 * :mod:`.step` — :func:`scrub_text` and :func:`clear_caches`.
 

@@ -23,7 +23,11 @@ Latin script:
 
 Words that are never names in these positions (departments, ``The``, ...) stop a name; an
 eponym (``Murphy's sign``) is never taken. Hangul names with no cue at all (``송수빈에게 설명함``)
-are not found here: see docs/deid-profiles.md for the analyzer that was evaluated for them.
+are not found here. A Korean morphological analyzer was evaluated for them and not adopted
+(kiwipiepy 0.24.1 with kiwipiepy-model 0.24.0, proper nouns (NNP) of name shape: it finds about
+half of them, but costs ~420-540 us a note, 4-5x the whole scrubber, and 218 MB installed;
+without the name-shape filter it also removes departments, drugs and eponyms; figures and
+command in BENCHMARKS.md, scrub).
 """
 
 from __future__ import annotations
@@ -153,8 +157,6 @@ def _korean(text: str, spans: list[Span]) -> None:
                 spans.append((start, token.end()))
             continue
         if len(word) == 1 or (len(word) == 2 and word in SURNAMES):
-            if word == "이" and end != m.start():
-                continue  # "이 선생님" may be "this doctor"; "이씨", "이교수" are names
             spans.append((start, token.end()))
         elif word[:1] in SURNAMES or word[:2] in SURNAMES:
             if len(word) <= 4:

@@ -8,8 +8,10 @@ it), and no ``IGNORECASE`` (letters are written ``[Mm]``; a case-insensitive cla
 would cost milliseconds to compile and slow every match). Candidates that need more than a regex
 (a real calendar date, a valid IP address) are checked in Python on the match only.
 
-Two passes: network identifiers (e-mail, URL, IPv6) only when the text has their marks, then the
-main pass. Order of alternatives decides between matches starting at the same character: IPv4,
+Three passes: network identifiers (e-mail, URL, IPv6) only when the text has their marks, the
+main pass, then a second pass of shapes added for issue 16 (dates without a year or with a month
+name between day and year, addresses, ages in words, alphanumeric record numbers: one regex a
+shape, see ``_EXTRA``). Order of alternatives decides between matches starting at the same character: IPv4,
 RRN, phone numbers, US SSN, dates, ages, labelled ids, labelled postal codes, long numbers.
 """
 

@@ -13,6 +13,7 @@ from .identifiers import Identifiers, field_needles
 from .kinds import Kind
 from .needles import spec, tables
 from .patterns import ScrubOptions, apply_patterns
+from .romanize import skeleton
 from .search import identifier_spans, replace_spans
 
 __all__ = ["DEFAULT_OPTIONS", "ScrubResult", "clear_caches", "scrub_text"]
@@ -67,8 +68,10 @@ def _too_short_to_identify(text: str) -> bool:
 
 
 def clear_caches() -> None:
-    """Forget cached field values and search tables (they hold identifiers in memory; bounded
-    LRU caches, cleared here e.g. between test cases or on a key rotation)."""
+    """Forget cached field values, search tables and word skeletons (they hold identifiers and
+    words of texts in memory; bounded LRU caches, cleared here e.g. between test cases or on a
+    key rotation)."""
     field_needles.cache_clear()
+    skeleton.cache_clear()
     tables.cache_clear()
     spec.cache_clear()
