@@ -11,8 +11,9 @@ would cost milliseconds to compile and slow every match). Candidates that need m
 Three passes: network identifiers (e-mail, URL, IPv6) only when the text has their marks, the
 main pass, then a second pass of shapes added for issue 16 (dates without a year or with a month
 name between day and year, addresses, ages in words, alphanumeric record numbers: one regex a
-shape, see ``_EXTRA``). Order of alternatives decides between matches starting at the same character: IPv4,
-RRN, phone numbers, US SSN, dates, ages, labelled ids, labelled postal codes, long numbers.
+shape, see ``_EXTRA``). In the main pass the order of alternatives decides between matches
+starting at the same character: IPv4, RRN, phone numbers, US SSN, dates, ages, labelled ids,
+labelled postal codes, long numbers.
 """
 
 from __future__ import annotations
