@@ -110,8 +110,11 @@ LATIN_RELATIONS: tuple[str, ...] = (
     "sister", "brother", "spouse", "partner", "friend", "neighbor", "neighbour", "caregiver",
     "guardian", "niece", "nephew", "hcp", "poa",
 )  # fmt: skip
-# Searched in the lower-cased text; "not inside a word" before it is checked in Python.
-_LATIN_RELATION = re.compile("(?:" + "|".join(LATIN_RELATIONS) + ")(?![a-z])")
+# Searched in the lower-cased text; "not inside a word" is a lookbehind after each word's first
+# letter (so that re still skips to those letters in C, and Johnson is no son).
+_LATIN_RELATION = re.compile(
+    "(?:" + "|".join(f"{w[0]}(?<![a-z]{w[0]}){w[1:]}" for w in LATIN_RELATIONS) + ")(?![a-z])"
+)
 _AFTER_RELATION = re.compile(rf",?\s+(?P<name>{_NAME_WORDS})")
 # A role after the name: the name is looked for in the text just before it.
 _ROLE_AFTER = re.compile(
@@ -214,10 +217,9 @@ def _latin(text: str, spans: list[Span]) -> None:
         if m.start() == 0 or not text[m.start() - 1].isalpha():
             _latin_name(text, m.start("name"), m.end("name"), spans)
     for m in _LATIN_RELATION.finditer(ascii_lower(text)):
-        if m.start() == 0 or not text[m.start() - 1].isalpha():
-            after = _AFTER_RELATION.match(text, m.end())
-            if after is not None:
-                _latin_name(text, after.start("name"), after.end("name"), spans)
+        after = _AFTER_RELATION.match(text, m.end())
+        if after is not None:
+            _latin_name(text, after.start("name"), after.end("name"), spans)
     for m in _ROLE_AFTER.finditer(text):
         window = max(0, m.start() - 60)
         name = _NAME_BEFORE.search(text, window, m.start())

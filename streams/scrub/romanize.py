@@ -152,7 +152,10 @@ class NameSkeletons:
 
     @classmethod
     def of(cls, names: frozenset[str]) -> NameSkeletons:
-        prefixes = frozenset(n[:k] for n in names for k in range(1, len(n) + 1))
+        # From two letters on: one-letter words (K, A, I) are common; the one-letter surname
+        # spellings (O for 오, I for 이, U for 우) are kept.
+        prefixes = frozenset(n[:k] for n in names for k in range(2, len(n) + 1))
+        prefixes |= {n[0] for n in names if n[0] in "oiu"}
         return cls(names, prefixes, max(map(len, names), default=0))
 
     def __bool__(self) -> bool:
