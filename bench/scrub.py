@@ -15,7 +15,8 @@ same process, same notes, same rounds):
   message (a refused event is safe but lost for research), and the other refusals;
 * cost per note, CPU microseconds of this process (per core): ``identifiers`` (identifiers_of
   of the message) and ``scrub`` (scrub_text of the note), warm caches as in a live feed, timed in
-  interleaved rounds; ``cost_ratio`` is this tree's over the peer's, for the scrub and for both.
+  interleaved rounds; ``cost_ratio`` is this tree's over the peer's, for the scrub (best round
+  of each, and the range of the round-by-round ratio) and for both.
 
 Targets (issue 16): recall at least 0.98 in every category, decoy survival at least 0.98,
 scrub cost per note at most 2x the peer's.
@@ -187,10 +188,15 @@ def run(
     peer_name = f"peer@{peer}"
     this_total = cost["this"]["identifiers"] + cost["this"]["scrub"]
     peer_total = cost[peer_name]["identifiers"] + cost[peer_name]["scrub"]
-    ratio = {
+    ratio: dict[str, Any] = {
         "scrub": round(cost["this"]["scrub"] / cost[peer_name]["scrub"], 3),
         "identifiers_and_scrub": round(this_total / peer_total, 3),
     }
+    # The ratio round by round: a wide range means a noisy machine (BENCHMARKS.md).
+    per_round = [
+        t / p for t, p in zip(samples["this"]["scrub"], samples[peer_name]["scrub"], strict=True)
+    ]
+    ratio["scrub_range"] = [round(min(per_round), 3), round(max(per_round), 3)]
     recall = quality["this"]["recall"]
     return {
         "benchmark": "scrub",
