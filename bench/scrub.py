@@ -18,6 +18,12 @@ same process, same notes, same rounds):
   interleaved rounds; ``cost_ratio`` is this tree's over the peer's, for the scrub (best round
   of each, and the range of the round-by-round ratio) and for both.
 
+``--analyzer kiwi`` adds the contender ``this+kiwi``: Korean proper nouns (NNP) that a
+morphological analyzer finds, of name shape (a surname and one to three syllables, not a role
+word), replaced before this tree's scrubber. It needs ``pip install kiwipiepy==0.24.1
+kiwipiepy-model==0.24.0`` (not a dependency of hl7bus: evaluated and not adopted, see
+BENCHMARKS.md, scrub); it is scored and timed like the others, and its tokenizer alone too.
+
 Targets (issue 16): recall at least 0.98 in every category, decoy survival at least 0.98,
 scrub cost per note at most 2x the peer's.
 """
@@ -81,6 +87,42 @@ def load_peer(ref: str = PEER) -> ModuleType:
     return module
 
 
+class _WithKiwi:
+    """This tree's scrubber after kiwipiepy's name-shaped proper nouns are replaced."""
+
+    def __init__(self) -> None:
+        from kiwipiepy import Kiwi  # type: ignore[import-not-found]  # optional, not a dependency
+
+        from hl7bus.streams.scrub.cues import ROLE_WORDS, SURNAMES
+
+        self.kiwi = Kiwi()
+        self.surnames, self.roles = SURNAMES, ROLE_WORDS
+        self.identifiers_of = scrub.identifiers_of
+
+    def _name_shaped(self, form: str) -> bool:
+        return (
+            2 <= len(form) <= 4
+            and all("\uac00" <= c <= "\ud7a3" for c in form)
+            and (form[:1] in self.surnames or form[:2] in self.surnames)
+            and form not in self.roles
+        )
+
+    def tokenize(self, text: str) -> Any:
+        return self.kiwi.tokenize(text)
+
+    def scrub_text(self, text: str, ids: Any) -> Any:
+        from hl7bus.streams.scrub.search import replace_spans
+
+        spans = [
+            (t.start, t.start + t.len, scrub.Kind.NAME)
+            for t in self.kiwi.tokenize(text)
+            if t.tag == "NNP" and self._name_shaped(t.form)
+        ]
+        if spans:
+            text = replace_spans(text, spans, {})
+        return scrub.scrub_text(text, ids)
+
+
 def _scrubbed(impl: Any, notes: list[Note], messages: list[Message]) -> list[str]:
     return [
         impl.scrub_text(n.text, impl.identifiers_of(m)).text
@@ -141,11 +183,16 @@ def run(
     peer: str = PEER,
     policy_ref: str = "kr-pseudonym",
     show_misses: int = 0,
+    analyzer: str | None = None,
 ) -> dict[str, Any]:
     corpus = generate(notes, seed)
     messages = [parse(n.message) for n in corpus]
     peer_impl = load_peer(peer)
     contenders: dict[str, Any] = {"this": scrub, f"peer@{peer}": peer_impl}
+    if analyzer == "kiwi":
+        contenders["this+kiwi"] = _WithKiwi()
+    elif analyzer is not None:
+        raise ValueError(f"analyzer {analyzer!r}: the only one is kiwi")
     quality: dict[str, Any] = {}
     for name, impl in contenders.items():
         s = score(corpus, _scrubbed(impl, corpus, messages))
@@ -181,10 +228,18 @@ def run(
 
             samples[name]["identifiers"].append(_timed(identifiers_all, seconds) / notes * 1e6)
             samples[name]["scrub"].append(_timed(scrub_all, seconds) / notes * 1e6)
-    cost = {
+    cost: dict[str, dict[str, float]] = {
         name: {part: round(min(v), 2) for part, v in parts.items()}
         for name, parts in samples.items()
     }
+    if analyzer == "kiwi":
+        tokenizer = contenders["this+kiwi"]
+
+        def tokenize_all() -> None:
+            for n in corpus:
+                tokenizer.tokenize(n.text)
+
+        cost["this+kiwi"]["tokenize"] = round(_timed(tokenize_all, seconds) / notes * 1e6, 2)
     peer_name = f"peer@{peer}"
     this_total = cost["this"]["identifiers"] + cost["this"]["scrub"]
     peer_total = cost[peer_name]["identifiers"] + cost[peer_name]["scrub"]
@@ -201,7 +256,8 @@ def run(
     return {
         "benchmark": "scrub",
         "command": f"hl7bus bench scrub --notes {notes} --seed {seed} --seconds {seconds} "
-        f"--rounds {rounds} --peer {peer} --policy {policy_ref}",
+        f"--rounds {rounds} --peer {peer} --policy {policy_ref}"
+        + (f" --analyzer {analyzer}" if analyzer else ""),
         "python": platform.python_version(),
         "machine": platform.machine(),
         "notes": notes,

@@ -61,3 +61,16 @@ def test_bench_scrub_json_shape() -> None:
     assert data["leak_check"]["events"] > 0
     assert data["cost_us_per_note"]["this"]["scrub"] > 0
     assert set(data["targets_met"]) == {"recall", "decoy_survival", "cost_ratio"}
+
+
+def test_bench_scrub_analyzer_errors_name_the_option() -> None:
+    base = ["bench", "scrub", "--notes", "10", "--seconds", "0", "--rounds", "1"]
+    unknown = CliRunner().invoke(app, [*base, "--analyzer", "mecab"])
+    assert unknown.exit_code == 2
+    assert "analyzer 'mecab'" in unknown.output
+    try:
+        import kiwipiepy  # type: ignore[import-not-found]  # noqa: F401
+    except ImportError:
+        missing = CliRunner().invoke(app, [*base, "--analyzer", "kiwi"])
+        assert missing.exit_code != 0
+        assert "--analyzer kiwi: kiwipiepy is not installed" in missing.output

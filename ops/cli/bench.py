@@ -171,13 +171,24 @@ def bench_scrub(
     show_misses: Annotated[
         int, typer.Option(min=0, help="List this many missed spans and lost decoys.")
     ] = 0,
+    analyzer: Annotated[
+        str | None,
+        typer.Option(help="Add 'kiwi' (kiwipiepy, installed by hand) as a contender."),
+    ] = None,
 ) -> None:
     """Free-text scrubbing on annotated synthetic notes: recall per PHI category, decoy
     survival, events withheld by the leak check, cost per note against a peer commit's
     scrubber; targets: recall and decoy survival at least 0.98, cost at most 2x the peer's."""
     bench = bench_module("scrub")
     with err_console.status("benchmarking the scrubber..."):
-        result = bench.run(notes, seed, seconds, rounds, peer, policy_ref, show_misses)
+        try:
+            result = bench.run(
+                notes, seed, seconds, rounds, peer, policy_ref, show_misses, analyzer
+            )
+        except ImportError as exc:
+            fail(f"--analyzer {analyzer}: {exc.name} is not installed")
+        except ValueError as exc:
+            fail(str(exc), code=2)
     typer.echo(json.dumps(result, indent=2, ensure_ascii=False))
 
 
