@@ -32,8 +32,9 @@ action                 effect
 ``generalize:kr_postal3``  a Korean 5-digit postal code to its first 3 digits (the si/gun/gu
                        district); anything else null
 ``scrub``              free text through :func:`hl7bus.streams.scrub.scrub_text` with the
-                       message's own identifiers, then patterns; dates in it shifted with the
-                       patient's offset, replaced or kept (the policy's ``free_text_dates``)
+                       message's own identifiers, then names found by their cues, then
+                       patterns; dates in it shifted with the patient's offset, replaced or
+                       kept (the policy's ``free_text_dates``)
 =====================  ======================================================================
 
 Allow-list: a field the policy does not name is absent from the research topic's contract

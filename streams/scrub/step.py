@@ -1,5 +1,5 @@
-"""The scrub step: a free text with the message's own identifiers, then pattern matches,
-replaced; and the caches it keeps."""
+"""The scrub step: a free text with the message's own identifiers and the names found by their
+cues, then pattern matches, replaced; and the caches it keeps."""
 
 from __future__ import annotations
 
@@ -34,7 +34,8 @@ def scrub_text(
     shift_date: Callable[[date], date] | None = None,
     options: ScrubOptions = DEFAULT_OPTIONS,
 ) -> ScrubResult:
-    """Free text with the message's own identifiers, then pattern matches, replaced.
+    """Free text with the message's own identifiers and the names found by their cues, then
+    pattern matches, replaced.
 
     ``shift_date`` (a date -> date function, e.g. the patient's consistent offset) shifts full
     dates instead of replacing them, keeping their format; partial dates (no year or no day) are
