@@ -60,12 +60,14 @@ def load_peer(ref: str = PEER) -> ModuleType:
     """The scrub package of commit ``ref`` of this checkout, imported as a package of its own
     (its modules import ``hl7bus.hl7v2``, which this work does not change)."""
     root = Path(__file__).resolve().parent.parent
-    names = subprocess.run(
+    listed = subprocess.run(
         ["git", "-C", str(root), "ls-tree", "--name-only", ref, "streams/scrub/"],
-        check=True,
         capture_output=True,
         text=True,
-    ).stdout.split()
+    )
+    if listed.returncode != 0 or not listed.stdout.strip():
+        raise ValueError(f"--peer {ref}: no streams/scrub/ at that commit in this checkout")
+    names = listed.stdout.split()
     folder = Path(tempfile.mkdtemp(prefix="scrub-peer-")) / "scrub_peer"
     folder.mkdir()
     for name in names:
@@ -185,14 +187,14 @@ def run(
     show_misses: int = 0,
     analyzer: str | None = None,
 ) -> dict[str, Any]:
+    if analyzer not in (None, "kiwi"):
+        raise ValueError(f"analyzer {analyzer!r}: the only one is kiwi")
     corpus = generate(notes, seed)
     messages = [parse(n.message) for n in corpus]
     peer_impl = load_peer(peer)
     contenders: dict[str, Any] = {"this": scrub, f"peer@{peer}": peer_impl}
     if analyzer == "kiwi":
         contenders["this+kiwi"] = _WithKiwi()
-    elif analyzer is not None:
-        raise ValueError(f"analyzer {analyzer!r}: the only one is kiwi")
     quality: dict[str, Any] = {}
     for name, impl in contenders.items():
         s = score(corpus, _scrubbed(impl, corpus, messages))
