@@ -748,6 +748,7 @@ def test_romanized_forms_of_hangul_names(text: str, expected: str) -> None:
         ("주치의 선생님께 보고", "주치의 선생님께 보고"),
         ("담당 간호사 확인", "담당 간호사 확인"),
         ("이 환자는 고령 환자로", "이 환자는 고령 환자로"),
+        ("그 간호사가 확인, 각 과장 및 간호사", "그 간호사가 확인, 각 과장 및 간호사"),
         ("Dr. J. Turner consulted", "Dr. [NAME] consulted"),
         ("daughter Emily at bedside", "daughter [NAME] at bedside"),
         ("Spoke with Sarah Johnson (daughter)", "Spoke with [NAME] (daughter)"),

@@ -154,12 +154,12 @@ def _korean(text: str, spans: list[Span]) -> None:
         if word in ROLE_WORDS:
             continue
         if title == _PATIENT_TITLE:
-            if (len(word) == 1 and word not in _NOT_SURNAMES_BEFORE_PATIENT) or (
+            if (word in SURNAMES and word not in _NOT_SURNAMES_BEFORE_PATIENT) or (
                 len(word) == 3 and word[:1] in SURNAMES
             ):
                 spans.append((start, token.end()))
             continue
-        if len(word) == 1 or (len(word) == 2 and word in SURNAMES):
+        if word in SURNAMES:  # a surname alone: 박 간호사, 남궁 씨 (그 간호사, 각 과장 are not)
             spans.append((start, token.end()))
         elif word[:1] in SURNAMES or word[:2] in SURNAMES:
             if len(word) <= 4:
