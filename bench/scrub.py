@@ -56,9 +56,10 @@ TARGETS = {"recall": 0.98, "decoy_survival": 0.98, "cost_ratio": 2.0}
 _TEXT_FIELDS = ("value_text", "notes", "text")
 
 
-def load_peer(ref: str = PEER) -> ModuleType:
-    """The scrub package of commit ``ref`` of this checkout, imported as a package of its own
-    (its modules import ``hl7bus.hl7v2``, which this work does not change)."""
+def load_peer(ref: str, into: Path) -> ModuleType:
+    """The scrub package of commit ``ref`` of this checkout, written under ``into`` and imported
+    as a package of its own (its modules import ``hl7bus.hl7v2``, which this work does not
+    change). Its ``__init__`` imports every module, so ``into`` may go once this returns."""
     root = Path(__file__).resolve().parent.parent
     listed = subprocess.run(
         ["git", "-C", str(root), "ls-tree", "--name-only", ref, "streams/scrub/"],
@@ -68,7 +69,7 @@ def load_peer(ref: str = PEER) -> ModuleType:
     if listed.returncode != 0 or not listed.stdout.strip():
         raise ValueError(f"--peer {ref}: no streams/scrub/ at that commit in this checkout")
     names = listed.stdout.split()
-    folder = Path(tempfile.mkdtemp(prefix="scrub-peer-")) / "scrub_peer"
+    folder = into / "scrub_peer"
     folder.mkdir()
     for name in names:
         if name.endswith(".py"):
@@ -191,7 +192,8 @@ def run(
         raise ValueError(f"analyzer {analyzer!r}: the only one is kiwi")
     corpus = generate(notes, seed)
     messages = [parse(n.message) for n in corpus]
-    peer_impl = load_peer(peer)
+    with tempfile.TemporaryDirectory(prefix="scrub-peer-") as tmp:
+        peer_impl = load_peer(peer, Path(tmp))
     contenders: dict[str, Any] = {"this": scrub, f"peer@{peer}": peer_impl}
     if analyzer == "kiwi":
         contenders["this+kiwi"] = _WithKiwi()
