@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from prometheus_client import Counter as PromCounter
 from prometheus_client import Histogram
 
-from hl7bus.schemas import telemetry, topics
+from hl7bus.schemas import codec, telemetry, topics
 from hl7bus.streams.steps import (
     DEID_STAGE,
     DeidSettings,
@@ -263,13 +263,19 @@ class Stages:
 
         deid = self.deid if self.fused else None
         for record in records:
+            try:
+                envelope: dict[str, Any] | None = codec.decode(record.value)[1]
+            except codec.CodecError:
+                envelope = None  # the parse step sends it to the DLQ
             source = (record.partition, record.offset)
-            sighting, verdict = dedupe_check(record.value, source, seen, self.window_us)
+            sighting, verdict = dedupe_check(envelope, source, seen, self.window_us)
             if sighting is not None and verdict is not Verdict.NEW:
                 counts.verdicts[verdict, sighting.feed] += 1
             if verdict in (Verdict.RESENT, Verdict.REDELIVERED):
                 continue
-            outputs += parse_step(record.key, record.value, self.zone, deid, self.identified_output)
+            outputs += parse_step(
+                record.key, record.value, self.zone, deid, self.identified_output, envelope
+            )
             if sighting is not None:
                 in_batch.setdefault(sighting.key, []).append(sighting)
                 sightings.append((record, sighting))

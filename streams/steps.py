@@ -68,15 +68,16 @@ class Verdict(StrEnum):
 
 
 def dedupe_check(
-    value: bytes,
+    envelope: dict[str, Any] | None,
     source: tuple[int, int] | None,
     seen: Callable[[str], Sequence[Sighting]],
     window_us: int,
 ) -> tuple[Sighting | None, Verdict]:
-    """(this record's sighting, what it is), the sighting None when the record cannot be
-    decoded or has no control id (never a duplicate: the parse step sends it to the DLQ or
-    maps it as usual). `seen` gives the remembered sightings of a feed|MSH-10; a sighting is
-    remembered once the outputs of a NEW or REUSED record are delivered.
+    """(this record's sighting, what it is) for a raw record's decoded envelope; the sighting is
+    None when the record could not be decoded (`envelope` None) or has no control id: never a
+    duplicate (the parse step sends it to the DLQ or maps it as usual). `seen` gives the
+    remembered sightings of a feed|MSH-10; a sighting is remembered once the outputs of a NEW
+    or REUSED record are delivered.
 
     A duplicate is the same feed, MSH-10 and content (digest of the message bytes) received
     again within the window after a sighting; a reused control id with other content (a
@@ -84,9 +85,7 @@ def dedupe_check(
     again (`source`: its partition and offset), after a crash or rebalance that came between
     the confirmation of its outputs and the commit of its offset, is a redelivery, not a send.
     """
-    try:
-        _, envelope = codec.decode(value)
-    except codec.CodecError:
+    if envelope is None:
         return None, Verdict.NEW
     control_id = envelope.get("control_id")
     if not control_id:
@@ -124,8 +123,12 @@ def parse_step(
     zone: tzinfo,
     deid: DeidSettings | None = None,
     identified: bool = True,
+    envelope: dict[str, Any] | None = None,
 ) -> list[Output]:
     """hl7.raw record -> typed events for hl7.events, or one DLQ record.
+
+    `envelope`: the record's value already decoded (the worker decodes it once for the
+    duplicate check and the parse); None: decoded here.
 
     With ``deid`` (the worker runs both stages), the research form of each event follows its
     identified form, made from the event in memory: the same result as :func:`deidentify_step`
@@ -134,7 +137,8 @@ def parse_step(
     identified encode; the research forms and the DLQ records are those made with it on.
     """
     try:
-        _, envelope = codec.decode(value)
+        if envelope is None:
+            envelope = codec.decode(value)[1]
         events = events_from_raw(envelope, zone)
         encoded = [_identified(e, key) for e in events] if identified else []
     except codec.CodecError:
