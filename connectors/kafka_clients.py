@@ -409,3 +409,95 @@ def group_lag(
         return lag
     finally:
         consumer.close()
+
+
+def reader_config(cfg: KafkaConfig, bootstrap: str, group_id: str) -> dict[str, Any]:
+    """A consumer that only reads the partitions it is assigned: it never commits an offset
+    (operator tools: `hl7bus dlq`, `hl7bus replay`), so it moves no group's position."""
+    return {
+        **base_config(cfg, bootstrap),
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        # The end of a partition is reported, so a reader stops there even when the last
+        # offsets hold no record (compacted away, or a transaction marker).
+        "enable.partition.eof": True,
+    }
+
+
+def partition_ranges(
+    consumer: Consumer, topic: str, timeout: float = 10.0
+) -> dict[int, tuple[int, int]]:
+    """partition -> (low, high) watermarks of a topic; a missing topic raises KeyError naming
+    it."""
+    metadata = consumer.list_topics(topic, timeout=timeout)
+    found = metadata.topics.get(topic)
+    if found is None or found.error is not None:
+        raise KeyError(f"topic {topic!r} does not exist (run `hl7bus topics apply`)")
+    return {p: _watermarks(consumer, TopicPartition(topic, p), timeout) for p in found.partitions}
+
+
+def offsets_at(
+    consumer: Consumer, topic: str, partitions: Sequence[int], ms: int, timeout: float = 10.0
+) -> dict[int, int]:
+    """partition -> the first offset whose record time is at or after `ms` (epoch
+    milliseconds); the high watermark where there is none."""
+    asked = [TopicPartition(topic, p, ms) for p in partitions]
+    found = until_served(lambda: consumer.offsets_for_times(asked, timeout=timeout), timeout)
+    out = {}
+    for tp in found:
+        out[tp.partition] = tp.offset if tp.offset >= 0 else _watermarks(consumer, tp, timeout)[1]
+    return out
+
+
+def read_ranges(
+    consumer: Consumer, topic: str, ranges: dict[int, tuple[int, int]], timeout: float = 30.0
+) -> list[Message]:
+    """Every record of `topic` in [start, end) of each partition (`ranges`: partition ->
+    (start, end)), in partition-then-offset order. Raises TimeoutError when the broker stops
+    handing records out before the ends are reached (records deleted meanwhile are skipped)."""
+    wanted = {p: (s, e) for p, (s, e) in ranges.items() if e > s}
+    if not wanted:
+        return []
+    consumer.assign([TopicPartition(topic, p, s) for p, (s, _) in wanted.items()])
+    got: dict[int, list[Message]] = {p: [] for p in wanted}
+    open_parts = set(wanted)
+    deadline = time.monotonic() + timeout
+    try:
+        while open_parts:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading {topic}: no records for {timeout:g} s")
+            message = consumer.poll(0.5)
+            if message is None:
+                continue
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    open_parts.discard(message.partition() or 0)
+                    continue
+                raise KafkaException(error)
+            p, offset = message.partition() or 0, message.offset() or 0
+            if p not in open_parts:
+                continue
+            end = wanted[p][1]
+            if offset < end:
+                got[p].append(message)
+                deadline = time.monotonic() + timeout
+            if offset >= end - 1:
+                open_parts.discard(p)
+    finally:
+        consumer.unassign()
+    return [m for p in sorted(got) for m in got[p]]
+
+
+def message_headers(message: Message) -> list[tuple[str, bytes]]:
+    """A consumed record's headers as (name, bytes) pairs (a null value as b"")."""
+    found = message.headers() or []
+    pairs = found.items() if isinstance(found, dict) else found
+    return [
+        (name, value.encode() if isinstance(value, str) else value or b"") for name, value in pairs
+    ]
+
+
+def wire_headers(headers: Headers) -> list[tuple[str, str | bytes | None]]:
+    """Headers in the form Producer.produce takes."""
+    return list(headers)

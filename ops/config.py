@@ -22,6 +22,7 @@ from hl7bus.connectors.kafka_clients import DEFAULT_BOOTSTRAP, KafkaConfig
 from hl7bus.connectors.lake.config import LakeConfig
 from hl7bus.connectors.mllp.config import MllpConfig
 from hl7bus.connectors.warehouse.config import WarehouseConfig
+from hl7bus.ops.dlq import DlqConfig
 from hl7bus.ops.lag_exporter import LagExporterConfig
 from hl7bus.ops.local_kafka import LocalKafkaConfig, running_bootstrap
 from hl7bus.ops.logs import LogConfig
@@ -70,6 +71,10 @@ class Settings(BaseSettings):
     )
     lake: LakeConfig = Field(
         default_factory=LakeConfig, description="The MEDS lake sink (AI training data)."
+    )
+    dlq: DlqConfig = Field(
+        default_factory=DlqConfig,
+        description="The DLQ and replay commands (`hl7bus dlq`, `hl7bus replay`).",
     )
 
     @classmethod

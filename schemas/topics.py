@@ -16,6 +16,7 @@ from hl7bus.schemas.datafile import load_yaml
 RAW = "raw"
 DLQ = "dlq"
 EVENTS = "events"
+DLQ_DONE = "dlq_done"
 
 
 def research(event_type: str) -> str:

@@ -37,7 +37,7 @@ from hl7bus.schemas.topics import TopicCatalog
 from hl7bus.streams.broker_auth import BrokerAuth
 from hl7bus.streams.deid import Policy, Pseudonymizer
 from hl7bus.streams.stage import SIGHTINGS_KEPT, Record, Stages
-from hl7bus.streams.steps import DeidSettings, Output, Sighting
+from hl7bus.streams.steps import REPLAY_HEADER, DeidSettings, Output, Sighting
 
 log = logging.getLogger(__name__)
 
@@ -424,7 +424,23 @@ def run(app: Any, loglevel: str = "warning", logging_config: dict[str, Any] | No
 def _record(event: Any) -> Record:
     message = event.message
     return Record(
-        event.key, event.value, message.topic, message.partition, message.offset, origin=event
+        event.key,
+        event.value,
+        message.topic,
+        message.partition,
+        message.offset,
+        replay=_is_replay(event.headers),
+        origin=event,
+    )
+
+
+def _is_replay(headers: Any) -> bool:
+    """Whether a record's headers (faust gives a mapping or (name, value) pairs) mark a replay."""
+    if not headers:
+        return False
+    names = headers.keys() if isinstance(headers, Mapping) else (name for name, _ in headers)
+    return any(
+        (name.decode() if isinstance(name, bytes) else name) == REPLAY_HEADER for name in names
     )
 
 

@@ -102,6 +102,8 @@ class Record:
     topic: str
     partition: int
     offset: int
+    # Carries the hl7bus.replay header: an operator's replay or resubmit, never a duplicate.
+    replay: bool = False
     # The adapter's own handle on the record (faust's event), handed back to the store when a
     # sighting is remembered; never read here.
     origin: Any = field(default=None, compare=False, repr=False)
@@ -263,6 +265,14 @@ class Stages:
 
         deid = self.deid if self.fused else None
         for record in records:
+            if record.replay:
+                # A replay re-runs a message on purpose (after a map or policy change): it is
+                # processed as new and not remembered, so it neither counts as a resend nor
+                # turns the sender's next real resend into new content.
+                outputs += parse_step(
+                    record.key, record.value, self.zone, deid, self.identified_output
+                )
+                continue
             try:
                 envelope: dict[str, Any] | None = codec.decode(record.value)[1]
             except codec.CodecError:

@@ -34,6 +34,11 @@ class Output:
 
 
 DEID_STAGE = "deidentifying"  # the hl7bus.stage header of de-identification's DLQ records
+#: Header of a record an operator sent again (`hl7bus replay`, `hl7bus dlq resubmit`); its value
+#: says where the record came from (``raw/<partition>/<offset>``, ``dlq/<partition>/<offset>``).
+#: The worker takes a raw record carrying it as new, without remembering it for dedupe
+#: (docs/operations.md, Replay).
+REPLAY_HEADER = "hl7bus.replay"
 
 
 def _dlq(key: bytes | None, value: bytes, stage: str, reason: str) -> Output:

@@ -14,6 +14,7 @@ from hl7bus.ops.cli import (
     config,
     deid,
     demo,
+    dlq,
     ingest,
     kafka,
     lake,
@@ -44,6 +45,7 @@ app.command("worker")(worker.worker)
 app.command("status")(monitor.status)
 app.command("lag-exporter")(monitor.lag_exporter)
 app.command("demo")(demo.demo)
+app.command("replay")(dlq.replay)
 app.command("parse")(parse.parse_files)
 app.command("deid")(deid.deid_files)
 app.add_typer(kafka.kafka_app, name="kafka")
@@ -51,6 +53,7 @@ app.add_typer(topics.topics_app, name="topics")
 app.add_typer(config.config_app, name="config")
 app.add_typer(mllp.mllp_app, name="mllp")
 app.add_typer(worker.sink_app, name="sink")
+app.add_typer(dlq.dlq_app, name="dlq")
 app.add_typer(warehouse.warehouse_app, name="warehouse")
 app.add_typer(lake.lake_app, name="lake")
 worker.sink_app.command("lake")(lake.sink_lake)
