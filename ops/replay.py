@@ -236,14 +236,18 @@ def stored_events(
         messages = kafka_clients.read_ranges(consumer, topic, marks, timeout)
     finally:
         consumer.close()
-    found: dict[str, dict[str, Any]] = {}
+    # The latest by record time: the copies of one event may sit in different partitions
+    # (a replay under another partitioner, a re-keyed event).
+    found: dict[str, tuple[int, dict[str, Any]]] = {}
     for message in messages:
         try:
             _, record = codec.decode(message.value() or b"")
         except codec.CodecError:
             continue
-        found[str(record["event_id"])] = record
-    return found
+        event_id, ms = str(record["event_id"]), message.timestamp()[1]
+        if event_id not in found or found[event_id][0] <= ms:
+            found[event_id] = (ms, record)
+    return {event_id: record for event_id, (_, record) in found.items()}
 
 
 def diff(chosen: Sequence[Chosen], stored: dict[str, dict[str, Any]], zone: tzinfo) -> list[Change]:

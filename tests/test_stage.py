@@ -288,3 +288,23 @@ def test_delivery_notes_progress_and_adds_the_counts_to_the_metrics() -> None:
 def test_an_unknown_stage_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown stage 'normalize'"):
         _stages().process("normalize", [])
+
+
+def test_a_replayed_record_is_processed_as_new_and_not_remembered() -> None:
+    """hl7bus.replay (an operator's replay or resubmit) bypasses dedupe: the resend of an
+    already-seen message is processed, and nothing is remembered for it."""
+    message = first("ADT^A01")
+    store = DictStore()
+    stages = _stages(store)
+    [original] = _records([_raw(message)])
+    stages.delivered(stages.process("parse", [original]), 0.0, 0.01)
+    assert len(store.remembered) == 1
+    replayed = Record(original.key, original.value, "hl7.raw", 0, 500, replay=True)
+    batch = stages.process("parse", [replayed])
+    assert batch.outputs == parse_step(original.key, original.value, SEOUL)
+    assert not batch.counts.verdicts and not batch.sightings
+    stages.delivered(batch, 1.0, 0.01)
+    assert len(store.remembered) == 1
+    # Without the header the same bytes again are a sender's resend: dropped.
+    again = Record(original.key, original.value, "hl7.raw", 0, 501)
+    assert stages.process("parse", [again]).outputs == []
