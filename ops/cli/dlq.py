@@ -193,8 +193,9 @@ def dlq_resubmit(
     execute: ExecuteOption = False,
     config: ConfigOption = None,
 ) -> None:
-    """Send open DLQ records back before the stage that failed, marked as replays; mark them
-    done once Kafka acknowledged the new record. A dry run unless --execute."""
+    """Send open DLQ records back before the stage that failed, marked as replays.
+
+    Each is marked done once Kafka acknowledged its new record. A dry run unless --execute."""
     from hl7bus.ops.dlq import DlqError, NotResubmittable, Plan, operator, plan_resubmit
 
     settings, dlq = _open(config)
@@ -302,8 +303,10 @@ def replay(
     as_json: JsonOption = False,
     config: ConfigOption = None,
 ) -> None:
-    """Re-run a range of hl7.raw through the pipeline: copies marked as replays, taken as new
-    by the worker (no dedupe), never ACKed to a sender; the sinks upsert the events again."""
+    """Re-run a range of hl7.raw through the pipeline.
+
+    Copies marked as replays, taken as new by the worker (no dedupe), never ACKed to a sender;
+    the sinks upsert the events again."""
     from zoneinfo import ZoneInfo
 
     from hl7bus.connectors import kafka_clients
