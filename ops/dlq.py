@@ -354,6 +354,13 @@ class Dlq:
             )
             for future in futures.values():
                 future.result(timeout=self.cfg.timeout_s)
+            # The deleted records' markers are tombstoned: compaction then drops them too.
+            gone = [key for key in markers if _below(key, cut)]
+            errors: list[str] = []
+            for key in gone:
+                _produce(producer, self.done_topic, key.encode(), None, [], errors)
+            if producer.flush(self.cfg.timeout_s) or errors:
+                raise DlqError(f"marker tombstones not confirmed by Kafka ({_why(errors)})")
         return cut
 
 
@@ -529,7 +536,7 @@ def _produce(
     producer: Producer,
     topic: str,
     key: bytes | None,
-    value: bytes,
+    value: bytes | None,
     headers: list[tuple[str, bytes]],
     errors: list[str],
 ) -> None:
@@ -550,6 +557,11 @@ def _produce(
         except BufferError:
             producer.poll(0.1)
     producer.poll(0)
+
+
+def _below(marker_key: str, cut: dict[int, int]) -> bool:
+    partition, offset = (int(part) for part in marker_key.split(":"))
+    return partition in cut and offset < cut[partition]
 
 
 def _why(errors: Sequence[str]) -> str:

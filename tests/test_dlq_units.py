@@ -22,8 +22,9 @@ from hl7bus.ops.dlq import (
 )
 from hl7bus.ops.replay import Bound, Chosen, diff
 from hl7bus.schemas import codec, topics
+from hl7bus.streams.deid import Policy, Pseudonymizer
 from hl7bus.streams.runtime import _is_replay
-from hl7bus.streams.steps import REPLAY_HEADER, parse_step
+from hl7bus.streams.steps import REPLAY_HEADER, DeidSettings, parse_step
 
 SEOUL = ZoneInfo("Asia/Seoul")
 CATALOG = topics.TopicCatalog.load(topics.TopicsConfig(prefix="t."))
@@ -141,3 +142,19 @@ def test_the_runtime_reads_the_replay_header_from_faust_headers() -> None:
     assert _is_replay({REPLAY_HEADER: b"raw/0/1"})
     assert _is_replay([(REPLAY_HEADER.encode(), b"x")])
     assert not _is_replay({"hl7bus.event_type": b"RawMessage"}) and not _is_replay(None)
+
+
+def test_a_deidentifying_record_is_de_identified_again_into_its_research_topic() -> None:
+    value = codec.encode("RawMessage", envelope(first("ADT^A01"), "lab"))
+    event = next(o for o in parse_step(b"k", value, SEOUL) if o.topic_id == topics.EVENTS)
+    entry = _entry(event.value, dlq_headers("deidentifying", "leak")[1:], key=None)
+    deid = DeidSettings(
+        Policy.load("kr-pseudonym"), Pseudonymizer(b"0123456789abcdef0123456789abcdef", "k1"), True
+    )
+    plan = plan_resubmit(entry, CATALOG, MllpConfig(), lambda: deid)
+    event_type, _ = codec.decode(event.value)
+    assert plan.topic == f"t.{topics.research(event_type)}"
+    names = [n for n, _ in plan.headers]
+    assert "hl7bus.policy" in names and REPLAY_HEADER in names
+    _, research = codec.decode(plan.value)
+    assert research["patient_key"] != codec.decode(event.value)[1]["patient_key"]
