@@ -27,6 +27,7 @@ from hl7bus.connectors.kafka_clients import KafkaConfig
 from hl7bus.schemas import codec, topics
 from hl7bus.schemas.topics import TopicCatalog
 from hl7bus.streams.steps import REPLAY_HEADER, parse_step
+from hl7bus.streams.terminology import Terminology
 
 
 class ReplayError(RuntimeError):
@@ -250,12 +251,18 @@ def stored_events(
     return {event_id: record for event_id, (_, record) in found.items()}
 
 
-def diff(chosen: Sequence[Chosen], stored: dict[str, dict[str, Any]], zone: tzinfo) -> list[Change]:
-    """What the current maps make of each chosen record against the stored events."""
+def diff(
+    chosen: Sequence[Chosen],
+    stored: dict[str, dict[str, Any]],
+    zone: tzinfo,
+    terms: Terminology | None = None,
+) -> list[Change]:
+    """What the current maps (`terms`: the worker's code maps; None: the packaged ones) make
+    of each chosen record against the stored events."""
     changes: list[Change] = []
     for record in chosen:
         source = f"{record.partition}/{record.offset}"
-        for out in parse_step(record.key, record.value, zone):
+        for out in parse_step(record.key, record.value, zone, terms=terms):
             if out.topic_id == topics.DLQ:
                 reason = dict(out.headers).get("hl7bus.reason", b"?").decode()
                 changes.append(Change(None, None, "dlq", (reason,), source))

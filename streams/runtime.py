@@ -38,6 +38,7 @@ from hl7bus.streams.broker_auth import BrokerAuth
 from hl7bus.streams.deid import Policy, Pseudonymizer
 from hl7bus.streams.stage import SIGHTINGS_KEPT, Record, Stages
 from hl7bus.streams.steps import REPLAY_HEADER, DeidSettings, Output, Sighting
+from hl7bus.streams.terminology import Terminology
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +185,14 @@ class WorkerConfig(BaseModel):
             "its changelog are unchanged."
         ),
     )
+    code_maps: list[Path] = Field(
+        default_factory=list,
+        description=(
+            "Extra code-map CSV files (the columns of streams/maps/codes/example.csv), read at "
+            "start beside the packaged maps; a bad row stops the start naming the file, row "
+            "and column. After a change, `hl7bus replay` re-runs the affected messages."
+        ),
+    )
     stall_timeout_s: float = Field(
         60.0,
         gt=0,
@@ -225,6 +234,7 @@ def build_app(
     stages: tuple[str, ...] | None = None,
     serve_health: ServeHealth | None = None,
     auth: BrokerAuth | None = None,
+    terms: Terminology | None = None,
 ) -> Any:
     """The faust app of the worker. `stages` (default: cfg.stages) selects the agents: parse
     (hl7.raw -> hl7.events) and deidentify (hl7.events -> research.*; with parse, it runs inside
@@ -288,6 +298,7 @@ def build_app(
         cfg.dedupe_window_s,
         fused,
         cfg.identified_output,
+        terms,
     )
     sources = {catalog.name(tid) for tid in source_topics(selected)}
 

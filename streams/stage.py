@@ -37,6 +37,7 @@ from hl7bus.streams.steps import (
     deidentify_step,
     parse_step,
 )
+from hl7bus.streams.terminology import Terminology
 
 RECORDS = PromCounter(
     "hl7bus_stream_records_total", "Records out of a stage, by outcome.", ["stage", "outcome"]
@@ -219,6 +220,7 @@ class Stages:
         dedupe_window_s: int,
         fused: bool,
         identified_output: bool = True,
+        terms: Terminology | None = None,
     ) -> None:
         if not identified_output and not fused:
             raise ValueError("identified_output=False needs both stages (fused)")
@@ -228,6 +230,7 @@ class Stages:
         self.window_us = dedupe_window_s * 1_000_000
         self.fused = fused
         self.identified_output = identified_output
+        self.terms = terms  # None: the packaged code maps
         self.progress = Progress()
 
     def process(self, stage: str, records: Sequence[Record]) -> Batch:
@@ -270,7 +273,12 @@ class Stages:
                 # processed as new and not remembered, so it neither counts as a resend nor
                 # turns the sender's next real resend into new content.
                 outputs += parse_step(
-                    record.key, record.value, self.zone, deid, self.identified_output
+                    record.key,
+                    record.value,
+                    self.zone,
+                    deid,
+                    self.identified_output,
+                    terms=self.terms,
                 )
                 continue
             try:
@@ -284,7 +292,13 @@ class Stages:
             if verdict in (Verdict.RESENT, Verdict.REDELIVERED):
                 continue
             outputs += parse_step(
-                record.key, record.value, self.zone, deid, self.identified_output, envelope
+                record.key,
+                record.value,
+                self.zone,
+                deid,
+                self.identified_output,
+                envelope,
+                self.terms,
             )
             if sighting is not None:
                 in_batch.setdefault(sighting.key, []).append(sighting)

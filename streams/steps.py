@@ -21,6 +21,7 @@ from hl7bus.streams.deid import DeidError, Policy, PolicyError, Pseudonymizer, d
 from hl7bus.streams.deid import metrics as deid_metrics
 from hl7bus.streams.deid.contract import research_schema
 from hl7bus.streams.parse import Event, events_from_raw
+from hl7bus.streams.terminology import Terminology
 
 Headers = list[tuple[str, bytes]]
 
@@ -129,11 +130,13 @@ def parse_step(
     deid: DeidSettings | None = None,
     identified: bool = True,
     envelope: dict[str, Any] | None = None,
+    terms: Terminology | None = None,
 ) -> list[Output]:
     """hl7.raw record -> typed events for hl7.events, or one DLQ record.
 
     `envelope`: the record's value already decoded (the worker decodes it once for the
-    duplicate check and the parse); None: decoded here.
+    duplicate check and the parse); None: decoded here. `terms`: the code maps (None: the
+    packaged ones).
 
     With ``deid`` (the worker runs both stages), the research form of each event follows its
     identified form, made from the event in memory: the same result as :func:`deidentify_step`
@@ -144,7 +147,7 @@ def parse_step(
     try:
         if envelope is None:
             envelope = codec.decode(value)[1]
-        events = events_from_raw(envelope, zone)
+        events = events_from_raw(envelope, zone, terms)
         encoded = [_identified(e, key) for e in events] if identified else []
     except codec.CodecError:
         return [_dlq(key, value, "parsing", "undecodable_envelope")]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -13,11 +14,12 @@ import yaml
 from prometheus_client import REGISTRY
 from samples import envelope, feed, first, with_control_id
 
-from hl7bus.hl7v2 import Message
+from hl7bus.hl7v2 import Message, parse
 from hl7bus.schemas import codec, topics
 from hl7bus.streams.deid import Policy, Pseudonymizer, profile_text
-from hl7bus.streams.stage import Record, Stages
+from hl7bus.streams.stage import Batch, Record, Stages
 from hl7bus.streams.steps import DeidSettings, Sighting, Verdict, parse_step
+from hl7bus.streams.terminology import Terminology
 
 SEOUL = ZoneInfo("Asia/Seoul")
 KEY = Pseudonymizer(b"0123456789abcdef0123456789abcdef", "k1")
@@ -308,3 +310,27 @@ def test_a_replayed_record_is_processed_as_new_and_not_remembered() -> None:
     # Without the header the same bytes again are a sender's resend: dropped.
     again = Record(original.key, original.value, "hl7.raw", 0, 501)
     assert stages.process("parse", [again]).outputs == []
+
+
+def test_the_stages_map_codes_with_the_deployments_code_maps() -> None:
+    """worker.code_maps reach the parse stage: the golden feed's local lab codes become LOINC
+    with its map (HBSAG: LOINC 5196-1), and stay unmapped with the packaged maps alone."""
+    golden = Path(__file__).parent / "golden"
+    message = parse((golden / "oru_r01.hl7").read_bytes())
+    [record] = _records([_raw(message, feed_name="golden")])
+    terms = Terminology.load([golden / "codes.csv"])
+    mapped = Stages(SEOUL, DEID, DictStore(), WINDOW_S, False, terms=terms).process(
+        "parse", [record]
+    )
+    packaged = _stages().process("parse", [record])
+
+    assert mapped.outputs == parse_step(record.key, record.value, SEOUL, terms=terms)
+
+    def codes(batch: Batch) -> set[str]:
+        return {
+            str(codec.decode(o.value)[1].get("standard_code"))
+            for o in batch.outputs
+            if codec.decode(o.value)[0] == "Observation"
+        }
+
+    assert "5196-1" in codes(mapped) and "5196-1" not in codes(packaged)

@@ -311,6 +311,8 @@ def replay(
 
     from hl7bus.connectors import kafka_clients
     from hl7bus.ops import replay as replay_mod
+    from hl7bus.schemas.datafile import DataFileError
+    from hl7bus.streams.terminology import Terminology
 
     try:
         start = replay_mod.Bound.parse(from_, "--from")
@@ -340,9 +342,10 @@ def replay(
             stored = replay_mod.stored_events(
                 settings.kafka, bootstrap, catalog, cfg.group_id, start.time, cfg.timeout_s
             )
-        except (replay_mod.ReplayError, TimeoutError) as exc:
+            terms = Terminology.load(settings.worker.code_maps)
+        except (replay_mod.ReplayError, TimeoutError, DataFileError, OSError) as exc:
             fail(str(exc))
-        changes = replay_mod.diff(chosen.records, stored, ZoneInfo(settings.worker.timezone))
+        changes = replay_mod.diff(chosen.records, stored, ZoneInfo(settings.worker.timezone), terms)
         _print_diff(changes, counts, as_json)
         return
     if dry_run:

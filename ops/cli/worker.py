@@ -38,9 +38,11 @@ def worker(
     from hl7bus.connectors.kafka_settings import KafkaSettingsError
     from hl7bus.ops import health, logs
     from hl7bus.schemas import topics
+    from hl7bus.schemas.datafile import DataFileError
     from hl7bus.streams import deid, runtime
     from hl7bus.streams.deid import metrics as deid_metrics
     from hl7bus.streams.deid.contract import research_schemas
+    from hl7bus.streams.terminology import Terminology
 
     settings = load_settings(config)
     try:
@@ -48,7 +50,14 @@ def worker(
         research_schemas(policy)  # a policy with no research contract is refused at start
         key = deid.load_key(settings.deid)
         auth = settings.kafka.client.broker_auth()
-    except (deid.PolicyError, deid.KeyConfigError, KafkaSettingsError, OSError) as exc:
+        terms = Terminology.load(settings.worker.code_maps)
+    except (
+        deid.PolicyError,
+        deid.KeyConfigError,
+        KafkaSettingsError,
+        DataFileError,
+        OSError,
+    ) as exc:
         fail(str(exc), code=2)
     catalog = load_catalog(settings)
     try:
@@ -76,6 +85,7 @@ def worker(
         settings.deid.leak_check,
         serve_health=health.serve,
         auth=auth,
+        terms=terms,
     )
     # The engine does not register its action counts on import; the running worker serves them.
     REGISTRY.register(deid_metrics.ACTIONS_DONE)
