@@ -221,6 +221,26 @@ _KO_WORDS = (
     "한쪽 하지", "최근", "강직", "유지", "주치의 선생님", "담당 간호사", "보호자", "환자분",
     "서명 받음", "문제 없음", "오심 없음", "송부함",
 )  # fmt: skip
+# Clinical phrases whose first word has the shape of a Korean name (a surname syllable and one
+# or two more, then a particle), written for the name-shape rule's precision (issue 16, second
+# pass) from clinical vocabulary, not from the rule's stop list.
+_KO_SHAPED = (
+    "이상이 없음", "정상으로 회복", "조영제를 투여", "신장이 작아짐", "방광이 팽창", "문진에서 확인",
+    "안정을 취함", "전해질이 교정됨", "고혈압이 조절됨", "유지를 권함", "장기간 복용", "진료를 받음",
+    "수술을 권유", "김치를 먹은 후", "노인이 많음", "오심이 있음", "구토가 없음", "부종이 감소",
+    "변비가 지속", "설사가 멈춤", "기침이 심함", "편도가 부음", "주사를 맞음", "임상적으로",
+    "조직검사를 시행", "강직이 있음", "소변이 감소", "차도가 없음", "성장이 지연", "진정제를 투여",
+    "황달이 심해짐", "홍반이 퍼짐", "현훈이 있음", "백혈구가 증가", "신경과에 의뢰", "심전도가 정상",
+    "심장이 커짐", "오한이 있음", "한기가 듦", "명치가 아픔", "장음이 항진", "유방에 멍울",
+    "안구가 충혈", "지혈이 됨", "마비가 진행", "전신이 쇠약", "진통제를 증량", "원인이 불명",
+    "공복에 채혈", "사지가 저림", "염증이 호전", "고지혈증이 있음", "도뇨관을 제거", "배뇨가 원활",
+    "조절이 안 됨", "석회화가 보임", "경련이 멈춤", "경과를 관찰", "호흡이 안정", "위내시경을 시행",
+    "소화기 증상", "혈당이 상승", "하지가 부음", "우상복부 통증", "연하가 곤란", "남성의 경우",
+    "양성으로 나옴", "음성의 결과", "손목이 부음", "허리가 아픔", "배액이 감소", "인슐린을 증량",
+    "방사선을 조사", "용량을 줄임", "진균이 배양", "구강이 건조", "민감도가 높음", "표준 치료",
+    "반응이 없음", "기관지가 좁아짐", "천명이 들림", "전원을 고려", "재원 기간", "서맥이 관찰",
+    "상처가 벌어짐", "송곳니가 흔들림", "문합부가 좁음", "장루가 정상", "심근경색이 의심",
+)  # fmt: skip
 _EN_WORDS = ("the attending", "on-call resident", "Dr. on call", "nursing staff", "the family")
 
 
@@ -508,6 +528,16 @@ def _ko_ids(w: _Writer, c: _Cast) -> None:
         w.t(" 재검. ")
 
 
+def _ko_findings(w: _Writer, c: _Cast) -> None:
+    """Findings in words that begin like names (decoys only)."""
+    first, second = w.rng.sample(_KO_SHAPED, 2)
+    w.t("진찰상 ")
+    w.decoy(first)
+    w.t(", ")
+    w.decoy(second)
+    w.t(". ")
+
+
 def _en_patient(w: _Writer, c: _Cast) -> None:
     p = c.patient
     if p.korean:
@@ -659,7 +689,9 @@ def _en_ids(w: _Writer, c: _Cast) -> None:
         w.t(" on file. ")
 
 
-_KO: tuple[Sentence, ...] = (_ko_patient, _ko_doctor, _ko_other, _ko_other, _ko_ids, _ko_ids)
+_KO: tuple[Sentence, ...] = (
+    _ko_patient, _ko_doctor, _ko_other, _ko_other, _ko_ids, _ko_ids, _ko_findings,
+)  # fmt: skip
 _EN: tuple[Sentence, ...] = (_en_patient, _en_doctor, _en_other, _en_other, _en_ids, _en_ids)
 
 
