@@ -12,7 +12,8 @@ patterns alone have modest recall):
    (``Wilson's disease``, ``Allen test``) stays.
 2. Names the message does not hold are found by their cues: titles and honorifics (교수,
    선생님, 님, 씨, Dr., Prof., Mr.), relationship words (딸, 보호자, wife, daughter), credentials
-   and roles after a name (``, RN``, ``(daughter)``).
+   and roles after a name (``, RN``, ``(daughter)``); Korean names with no cue by their shape
+   (a surname, given-name syllables of a data file and a particle: ``송수빈에게``).
 3. Patterns replace what any message may contain: Korean resident registration numbers, Korean
    and international phone numbers, US SSNs, e-mail addresses, URLs, IPv4/IPv6 addresses,
    labelled, long and alphanumeric record numbers, dates (or shifts them; also DD-Mon-YYYY and
@@ -31,6 +32,7 @@ One job a module:
   tables of one identifier set; :mod:`.search` — finding and replacing them in a text;
 * :mod:`.words` — word lists (titles, particles, common words, eponyms) and scripts;
 * :mod:`.romanize` — Hangul names in Latin script; :mod:`.cues` — names found by their cues;
+  :mod:`.shape` — Korean names found by their shape (``name_shape.yaml``);
 * :mod:`.patterns` — the pattern rules; :mod:`.kinds` — what a replacement removed;
 * :mod:`.step` — :func:`scrub_text` and :func:`clear_caches`.
 

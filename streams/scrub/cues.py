@@ -23,11 +23,11 @@ Latin script:
 
 Words that are never names in these positions (departments, ``The``, ...) stop a name; an
 eponym (``Murphy's sign``) is never taken. Hangul names with no cue at all (``송수빈에게 설명함``)
-are not found here. A Korean morphological analyzer was evaluated for them and not adopted
-(kiwipiepy 0.24.1 with kiwipiepy-model 0.24.0, proper nouns (NNP) of name shape: it finds about
-half of them, but costs ~420-540 us a note, 4-5x the whole scrubber, and 218 MB installed;
-without the name-shape filter it also removes departments, drugs and eponyms; figures and
-command in BENCHMARKS.md, scrub).
+are found by their shape instead (:mod:`.shape`). A Korean morphological analyzer was evaluated
+for them and not adopted (kiwipiepy 0.24.1 with kiwipiepy-model 0.24.0, proper nouns (NNP) of
+name shape: it finds about half of them, but costs ~420-540 us a note, 4-5x the whole scrubber,
+and 218 MB installed; without the name-shape filter it also removes departments, drugs and
+eponyms; figures and command in BENCHMARKS.md, scrub).
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from .needles import spec, tables
 from .patterns import ScrubOptions, apply_patterns
 from .romanize import skeleton
 from .search import identifier_spans, replace_spans
+from .shape import shape_spans
 
 __all__ = ["DEFAULT_OPTIONS", "ScrubResult", "clear_caches", "scrub_text"]
 
@@ -47,6 +48,8 @@ def scrub_text(
     spans = identifier_spans(text, tables(identifiers.needles)) if identifiers else []
     # Names the message does not hold, found by their cues (titles, relationship words).
     spans += [(a, b, Kind.NAME) for a, b in cue_spans(text)]
+    # Korean names with no cue: a surname, given-name syllables and a particle.
+    spans += [(a, b, Kind.NAME) for a, b in shape_spans(text)]
     if spans:
         text = replace_spans(text, spans, counts)
     text = apply_patterns(text, counts, shift_date, options)
