@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import re
 
-from .needles import ascii_lower
 from .words import PARTICLES, eponym_at
 
 
@@ -110,10 +109,20 @@ LATIN_RELATIONS: tuple[str, ...] = (
     "sister", "brother", "spouse", "partner", "friend", "neighbor", "neighbour", "caregiver",
     "guardian", "niece", "nephew", "hcp", "poa",
 )  # fmt: skip
-# Searched in the lower-cased text; "not inside a word" is a lookbehind after each word's first
-# letter (so that re still skips to those letters in C, and Johnson is no son).
+# Searched in the text as written, lower case, capitalized or upper case (daughter, Daughter,
+# DAUGHTER), with a capitalized word after it (a name): each form's first letter a literal (re
+# skips in C to them), "not inside a word" a lookbehind after it (Johnson is no son).
+_RELATION_FORMS: dict[str, list[str]] = {}
+for _w in LATIN_RELATIONS:
+    for _form in dict.fromkeys((_w, _w.capitalize(), _w.upper())):
+        _RELATION_FORMS.setdefault(_form[0], []).append(_form[1:])
 _LATIN_RELATION = re.compile(
-    "(?:" + "|".join(f"{w[0]}(?<![a-z]{w[0]}){w[1:]}" for w in LATIN_RELATIONS) + ")(?![a-z])"
+    "(?:"
+    + "|".join(
+        f"{c}(?<![A-Za-z]{c})(?:{'|'.join(sorted(rests, key=len, reverse=True))})"
+        for c, rests in _RELATION_FORMS.items()
+    )
+    + r")(?![A-Za-z])(?=,?\s+[A-Z])"
 )
 _AFTER_RELATION = re.compile(rf",?\s+(?P<name>{_NAME_WORDS})")
 # A role after the name: the name is looked for in the text just before it.
@@ -216,7 +225,7 @@ def _latin(text: str, spans: list[Span]) -> None:
     for m in _LATIN_TITLE.finditer(text):
         if m.start() == 0 or not text[m.start() - 1].isalpha():
             _latin_name(text, m.start("name"), m.end("name"), spans)
-    for m in _LATIN_RELATION.finditer(ascii_lower(text)):
+    for m in _LATIN_RELATION.finditer(text):
         after = _AFTER_RELATION.match(text, m.end())
         if after is not None:
             _latin_name(text, after.start("name"), after.end("name"), spans)

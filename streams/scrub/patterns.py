@@ -9,11 +9,14 @@ would cost milliseconds to compile and slow every match). Candidates that need m
 (a real calendar date, a valid IP address) are checked in Python on the match only.
 
 Three passes: network identifiers (e-mail, URL, IPv6) only when the text has their marks, the
-main pass, then a second pass of shapes added for issue 16 (dates without a year or with a month
-name between day and year, addresses, ages in words, alphanumeric record numbers: one regex a
-shape, see ``_EXTRA``). In the main pass the order of alternatives decides between matches
-starting at the same character: IPv4, RRN, phone numbers, US SSN, dates, ages, labelled ids,
-labelled postal codes, long numbers.
+main pass, then a second pass for Korean road addresses and ages in Korean or English words, each
+only when the text has its mark (로/길, 아흔/구십/백, ninety/hundred). In the main pass the order
+of alternatives decides between matches starting at the same character: IPv4, RRN, phone
+numbers, US SSN, dates, ages, labelled ids, labelled postal codes, long numbers, then the shapes
+added for issue 16 that start with a digit or a Latin letter (``_add_issue16_shapes``: dates with
+a month name between day and year or without a year, apartment units, US street numbers, units,
+alphanumeric record numbers; they were a second pass of their own, one regex a shape, folded in
+to scan the text once).
 """
 
 from __future__ import annotations
@@ -262,7 +265,38 @@ def _alternatives(options: ScrubOptions) -> list[_Alt]:
             rf"(?<![0-9][.,][0-9][0-9])[0-9]{{{more},}}(?![0-9]|[.,][0-9])",
             "[0-9]",
         )
+    _add_issue16_shapes(add)
     return alts
+
+
+# Shapes added for issue 16 that start with a digit or a Latin letter, in the main pass after the
+# others (an older shape wins at the same character); their checks are made on the match
+# (_shape_ok). Dates with a month name between day and year (23-Feb-2026, 7/Mar/26), month/day
+# without a year (5/17, 3/13에; fractions and scores stay: _md_is_date), apartment units
+# (101동 1203호), US street numbers (12 Oak Street), units (Apt 5B: the label stays) and
+# alphanumeric record and specimen numbers (SP26-004512).
+_MONTH_ABBR = "(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)"
+_DIGIT_SHAPES = {
+    "dmon": rf"[\-/ ](?i:{_MONTH_ABBR})[\-/ ](?:(?:19|20)[0-9]{{2}}|[0-9]{{2}})(?![0-9])",
+    "md": r"/[0-9]{1,2}(?![0-9/]|\.[0-9])",
+    "apt": r"\s?동\s?[0-9]{1,4}\s?호",
+    "street": r"\s(?:[A-Z][a-z]+\s){1,3}(?:Street|St|Avenue|Ave|Road|Rd|Drive|Lane|Ln|"
+    r"Boulevard|Blvd|Court|Ct|Way|Place|Pl|Terrace|Circle)\.?(?![A-Za-z])",
+}
+_DIGIT_SHAPES_NOT_AFTER = {"md": "[0-9/.,]"}
+_UNIT_VALUE = r"\.?\s?#?\s?(?P<{g}v>[0-9]{1,5}[A-Z]?|[A-Z][0-9]{1,4})(?![A-Za-z0-9])"
+_UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def _add_issue16_shapes(add: Callable[[str, str, str, str, str | None], None]) -> None:
+    for key, tail in _DIGIT_SHAPES.items():
+        # the digit run (up to 5 digits; its size and range checked in _digits_fit), then the tail
+        add(key, _DIGITS_STR, "", "[0-9]{0,4}" + tail, _DIGIT_SHAPES_NOT_AFTER.get(key, "[0-9]"))
+    for first, second, rest in (("A", "p", "t(?:artment)?"), ("U", "n", "it"), ("S", "u", "ite"),
+                                ("S", "t", "e")):  # fmt: skip
+        add("unit", first, second, rest + _UNIT_VALUE, "[A-Za-z]")
+    add("alnum_id", _UPPER, "[A-Z]", r"[A-Z]?[0-9]{2}-[0-9]{4,}(?![0-9])", r"[A-Za-z0-9\-]")
+    add("alnum_id", _UPPER, "[0-9]", r"[0-9]-[0-9]{4,}(?![0-9])", r"[A-Za-z0-9\-]")
 
 
 def _labelled(
@@ -336,6 +370,12 @@ _KEY_KIND: dict[str, Kind] = {
     "id_labelled": Kind.ID,
     "zip_labelled": Kind.ADDRESS,
     "long_number": Kind.ID,
+    "dmon": Kind.DATE,
+    "md": Kind.DATE,
+    "apt": Kind.ADDRESS,
+    "street": Kind.ADDRESS,
+    "unit": Kind.ADDRESS,
+    "alnum_id": Kind.ID,
 }
 
 
@@ -545,32 +585,9 @@ _CODE_LABEL = re.compile(
     r"[\s:#]{0,3}$"
 )
 
-# -- the second pass: shapes the main pass does not have (issue 16) ---------------------------
-# Each is gated by a cheap test, so texts without their marks cost one search each.
-_MONTH_ABBR = "(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)"
-# One regex a shape (re skips in C to a literal or a class that starts it; no lookbehind comes
-# first, the checks one would make are done in Python on a match: _EXTRA_NOT_AFTER), each run
-# only on texts with its mark. A road address is found from its 로/길 and a number; the road's
-# name and district before it are taken in Python (_ROAD_BEFORE).
-_EXTRA_DIGITS = re.compile(
-    # A run of digits (tried once per run: the lookbehind comes after its first digit), then
-    # what makes it a date, an apartment unit or a street number; ranges checked in Python.
-    r"[0-9](?<![0-9][0-9])[0-9]{0,4}(?:"
-    # 23-Feb-2026, 7/Mar/2026, 23-FEB-26
-    rf"(?P<dmon>[\-/ ](?i:{_MONTH_ABBR})[\-/ ](?:(?:19|20)[0-9]{{2}}|[0-9]{{2}})(?![0-9]))"
-    # 5/17, 3/13에: month/day with no year (fractions and scores stay: _md_is_date)
-    r"|(?P<md>/[0-9]{1,2}(?![0-9/]|\.[0-9]))"
-    # apartment 101동 1203호
-    r"|(?P<apt>\s?동\s?[0-9]{1,4}\s?호)"
-    # US street address
-    r"|(?P<street>\s(?:[A-Z][a-z]+\s){1,3}(?:Street|St|Avenue|Ave|Road|Rd|Drive|Lane|Ln|"
-    r"Boulevard|Blvd|Court|Ct|Way|Place|Pl|Terrace|Circle)\.?(?![A-Za-z])))"
-)
-# a unit: Apt 5B (the label stays)
-_EXTRA_UNIT = re.compile(
-    r"(?:Apt|Apartment|Unit|Suite|Ste)\.?\s?#?\s?(?P<unit>[0-9]{1,5}[A-Z]?|[A-Z][0-9]{1,4})"
-    r"(?![A-Za-z0-9])"
-)
+# -- the second pass: Korean road addresses and ages in words (issue 16) ----------------------
+# Each regex runs only on texts with its mark (see _extra_pass). A road address is found from its
+# 로/길 and a number; the road's name and district before it are taken in Python (_ROAD_BEFORE).
 # the end of a Korean road address: 월드컵로 381, 판교역로 12-3, 34번길 5
 _EXTRA_ROAD = re.compile(
     r"(?P<road>(?:로|길)\s?[0-9]{1,4}(?:-[0-9]{1,4})?(?![0-9]|\s?(?:mg|mL|ml|g|kg|일|회|개|"
@@ -581,18 +598,6 @@ _EXTRA_AGE = re.compile(
     r"(?P<age>아흔(?:한|두|세|네|다섯|여섯|일곱|여덟|아홉)?\s?(?:살|세)"
     r"|(?:구십|백)(?:일|이|삼|사|오|육|칠|팔|구|십)?\s?(?:세|살))"
 )
-# alphanumeric record and specimen numbers: SP26-004512, B13-539612 (at a word's start)
-_EXTRA_ALNUM_ID = re.compile(
-    r"(?P<alnum_id>[A-Z](?<![A-Za-z0-9\-][A-Z])[A-Z]{0,2}[0-9]{2}-[0-9]{4,}(?![0-9]))"
-)
-# (regex, marks: run only when the text has one; none: always)
-_EXTRA: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = (
-    (_EXTRA_DIGITS, ()),
-    (_EXTRA_UNIT, ()),
-    (_EXTRA_ROAD, ("로", "길")),
-    (_EXTRA_AGE, ("아흔", "구십", "백")),
-    (_EXTRA_ALNUM_ID, ("-",)),
-)
 # English ages in words, searched only in texts that have "ninety" or "hundred".
 _AGE_WORDS = re.compile(
     r"(?<![A-Za-z])(?P<age>(?i:ninety|one\s+hundred)(?:[\s\-](?:and\s)?(?i:one|two|three|four|"
@@ -601,17 +606,6 @@ _AGE_WORDS = re.compile(
 _ROAD_BEFORE = re.compile(
     "(?:[\uac00-\ud7a3]{1,6}(?:구|군|시)\\s)?[\uac00-\ud7a3]{1,8}[0-9]{0,3}(?:번)?$"
 )
-_EXTRA_KIND = {
-    "dmon": Kind.DATE,
-    "md": Kind.DATE,
-    "apt": Kind.ADDRESS,
-    "road": Kind.ADDRESS,
-    "street": Kind.ADDRESS,
-    "unit": Kind.ADDRESS,
-    "age": Kind.AGE,
-    "alnum_id": Kind.ID,
-}
-_ASCII_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 # Around a month/day that is a fraction, a score or a dose (1/2 tab, 5/5 strength, VAS 7/10).
 _MD_CUE_BEFORE = re.compile(
     r"(?i:on|since|from|until|till|by|before|after|seen|visit|dated|due|next|last)\s$|~\s?$"
@@ -636,17 +630,6 @@ def _md_is_date(text: str, start: int, end: int) -> bool:
     return day > 5 or month > day  # 1/2, 2/3, 3/4, 4/5: fractions unless a cue says otherwise
 
 
-# What may not come right before a shape (a lookbehind at the start of the regex would stop re
-# from skipping to its first characters in C).
-_EXTRA_NOT_AFTER = {
-    "dmon": "0123456789",
-    "md": "0123456789/.,",
-    "apt": "0123456789",
-    "street": "0123456789",
-    "unit": _ASCII_LETTERS,
-}
-
-
 _DIGITS_FIRST = frozenset({"dmon", "md", "apt", "street"})
 
 
@@ -667,18 +650,27 @@ def _digits_fit(key: str, digits: str, tail: str) -> bool:
     return True
 
 
+def _shape_ok(key: str, text: str, start: int, s: str) -> bool:
+    """A main-pass match of a shape that starts with a digit run passes its checks."""
+    digits = _DIGITS.match(s)
+    assert digits is not None  # these shapes start with a digit
+    if not _digits_fit(key, digits.group(), s[digits.end() :]):
+        return False
+    return key != "md" or _md_is_date(text, start, start + len(s))
+
+
 def _extra_pass(text: str, counts: dict[Kind, int]) -> str:
-    lowered = text.lower()
-    if "inety" in lowered or "undred" in lowered:
+    if "inety" in text or "undred" in text or "INETY" in text or "UNDRED" in text:
         text = _age_words(text, counts)
     found: list[tuple[int, int, Kind]] = []
-    for rx, marks in _EXTRA:
-        if marks and not any(mark in text for mark in marks):
-            continue
-        for m in rx.finditer(text):
-            span = _extra_span(text, m)
-            if span is not None:
-                found.append(span)
+    # Marks tested inline (a generator over a tuple of marks cost more than the searches).
+    if "로" in text or "길" in text:
+        for m in _EXTRA_ROAD.finditer(text):
+            road = _ROAD_BEFORE.search(text, max(0, m.start() - 24), m.start())
+            if road is not None:  # "로 5" alone: a particle before a number, not a road
+                found.append((road.start(), m.end(), Kind.ADDRESS))
+    if "아흔" in text or "구십" in text or "백" in text:
+        found.extend((m.start(), m.end(), Kind.AGE) for m in _EXTRA_AGE.finditer(text))
     if not found:
         return text
     found.sort()
@@ -693,26 +685,6 @@ def _extra_pass(text: str, counts: dict[Kind, int]) -> str:
         pos = end
     out.append(text[pos:])
     return "".join(out)
-
-
-def _extra_span(text: str, m: re.Match[str]) -> tuple[int, int, Kind] | None:
-    """The span a second-pass match replaces, or None when its checks fail."""
-    key = m.lastgroup or ""
-    start, end = m.start(), m.end()
-    if start > 0 and text[start - 1] in _EXTRA_NOT_AFTER.get(key, ""):
-        return None
-    if key in _DIGITS_FIRST and not _digits_fit(key, text[start : m.start(key)], m[key]):
-        return None
-    if key == "md" and not _md_is_date(text, start, end):
-        return None
-    if key == "unit":  # "Apt 5B": the label stays
-        start = m.start("unit")
-    elif key == "road":
-        road = _ROAD_BEFORE.search(text, max(0, start - 24), start)
-        if road is None:
-            return None  # "로 5" alone: a particle before a number, not a road
-        start = road.start()
-    return start, end, _EXTRA_KIND[key]
 
 
 def apply_patterns(
@@ -738,7 +710,9 @@ def apply_patterns(
             if long_n is None or long_n > 13 or not s.isdigit():
                 return s
             kind = Kind.ID  # a long number, not an RRN
-        elif key in _CHECKS and not _CHECKS[key](s):
+        elif (key in _CHECKS and not _CHECKS[key](s)) or (
+            key in _DIGITS_FIRST and not _shape_ok(key, m.string, m.start(), s)
+        ):
             return s
         elif kind == Kind.DATE and shift_date is not None:
             shifted = _shift(key, s, shift_date)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
+from itertools import accumulate
 
 from .kinds import PLACEHOLDERS, Kind
 from .needles import LONG, PRIORITY, SEPARATOR, SHORT_COMMON, Tables, ascii_lower
@@ -20,11 +21,10 @@ from .words import PARTICLES, TITLES, eponym_at
 
 __all__ = ["Span", "identifier_spans", "replace_spans"]
 
-# A letter or digit, then the separators to drop (the match starts one character early so that
-# the engine can skip everything but ASCII letters and digits in C).
-_SQUEEZE = re.compile(f"[0-9a-z]{SEPARATOR}{{1,3}}(?=[0-9a-z])")
-# The same separators, matched alone (to drop them in one substitution).
-_SQUEEZE_OUT = re.compile(f"(?<=[0-9a-z]){SEPARATOR}{{1,3}}(?=[0-9a-z])")
+# The separators between ASCII letters and digits (dropped in one substitution): a separator
+# first and the letter or digit before it checked by a lookbehind after it, so that re skips in
+# C to the separators.
+_SQUEEZE_OUT = re.compile(f"{SEPARATOR}(?<=[0-9a-z]{SEPARATOR}){SEPARATOR}{{0,2}}(?=[0-9a-z])")
 _LATIN = re.compile("[A-Za-z]")
 
 
@@ -88,12 +88,11 @@ def identifier_spans(text: str, tables: Tables) -> list[Span]:
 
         def original(p: int) -> int:
             if not cuts and len(squeezed) != len(lowered):
-                removed = 0
-                for m in _SQUEEZE.finditer(lowered):
-                    a, b = m.start() + 1, m.end()
-                    cuts.append(a - removed)
-                    removed += b - a
-                    shifts.append(removed)
+                # Built with comprehensions (an English note has tens of cuts: a Python loop
+                # over them cost more than the search itself).
+                removed = [m.span() for m in _SQUEEZE_OUT.finditer(lowered)]
+                shifts.extend(accumulate(b - a for a, b in removed))
+                cuts.extend(a - (s - (b - a)) for (a, b), s in zip(removed, shifts, strict=True))
             k = bisect_right(cuts, p)
             return p + shifts[k - 1] if k else p
 
