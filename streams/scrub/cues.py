@@ -144,7 +144,9 @@ LATIN_STOP_WORDS: frozenset[str] = frozenset(
     )
 )
 _ANY_HANGUL = re.compile(f"[{_HANGUL}]")
-_ANY_LATIN = re.compile("[A-Za-z]")
+# Every Latin rule needs a capital letter (a title, or a name after a relationship word or before a
+# role): a text without one is passed over.
+_ANY_CAPITAL = re.compile("[A-Z]")
 
 Span = tuple[int, int]
 
@@ -241,6 +243,6 @@ def cue_spans(text: str) -> list[Span]:
     spans: list[Span] = []
     if _ANY_HANGUL.search(text):
         _korean(text, spans)
-    if _ANY_LATIN.search(text):
+    if _ANY_CAPITAL.search(text):
         _latin(text, spans)
     return spans

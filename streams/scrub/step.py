@@ -46,10 +46,11 @@ def scrub_text(
     if not text or _too_short_to_identify(text):
         return ScrubResult(text, counts)
     spans = identifier_spans(text, tables(identifiers.needles)) if identifiers else []
-    # Names the message does not hold, found by their cues (titles, relationship words).
-    spans += [(a, b, Kind.NAME) for a, b in cue_spans(text)]
-    # Korean names with no cue: a surname, given-name syllables and a particle.
-    spans += [(a, b, Kind.NAME) for a, b in shape_spans(text)]
+    # Names the message does not hold, found by their cues (titles, relationship words), and
+    # Korean ones with no cue by their shape (a surname, given-name syllables, a particle).
+    names = cue_spans(text) + shape_spans(text)
+    if names:
+        spans += [(a, b, Kind.NAME) for a, b in names]
     if spans:
         text = replace_spans(text, spans, counts)
     text = apply_patterns(text, counts, shift_date, options)
