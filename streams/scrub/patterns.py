@@ -331,21 +331,11 @@ _NET_ALTERNATIVES = (
         rf"|(?<![0-9A-Za-z:])::{_HEX}{{1,4}}(?::{_HEX}{{1,4}}){{0,6}}(?![0-9A-Za-z:])",
     ),
 )
-_NET = re.compile("|".join(f"(?:{rx})(?P<{key}>)" for key, rx in _NET_ALTERNATIVES))
+# One regex a kind, each run only on texts with its marks (_net_pass): one regex of the three
+# had no first character for re to skip to, so it tried every position of every text with a mark.
+_NET = {key: re.compile(f"(?:{rx})(?P<{key}>)") for key, rx in _NET_ALTERNATIVES}
 # Permissive on purpose (any ".xx" to ".xxxx"): the pass itself checks the domain.
 _TLD_GATE = re.compile(r"\.[A-Za-z]{2,4}(?![A-Za-z0-9\-])")
-
-
-def _net_gate(text: str) -> bool:
-    return (
-        "@" in text
-        or "://" in text
-        or "www." in text
-        or "WWW." in text
-        or "::" in text
-        or text.count(":") >= 7
-        or _TLD_GATE.search(text) is not None
-    )
 
 
 _KEY_KIND: dict[str, Kind] = {
@@ -569,6 +559,9 @@ _CHECKS: dict[str, Callable[[str], bool]] = {
 
 
 def _net_pass(text: str, counts: dict[Kind, int]) -> str:
+    """E-mail addresses, then URLs, then IPv6 addresses, each only when the text has its marks
+    (``@``; ``://``, ``www.`` or a dot and two to four letters; ``::`` or seven colons)."""
+
     def replace(m: re.Match[str]) -> str:
         key = m.lastgroup or ""
         if key == "ipv6" and not _valid_ip(m.group()):
@@ -577,7 +570,13 @@ def _net_pass(text: str, counts: dict[Kind, int]) -> str:
         counts[kind] = counts.get(kind, 0) + 1
         return PLACEHOLDERS[kind]
 
-    return _NET.sub(replace, text)
+    if "@" in text:
+        text = _NET["email"].sub(replace, text)
+    if "://" in text or "www." in text or "WWW." in text or _TLD_GATE.search(text) is not None:
+        text = _NET["url"].sub(replace, text)
+    if "::" in text or text.count(":") >= 7:
+        text = _NET["ipv6"].sub(replace, text)
+    return text
 
 
 _CODE_LABEL = re.compile(
@@ -694,8 +693,7 @@ def apply_patterns(
     options: ScrubOptions,
 ) -> str:
     """Replace pattern matches in ``text``, adding to ``counts``."""
-    if _net_gate(text):
-        text = _net_pass(text, counts)
+    text = _net_pass(text, counts)
     compiled = _compiled(options)
     keys = compiled.keys
     long_n = options.long_number_digits
