@@ -87,3 +87,10 @@ def test_bench_scrub_analyzer_errors_name_the_option() -> None:
         missing = CliRunner().invoke(app, [*base, "--analyzer", "kiwi"])
         assert missing.exit_code != 0
         assert "--analyzer kiwi: kiwipiepy is not installed" in missing.output
+
+
+def test_bench_scrub_profile_names_the_scrubber() -> None:
+    result = CliRunner().invoke(app, ["bench", "scrub", "--notes", "10", "--profile"])
+    assert result.exit_code == 0, result.output
+    assert "== scrub_text: 20 passes over 10 notes (seed 16) ==" in result.output
+    assert "scrub_text" in result.output.split("==", 2)[2]

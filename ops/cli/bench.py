@@ -175,11 +175,17 @@ def bench_scrub(
         str | None,
         typer.Option(help="Add 'kiwi' (kiwipiepy, installed by hand) as a contender."),
     ] = None,
+    profile: Annotated[
+        bool, typer.Option("--profile", help="Print a cProfile of this tree's scrub_text instead.")
+    ] = False,
 ) -> None:
     """Free-text scrubbing on annotated synthetic notes: recall per PHI category, decoy
     survival, events withheld by the leak check, cost per note against a peer commit's
     scrubber; targets: recall and decoy survival at least 0.98, cost at most 2x the peer's."""
     bench = bench_module("scrub")
+    if profile:
+        typer.echo(bench.profile(notes, seed))
+        return
     with err_console.status("benchmarking the scrubber..."):
         try:
             result = bench.run(
