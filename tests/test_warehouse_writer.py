@@ -276,6 +276,78 @@ def test_a40_moves_the_death_row_when_the_survivor_has_none(engine: Engine) -> N
     assert select(engine, "death", "person_id, death_date") == [(keep, SEOUL.date())]
 
 
+def test_a40_in_the_batch_that_makes_both_persons_merges_their_death_rows(engine: Engine) -> None:
+    # Both persons are new to the key map, so their first rows are appended; the merge moves the
+    # retired person's death row onto the survivor's id, and the survivor's own death row after
+    # it must replace that row (one death row per person), not be appended beside it.
+    survivor, retired = ev.pseudonym("patient-1"), ev.pseudonym("patient-old")
+    outcome = write(
+        engine,
+        ev.patient(patient_key=retired, deceased=True, death_time=T0),
+        ev.patient(patient_key=survivor, trigger_event="A40", merged_from_patient_key=retired),
+        ev.patient(patient_key=survivor, deceased=True, death_time=T0 + DAY),
+    )
+    assert set(outcome.results) == {WRITTEN}
+    keep = person_id(engine, survivor)
+    assert select(engine, "person", "person_id") == [(keep,)]
+    assert select(engine, "death", "person_id, death_date") == [(keep, SEOUL.date() + DAY)]
+
+
+class PathSpy:
+    """The real engine, noting which bulk path each table's rows took."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.paths: list[tuple[str, str, int]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.engine, name)
+
+    def upsert(self, table: str, columns: Any, key: str, rows: Any) -> None:
+        self.paths.append(("upsert", table, len(rows)))
+        self.engine.upsert(table, columns, key, rows)
+
+    def bulk_insert(self, table: str, columns: Any, rows: Any) -> None:
+        self.paths.append(("append", table, len(rows)))
+        self.engine.bulk_insert(table, columns, rows)
+
+
+def test_rows_with_new_ids_are_appended_and_known_ones_merged(engine: Engine) -> None:
+    values = [
+        ev.encode(event)
+        for event in (
+            ev.patient(deceased=True, death_time=T0 + DAY),
+            ev.encounter("admit"),
+            ev.diagnosis(),
+            ev.observation(),
+            ev.observation(value_numeric=1.2, value_numeric_ucum=1.2, result_status="C"),
+        )
+    ]
+    spy = PathSpy(engine)
+    writer = BatchWriter(spy, NoVocabulary())
+    writer.write([Incoming(value) for value in values])
+    # A fresh warehouse: every id is new, every row appended.
+    assert spy.paths and {path for path, _, _ in spy.paths} == {"append"}
+    written = dump(engine)
+    # Redelivered: every id is known now, every row merged over the stored one.
+    spy.paths.clear()
+    writer.write([Incoming(value) for value in values])
+    assert spy.paths and {path for path, _, _ in spy.paths} == {"upsert"}
+    assert dump(engine) == written
+    # One batch with a new result and a known one: each goes its own way.
+    spy.paths.clear()
+    writer.write(
+        [
+            Incoming(ev.encode(ev.observation(result_key=ev.pseudonym("result-new")))),
+            Incoming(ev.encode(ev.observation(value_numeric=2.5, value_numeric_ucum=2.5))),
+        ]
+    )
+    assert sorted(p for p in spy.paths if p[1] == "measurement") == [
+        ("append", "measurement", 1),
+        ("upsert", "measurement", 1),
+    ]
+
+
 # -- visits -------------------------------------------------------------------------------------
 
 

@@ -48,9 +48,11 @@ class KeyCollision(WarehouseDataError):
         super().__init__("key_collision")
 
 
-def resolve(engine: Engine, refs: Iterable[Ref]) -> dict[Ref, int]:
+def resolve(engine: Engine, refs: Iterable[Ref], fresh: set[int] | None = None) -> dict[Ref, int]:
     """The id of every ref, handing out new ids for refs never seen (inside the caller's
-    transaction: a rolled-back batch leaves no new keys)."""
+    transaction: a rolled-back batch leaves no new keys). `fresh` receives the ids this call
+    handed out: no row of any table can have one yet, so the writer appends their rows instead
+    of merging them."""
     wanted = {key_hash(ref): ref for ref in set(refs)}
     if not wanted:
         return {}
@@ -66,16 +68,24 @@ def resolve(engine: Engine, refs: Iterable[Ref]) -> dict[Ref, int]:
         staged = engine.stage(table, ("key_hash", "kind", "source_key"), missing)
         sequence = engine.keys_table(SEQUENCE)
         # ON CONFLICT: another sink process may have added the same key meanwhile.
-        engine.execute(
+        # RETURNING names the rows this statement inserted (not those another process added
+        # meanwhile): their ids are new to every table. The others are read back.
+        inserted = engine.query(
             f"INSERT INTO {table} (key_hash, kind, source_key, id) "
             f"SELECT key_hash, kind, source_key, nextval('{sequence}') FROM {staged} "
-            "ON CONFLICT (key_hash) DO NOTHING"
+            "ON CONFLICT (key_hash) DO NOTHING RETURNING key_hash, kind, source_key, id"
         )
-        rows = engine.query(
-            f"SELECT key_hash, kind, source_key, id FROM {table} WHERE {engine.any_id('key_hash')}",
-            [[h for h, _, _ in missing]],
-        )
-        _collect(rows, wanted, found)
+        _collect(inserted, wanted, found)
+        if fresh is not None:
+            fresh.update(int(row[3]) for row in inserted)
+        rest = [h for h, _, _ in missing if wanted[h] not in found]
+        if rest:
+            rows = engine.query(
+                f"SELECT key_hash, kind, source_key, id FROM {table} "
+                f"WHERE {engine.any_id('key_hash')}",
+                [rest],
+            )
+            _collect(rows, wanted, found)
     return found
 
 

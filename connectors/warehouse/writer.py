@@ -97,6 +97,9 @@ class _FeedConcepts:
 class _Applied:
     rows: Counter[tuple[str, str]] = field(default_factory=Counter)
     dropped: dict[int, str] = field(default_factory=dict)
+    # Ids the key map handed out in this transaction and no row has yet: rows with one are
+    # appended (engine.bulk_insert), not merged, and have no stored row to read.
+    fresh: set[int] = field(default_factory=set)
 
 
 class BatchWriter:
@@ -172,7 +175,7 @@ class BatchWriter:
     def _apply(self, mapped: list[tuple[int, EventChanges]], feed_of: dict[int, str]) -> _Applied:
         engine = self.engine
         applied = _Applied()
-        ids = keymap.resolve(engine, _refs(mapped))
+        ids = keymap.resolve(engine, _refs(mapped), applied.fresh)
         visits: set[int] = set()
         segment: list[tuple[int, Row | Delete]] = []
         for index, event in mapped:
@@ -184,6 +187,9 @@ class BatchWriter:
                 segment = []
                 if index not in applied.dropped:
                     self._structural(change, ids, visits)
+                    # A merge moves rows onto other ids (a death row onto the survivor's):
+                    # from here on every row is merged, as before the fresh-id path existed.
+                    applied.fresh.clear()
         self._write_segment(segment, ids, applied, visits)
         person_feeds = {
             (ids[event.person], feed_of[index])
@@ -243,10 +249,11 @@ class BatchWriter:
         dropped (with all their changes) and the rest folded again."""
         if not segment:
             return
+        fresh = applied.fresh
         while True:
             kept = [(i, change) for i, change in segment if i not in applied.dropped]
             pending = fold.fold(kept, ids)
-            final = fold.finish(pending, self._stored(fold.merge_keys(pending)))
+            final = fold.finish(pending, self._stored(fold.merge_keys(pending), fresh))
             if not final.invalid:
                 break
             applied.dropped.update(final.invalid)
@@ -255,16 +262,31 @@ class BatchWriter:
             applied.rows[(table, "delete")] += len(gone)
         for table, rows in final.upserts.items():
             columns = fold.COLUMNS[table]
-            self.engine.upsert(
-                table, columns, id_column(table), [tuple(map(r.get, columns)) for r in rows]
-            )
+            key = id_column(table)
+            new: list[tuple[Any, ...]] = []
+            old: list[tuple[Any, ...]] = []
+            for r in rows:
+                (new if r[key] in fresh else old).append(tuple(map(r.get, columns)))
+            # The fold wrote each row once, so a new id's row is appended without a merge: the
+            # same bulk path as a plain load (appender, COPY), no staging table.
+            if new:
+                self.engine.bulk_insert(table, columns, new)
+            if old:
+                self.engine.upsert(table, columns, key, old)
             applied.rows[(table, "upsert")] += len(rows)
+        for _, id_ in pending:
+            fresh.discard(id_)  # written (or deleted) now: a later segment merges it
         for table in ("visit_occurrence", "visit_detail"):
             visits.update(row["visit_occurrence_id"] for row in final.upserts.get(table, ()))
 
-    def _stored(self, wanted: dict[str, list[int]]) -> dict[fold.RowKey, dict[str, Any]]:
+    def _stored(
+        self, wanted: dict[str, list[int]], fresh: set[int]
+    ) -> dict[fold.RowKey, dict[str, Any]]:
         stored: dict[fold.RowKey, dict[str, Any]] = {}
-        for table, table_ids in wanted.items():
+        for table, all_ids in wanted.items():
+            table_ids = [id_ for id_ in all_ids if id_ not in fresh]  # a new id has no row
+            if not table_ids:
+                continue
             columns = fold.COLUMNS[table]
             key = id_column(table)
             for values in self.engine.query(
