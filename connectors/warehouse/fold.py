@@ -20,11 +20,14 @@ from hl7bus.connectors.warehouse.changes import Delete, Ref, Row, id_column
 
 RowKey = tuple[str, int]  # (table, id)
 
+# Per table, its varchar columns and their lengths: only these can need cutting.
 _LENGTHS = {
-    (table, column.name): int(column.type[8:-1])
+    table: tuple(
+        (column.name, int(column.type[8:-1]))
+        for column in columns
+        if column.type.startswith("varchar(")
+    )
     for table, columns in cdm.TABLES.items()
-    for column in columns
-    if column.type.startswith("varchar(")
 }
 _REQUIRED = {
     table: tuple(column.name for column in columns if column.required)
@@ -33,7 +36,7 @@ _REQUIRED = {
 COLUMNS = {table: tuple(column.name for column in columns) for table, columns in cdm.TABLES.items()}
 
 
-@dataclass
+@dataclass(slots=True)
 class Pending:
     """The changes to one row so far."""
 
@@ -63,12 +66,15 @@ def fold(
             merge = change.merge and pending is None
             pending = rows[key] = Pending(merge=merge, events=events)
         pending.events.add(event)
+        values = pending.values
         for column, value in change.values.items():
-            pending.values[column] = ids[value] if isinstance(value, Ref) else value
-        for column, value in change.defaults.items():
-            pending.defaults.setdefault(column, value)
-        for column, value in change.latest.items():
-            pending.latest[column] = _later(pending.latest.get(column), value)
+            values[column] = ids[value] if isinstance(value, Ref) else value
+        if change.defaults:  # the guards: most rows have neither (a batch has many rows)
+            for column, value in change.defaults.items():
+                pending.defaults.setdefault(column, value)
+        if change.latest:
+            for column, value in change.latest.items():
+                pending.latest[column] = _later(pending.latest.get(column), value)
     return rows
 
 
@@ -104,17 +110,25 @@ def finish(rows: Mapping[RowKey, Pending], stored: Mapping[RowKey, Mapping[str, 
         if table == "visit_occurrence":
             _visit_dates(row)
         row[id_column(table)] = id_
-        for column, value in row.items():
-            limit = _LENGTHS.get((table, column))
-            if limit is not None and isinstance(value, str) and len(value) > limit:
+        for column, limit in _LENGTHS[table]:
+            value = row.get(column)
+            if isinstance(value, str) and len(value) > limit:
                 row[column] = value[:limit]
-        missing = next((c for c in _REQUIRED[table] if row.get(c) is None), None)
+        missing = _missing(row, _REQUIRED[table])
         if missing is not None:
             for event in pending.events:
                 final.invalid.setdefault(event, f"missing:{table}.{missing}")
             continue
         final.upserts.setdefault(table, []).append(row)
     return final
+
+
+def _missing(row: Mapping[str, Any], required: tuple[str, ...]) -> str | None:
+    """The first required column the row leaves empty."""
+    for column in required:
+        if row.get(column) is None:
+            return column
+    return None
 
 
 def _visit_dates(row: dict[str, Any]) -> None:
