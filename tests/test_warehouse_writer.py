@@ -8,6 +8,7 @@ while the rest of the batch is written.
 
 from __future__ import annotations
 
+import gc
 import logging
 from datetime import datetime, timedelta
 from typing import Any
@@ -346,6 +347,23 @@ def test_rows_with_new_ids_are_appended_and_known_ones_merged(engine: Engine) ->
         ("append", "measurement", 1),
         ("upsert", "measurement", 1),
     ]
+
+
+def test_the_garbage_collector_is_back_on_after_a_batch_even_a_failed_one(engine: Engine) -> None:
+    # The writer turns Python's cyclic collector off for a batch (a fifth of its time).
+    assert gc.isenabled()
+    write(engine, ev.patient())
+    assert gc.isenabled()
+    gc.disable()  # a process that keeps it off itself: the writer leaves it off
+    try:
+        write(engine, ev.patient(birth_year=1990))
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    engine.close()  # the next batch fails in the database, not in the data
+    with pytest.raises(Exception):  # noqa: B017 - either engine's "connection closed"
+        write(engine, ev.patient(birth_year=1991))
+    assert gc.isenabled()
 
 
 # -- visits -------------------------------------------------------------------------------------
