@@ -1,7 +1,8 @@
 """One batch of research records -> one warehouse transaction.
 
 Decode, map (omop.py), resolve every source key to its id (keymap.py), fold the row changes
-(fold.py) and write each table's rows with one bulk merge; merges and cancellations run as
+(fold.py) and write each table's rows in bulk (those whose id is new in this transaction
+appended, the others with one merge); merges and cancellations run as
 statements in event order between bulk writes; then the observation periods of every person
 the batch touched, and the detail ends of every visit, are recomputed. The codes that mapped to
 concept 0 are counted per feed and added to hl7bus_unmapped, and each person's feeds noted
