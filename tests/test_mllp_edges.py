@@ -318,6 +318,37 @@ def test_a_slowloris_frame_is_cut_at_its_deadline(kafka_bootstrap: str, unique_n
 
 
 @pytest.mark.kafka
+def test_a_frame_half_received_at_shutdown_is_kept_as_truncated(
+    kafka_bootstrap: str, unique_name: str
+) -> None:
+    """The listener stops while a sender is inside a frame: the connection is closed, counted
+    (reason shutdown), and the bytes received so far are in hl7.dlq as truncated rather than
+    dropped."""
+    adt = first("ADT^A01").to_bytes()
+
+    def shut(feed: str) -> float:
+        return _sample("hl7bus_mllp_closed_connections_total", feed=feed, reason="shutdown")
+
+    async def main() -> Any:
+        before = shut("halt")
+        async with serving(kafka_bootstrap, unique_name, {"feed": "halt"}) as bus:
+            reader, writer = await asyncio.open_connection("127.0.0.1", bus.port())
+            writer.write(b"\x0b" + adt[:40])
+            await writer.drain()
+            listener = bus.service.listener("halt")
+            await wait_until_async(lambda: listener.read_bytes >= 41, "the listener to read")
+        closed = await _closed_by_listener(reader)  # the service has stopped
+        writer.close()
+        return bus, closed, shut("halt") - before
+
+    bus, closed, counted = asyncio.run(main())
+    assert closed and counted == 1
+    [record] = read_topic(kafka_bootstrap, bus.topic(topics.DLQ), expected=1)
+    assert _headers(record)["hl7bus.reason"] == b"truncated"
+    assert codec.decode(record.value() or b"")[1]["raw"] == adt[:40]
+
+
+@pytest.mark.kafka
 def test_connections_are_capped_per_feed_and_in_total(
     kafka_bootstrap: str, unique_name: str
 ) -> None:

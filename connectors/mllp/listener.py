@@ -256,12 +256,18 @@ class _Connection:
         self._draining: asyncio.Task[None] | None = None
         self._idle: asyncio.Future[None] | None = None  # run() waits for the last answer
         self._in_read = False  # the reader waits for bytes (not for admission)
-        self._expired: str | None = None  # why the timer cut the read: "idle", "frame_timeout"
+        # Why the read was cut: "idle", "frame_timeout" (the timer), "shutdown" (stop_reading).
+        self._expired: str | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
 
     def stop_reading(self) -> None:
-        """Graceful stop: read nothing more; what was received still gets its ACK."""
+        """Graceful stop: read nothing more; what was received still gets its ACK, and a frame
+        received in part is kept in hl7.dlq as truncated (the read ends as if the sender had
+        hung up). A reader waiting for admission instead (backpressure) drops what waits, as
+        every close does: nothing of it was answered, so the sender resends it."""
         if self._reading is not None:
+            if self._in_read:
+                self._expired = "shutdown"  # _next_chunk turns the cancellation into a close
             self._reading.cancel()
 
     async def run(self) -> None:
@@ -365,7 +371,7 @@ class _Connection:
                 chunk = await self._next_chunk()
                 listener.read_bytes += len(chunk)
                 now = loop.time()
-                # At the end (peer closed, idle, error), an unfinished frame becomes a
+                # At the end (peer closed, idle, error, shutdown), an unfinished frame becomes a
                 # "truncated" event: its bytes go to the DLQ like any other framing error's.
                 events = session.receive(chunk, now)
                 if frame_limit:

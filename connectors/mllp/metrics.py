@@ -27,7 +27,7 @@ CLOSED = Counter(
     "hl7bus_mllp_closed_connections_total",
     "Connections that ended, by reason: idle (closed by the listener after idle_timeout_s), "
     "frame_timeout (a frame not finished within frame_timeout_s), peer (the sender closed), "
-    "error (reset or other socket error).",
+    "error (reset or other socket error), shutdown (the listener stopped reading it).",
     ["feed", "reason"],
 )
 REFUSED = Counter(
