@@ -16,11 +16,14 @@ chaos run of issue 15 used or smaller where the size changes nothing but the run
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import string
+import subprocess
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -389,3 +392,65 @@ def test_fuzzed_frames_slowloris_and_idle_connections_beside_a_sender(
         f"listener RSS {rss_before // 1024} -> {rss_after // 1024} MiB; "
         f"{done.line()}"
     )
+
+
+@contextlib.contextmanager
+def _small_disk(path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` at `path` (root only: mounting needs CAP_SYS_ADMIN); unmounted after."""
+    path.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"a full disk needs a small tmpfs, and mounting one failed: {mounted.stderr}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "--lazy", str(path)], check=False)
+
+
+def test_warehouse_disk_full_mid_stream(
+    kafka_bootstrap: str, unique_name: str, tmp_path: Path
+) -> None:
+    """The DuckDB warehouse on a 320 KiB tmpfs: its write-ahead log fills the disk while the
+    sink writes. The sink pauses and says why (disk_full); once the disk is grown (remounted
+    larger, as an operator frees space) it writes everything, each fact once."""
+    with _small_disk(tmp_path / "disk", "320k") as disk:
+        warehouse = disk / "warehouse.duckdb"
+        bus = Bus(
+            kafka_bootstrap,
+            unique_name,
+            tmp_path,
+            warehouse={
+                "HL7BUS_WAREHOUSE_PATH": str(warehouse),
+                "HL7BUS_WAREHOUSE_BATCH_SIZE": "100",
+            },
+        )
+        payloads = messages(2, "D")
+        try:
+            bus.start()
+            sent = send_until_accepted(bus.mllp_port, payloads, rate=150.0)
+            assert len(sent.accepted) == len(payloads), sent.answers
+            bus.procs.wait_for(
+                "the sink to report the full disk",
+                lambda: http_get(bus.sink_metrics, "/readyz")[1].startswith(
+                    "not ready: warehouse database disk_full for "
+                ),
+                120,
+            )
+            assert bus.lag(bus.sink_group, bus.research_topics) > 0, "nothing left to write"
+            subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
+            bus.wait_caught_up()
+            bus.procs.wait_for(
+                "the sink to be ready again",
+                lambda: http_get(bus.sink_metrics, "/readyz")[0] == 200,
+                30,
+            )
+            bus.procs.stop("sink")
+        finally:
+            bus.procs.stop_all()
+        done = reconcile(bus, sent, WarehouseConfig(path=warehouse))
+    print(f"\nwarehouse disk full: {done.line()}")

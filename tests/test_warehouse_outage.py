@@ -297,6 +297,18 @@ def test_a_duckdb_file_another_process_holds_is_an_outage(tmp_path: Path) -> Non
     open_engine(WarehouseConfig(path=path)).close()  # released: it opens
 
 
+def test_a_duckdb_commit_the_disk_could_not_take_is_a_disk_full_outage() -> None:
+    """DuckDB fails a COMMIT whose write-ahead log hits a full disk with a TransactionException
+    (its text as DuckDB 1.x words it; tests/test_chaos.py fills a real tmpfs): an outage, so the
+    sink waits for space instead of stopping. Other transaction errors stay errors."""
+    full = duckdb.TransactionException(
+        'TransactionContext Error: Failed to commit: Could not write file "/w/x.duckdb.wal": '
+        "No space left on device"
+    )
+    assert outage_reason(full) == "disk_full"
+    assert outage_reason(duckdb.TransactionException("Conflict on tuple deletion!")) is None
+
+
 @pytest.mark.postgres
 def test_postgres_refusals_are_outages_with_their_reason(postgres_url: str) -> None:
     port = conninfo_to_dict(postgres_url)["port"]

@@ -102,6 +102,13 @@ def outage_reason(exc: BaseException) -> str | None:
         # 08 connection exceptions, 57P01-03 shutdown or starting up, 53300 too many
         # connections: the server is not there for us now.
         return UNREACHABLE if state[:2] in ("08", "57", "53") else UNAVAILABLE
+    if isinstance(exc, duckdb.TransactionException):
+        # A COMMIT whose write-ahead log could not be written (a full disk) fails as a
+        # transaction error, not an I/O one; any other transaction error is not an outage.
+        text = str(exc).lower()
+        if "could not write" not in text:
+            return None
+        return DISK_FULL if "space left" in text else UNAVAILABLE
     if isinstance(exc, duckdb.IOException):
         # DuckDB's messages are the only place saying which; they are matched, never logged.
         text = str(exc).lower()
