@@ -244,8 +244,8 @@ def reconcile(bus: Bus, sent: Sent, warehouse: WarehouseConfig | None = None) ->
     raw_topic = bus.topic(topics.RAW)
     raw = read_topic(bus.bootstrap, raw_topic, bus.size(topics.RAW))
     produced = [
-        Produced(r.partition(), r.offset(), r.key(), r.value() or b"")
-        for r in sorted(raw, key=lambda r: (r.partition(), r.offset()))
+        Produced(r.partition() or 0, r.offset() or 0, r.key(), r.value() or b"")
+        for r in sorted(raw, key=lambda r: (r.partition() or 0, r.offset() or 0))
     ]
     stored: dict[str, set[bytes]] = {}
     raw_resent = 0

@@ -30,6 +30,7 @@ import pytest
 from chaos_bus import Bus, Sent, messages, patient_values, reconcile, send_until_accepted
 from kafka_helpers import read_topic
 from postgres_server import Server, fresh_database, stoppable_server, url_of
+from test_mllp_edges import _headers
 from worker_helpers import http_get
 
 from hl7bus.connectors.envelope import missing_header_fields
@@ -368,10 +369,11 @@ def test_fuzzed_frames_slowloris_and_idle_connections_beside_a_sender(
     assert grown_mib < 64, f"the listener grew by {grown_mib:.0f} MiB"
 
     dlq = read_topic(kafka_bootstrap, bus.topic(topics.DLQ), bus.size(topics.DLQ))
+    headers = [_headers(r) for r in dlq]
     reasons = Counter(
-        dict(r.headers() or []).get("hl7bus.reason", b"").decode()
-        for r in dlq
-        if dict(r.headers() or []).get("hl7bus.stage") == b"receiving"
+        h.get("hl7bus.reason", b"").decode()
+        for h in headers
+        if h.get("hl7bus.stage") == b"receiving"
     )
     # Each refused frame in hl7.dlq by its reason; each unfinished one too: the stray start
     # blocks' (start_block), and those of the hang-ups and the slowloris (truncated).
