@@ -4,9 +4,10 @@ Each scenario runs the real bus as the operator runs it (`hl7bus mllp serve`, `h
 `hl7bus sink warehouse` as child processes, configured by HL7BUS_* variables), sends through the
 MLLP client, breaks something, and then reconciles by control id with :func:`reconcile`: every
 message that got AA is in hl7.raw byte for byte, the events its raw record parses to are on
-hl7.events and on the research topics (or, refused by de-identification, in hl7.dlq), and the
+hl7.events and on the research topics (or, refused by de-identification, in hl7.dlq), the
 warehouse holds the facts of those research records each once (compared with a warehouse
-written here from each record once). The duplicates the faults caused are counted and printed.
+written here from each record once), and no patient value of the messages is in a log line.
+The duplicates the faults caused are counted and printed.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from hl7bus.connectors.warehouse.concepts import NoVocabulary
 from hl7bus.connectors.warehouse.config import WarehouseConfig
 from hl7bus.connectors.warehouse.database import open_engine
 from hl7bus.connectors.warehouse.writer import BatchWriter, Incoming
+from hl7bus.hl7v2 import parse
 from hl7bus.ops.processes import Processes, free_port, port_open
 from hl7bus.schemas import codec, topics
 
@@ -51,8 +53,7 @@ def messages(copies: int, tag: str) -> list[bytes]:
 
 
 def patient_values(sent: Iterable[bytes]) -> set[str]:
-    from hl7bus.hl7v2 import parse
-
+    """The identifying values (PATIENT_FIELDS) of the messages."""
     values = set()
     for raw in sent:
         message = parse(raw)
@@ -312,6 +313,11 @@ def reconcile(bus: Bus, sent: Sent, warehouse: WarehouseConfig | None = None) ->
         assert not doubled, f"{table}: {len(doubled)} rows written twice"
         assert actual[table] == wanted[table], table
     rows = sum(sum(c.values()) for c in actual.values())
+
+    # No patient value of what was sent in any component's log.
+    logs = bus.logs()
+    leaked = [v for v in patient_values(sent.accepted.values()) if v in logs]
+    assert not leaked, f"{len(leaked)} patient values in the logs"
     assert sum(actual["person"].values()) > 0 and sum(actual["measurement"].values()) > 0
 
     return Reconciled(
