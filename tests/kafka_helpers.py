@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import Any
 
 from confluent_kafka import Consumer, Message, Producer
 
@@ -61,3 +62,8 @@ def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 30.0)
     finally:
         consumer.close()
     return records
+
+
+def record_headers(record: Any) -> dict[str, bytes]:
+    """A consumed record's headers by name (a header without a value reads as b"")."""
+    return {k: bytes(v or b"") for k, v in record.headers() or []}

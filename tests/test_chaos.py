@@ -28,9 +28,8 @@ from pathlib import Path
 
 import pytest
 from chaos_bus import Bus, Sent, messages, reconcile, send_until_accepted
-from kafka_helpers import read_topic
+from kafka_helpers import read_topic, record_headers
 from postgres_server import Server, fresh_database, stoppable_server, url_of
-from test_mllp_edges import _headers
 from worker_helpers import http_get
 
 from hl7bus.connectors.envelope import missing_header_fields
@@ -369,7 +368,7 @@ def test_fuzzed_frames_slowloris_and_idle_connections_beside_a_sender(
     assert grown_mib < 64, f"the listener grew by {grown_mib:.0f} MiB"
 
     dlq = read_topic(kafka_bootstrap, bus.topic(topics.DLQ), bus.size(topics.DLQ))
-    headers = [_headers(r) for r in dlq]
+    headers = [record_headers(r) for r in dlq]
     reasons = Counter(
         h.get("hl7bus.reason", b"").decode()
         for h in headers

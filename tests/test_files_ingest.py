@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Message as KafkaRecord
-from kafka_helpers import apply_catalog, read_topic
+from kafka_helpers import apply_catalog, read_topic, record_headers
 from polling import wait_until, wait_until_async
 
 from hl7bus.connectors import kafka_clients
@@ -49,11 +49,6 @@ def control_id(raw: bytes) -> str:
     cid = parse(raw).control_id
     assert cid is not None
     return cid
-
-
-def headers(record: KafkaRecord) -> dict[str, bytes]:
-    found: dict[str, object] = dict(record.headers() or [])
-    return {k: v for k, v in found.items() if isinstance(v, bytes)}
 
 
 class Setup:
@@ -120,7 +115,7 @@ def test_batch_file_lands_byte_exact_in_hl7_raw(setup: Setup) -> None:
         assert env["message_type"] == message.message_type
         assert env["patient_key"] == patient_key(FEED, message)
         assert record.key() == env["patient_key"].encode()
-        assert headers(record)[codec.EVENT_TYPE_HEADER] == b"RawMessage"
+        assert record_headers(record)[codec.EVENT_TYPE_HEADER] == b"RawMessage"
 
 
 def test_undecodable_message_goes_to_dlq_the_rest_to_raw(setup: Setup) -> None:
@@ -142,7 +137,7 @@ def test_undecodable_message_goes_to_dlq_the_rest_to_raw(setup: Setup) -> None:
     _, env = codec.decode(dlq[0].value() or b"")
     assert env["raw"] == bad
     assert env["peer"] == str(path) and env["charset"] is None
-    h = headers(dlq[0])
+    h = record_headers(dlq[0])
     assert (h["hl7bus.stage"], h["hl7bus.reason"]) == (b"receiving", b"charset")
     assert dlq[0].key() == FEED.encode()
 
@@ -164,7 +159,7 @@ def test_bad_batch_count_goes_to_the_error_folder(setup: Setup) -> None:
     dlq = setup.dlq(1)
     assert len(dlq) == 1
     assert codec.decode(dlq[0].value() or b"")[1]["raw"] == data
-    assert headers(dlq[0])["hl7bus.reason"] == b"file_batch"
+    assert record_headers(dlq[0])["hl7bus.reason"] == b"file_batch"
     assert setup.raw(0) == [], "nothing of a rejected file may reach hl7.raw"
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from kafka_helpers import read_topic
+from kafka_helpers import read_topic, record_headers
 from polling import wait_until_async
 from prometheus_client import REGISTRY
 from samples import first
@@ -37,10 +37,6 @@ ASCII_BUT_UTF8 = (
 
 def _sample(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
-
-
-def _headers(record: Any) -> dict[str, bytes]:
-    return {k: bytes(v or b"") for k, v in record.headers() or []}
 
 
 # -- pure: the envelope -------------------------------------------------------------------------
@@ -117,7 +113,7 @@ def test_msh_without_required_fields_is_refused_at_the_door(
     assert nover.get("MSA-2") == "NOVER1"  # what it had is echoed
 
     dlq = read_topic(kafka_bootstrap, bus.topic(topics.DLQ), expected=2)
-    stored = {codec.decode(r.value() or b"")[1]["raw"]: _headers(r) for r in dlq}
+    stored = {codec.decode(r.value() or b"")[1]["raw"]: record_headers(r) for r in dlq}
     assert set(stored) == {CUT_SHORT, NO_VERSION}  # byte for byte
     for headers in stored.values():
         assert headers["hl7bus.reason"] == b"header"
@@ -156,7 +152,7 @@ def test_ascii_declared_utf8_message_is_accepted_and_counted(
         assert [r.code for r in results] == ["AE"]
         assert counted == 0
         [record] = read_topic(kafka_bootstrap, bus.topic(topics.DLQ), expected=1)
-        assert _headers(record)["hl7bus.reason"] == b"charset"
+        assert record_headers(record)["hl7bus.reason"] == b"charset"
 
 
 # -- /readyz whatever the broker does -----------------------------------------------------------
@@ -312,7 +308,7 @@ def test_a_slowloris_frame_is_cut_at_its_deadline(kafka_bootstrap: str, unique_n
     assert closed and counted == 1
     assert len(sent) < len(adt)  # cut before the frame could end
     [record] = read_topic(kafka_bootstrap, bus.topic(topics.DLQ), expected=1)
-    assert _headers(record)["hl7bus.reason"] == b"truncated"
+    assert record_headers(record)["hl7bus.reason"] == b"truncated"
     kept = codec.decode(record.value() or b"")[1]["raw"]
     assert kept.startswith(adt[:20]) and sent.startswith(kept)
 
@@ -344,7 +340,7 @@ def test_a_frame_half_received_at_shutdown_is_kept_as_truncated(
     bus, closed, counted = asyncio.run(main())
     assert closed and counted == 1
     [record] = read_topic(kafka_bootstrap, bus.topic(topics.DLQ), expected=1)
-    assert _headers(record)["hl7bus.reason"] == b"truncated"
+    assert record_headers(record)["hl7bus.reason"] == b"truncated"
     assert codec.decode(record.value() or b"")[1]["raw"] == adt[:40]
 
 
@@ -468,7 +464,7 @@ def test_a_batch_in_one_frame_is_split_stored_and_acknowledged(
     assert b1["raw"] == _MSG.format(id="B1", version="2.5").encode()  # the message's own bytes
     assert stored["B1"].key() == b"bat|SNUH|B1"
     [dlq] = read_topic(kafka_bootstrap, bus.topic(topics.DLQ), expected=1)
-    assert _headers(dlq)["hl7bus.reason"] == b"header"
+    assert record_headers(dlq)["hl7bus.reason"] == b"header"
 
 
 @pytest.mark.kafka
@@ -487,5 +483,5 @@ def test_a_batch_whose_counts_do_not_add_up_is_kept_whole(
     assert (ack.get("MSA-1"), ack.get("MSA-2"), ack.get("ERR-3.1")) == ("AE", "C1", "100")
     assert "BTS-1 says 5 messages, batch has 2" in (ack.get("MSA-3") or "")
     [dlq] = read_topic(kafka_bootstrap, bus.topic(topics.DLQ), expected=1)
-    assert _headers(dlq)["hl7bus.reason"] == b"batch"
+    assert record_headers(dlq)["hl7bus.reason"] == b"batch"
     assert codec.decode(dlq.value() or b"")[1]["raw"] == batch
