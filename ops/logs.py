@@ -14,7 +14,6 @@ import copy
 import json
 import logging
 import logging.config
-import sys
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -76,23 +75,6 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-class CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to sys.stderr as it is when a line is written, not as it was when logging was set
-    up: a command run inside a test runner (or any caller that swaps sys.stderr and closes its
-    own later) must not leave a handler on a closed stream (logging's lastResort does the same)."""
-
-    def __init__(self) -> None:
-        super().__init__(sys.stderr)
-
-    @property
-    def stream(self) -> Any:
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, _: Any) -> None:
-        pass
-
-
 def dict_config(cfg: LogConfig, component: str, level: str | None = None) -> dict[str, Any]:
     """A `logging.config.dictConfig` dict: one stderr handler in the configured format."""
     formatter: dict[str, Any] = (
@@ -105,7 +87,13 @@ def dict_config(cfg: LogConfig, component: str, level: str | None = None) -> dic
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"hl7bus": formatter},
-        "handlers": {"stderr": {"()": CurrentStderr, "formatter": "hl7bus"}},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "hl7bus",
+                "stream": "ext://sys.stderr",
+            }
+        },
         "root": {"level": lowest, "handlers": ["stderr"]},
     }
 

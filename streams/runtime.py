@@ -150,11 +150,12 @@ class WorkerConfig(BaseModel):
         description="How long a stage waits to fill a batch when records trickle in.",
     )
     commit_interval_s: float = Field(
-        2.8,
+        1.0,
         gt=0,
         description=(
-            "How often the offsets of confirmed batches are committed (faust's default). A "
-            "restarted worker re-emits at most what came after the last commit; sinks upsert."
+            "How often the offsets of confirmed batches are committed. A crashed worker's "
+            "partitions are redone from the last commit: at most this long of work plus the "
+            "batch in flight is re-emitted; sinks upsert."
         ),
     )
     commit_timeout_s: float = Field(
@@ -260,10 +261,9 @@ def build_app(
         topic_allow_declare=False,
         broker_session_timeout=cfg.session_timeout_s,
         broker_heartbeat_interval=min(3.0, cfg.session_timeout_s / 3),
+        # On the timer only: faust's commit_every commits inside its fetch loop, and a commit
+        # that waits on a rebalance there stalled the survivor of a killed worker for good.
         broker_commit_interval=cfg.commit_interval_s,
-        # Commit once a batch's worth of records is confirmed, not only on the timer: a crash
-        # redoes at most about two batches (docs/architecture.md, Delivery).
-        broker_commit_every=cfg.batch_max_records,
     )
     # Before anything touches app.transport (declaring an agent does).
     _use_idempotent_producer(app)

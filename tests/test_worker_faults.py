@@ -57,7 +57,7 @@ def test_kill_9_mid_stream_loses_nothing_and_duplicates_only_the_uncommitted_tai
 
     What "no duplicate event id past dedupe" can mean. The dedupe table remembers a message
     (with the raw record it came in) only after its outputs are confirmed, and the offset is
-    committed later still (once a batch's worth of records is confirmed, or on the timer).
+    committed later still (every worker.commit_interval_s).
     Recording *before* emitting would not close the gap: a kill after the record but before
     the outputs would then drop the message on redelivery. A redelivered record whose sighting
     reached the table's changelog before the kill is recognized and not re-emitted (counted as
@@ -71,7 +71,8 @@ def test_kill_9_mid_stream_loses_nothing_and_duplicates_only_the_uncommitted_tai
       again: an event id from it appears exactly once on hl7.events;
     - only records of the uncommitted tail (committed offset <= offset < end at the kill) may
       be re-emitted, and at most once more (one kill, one redelivery); with commits every
-      batch_max_records confirmed records, at most about two batches of raw messages are;
+      0.5 s here, at most about two batches of raw messages are (0.5 s of work and the batch
+      in flight);
     - on the research topics likewise: the worker runs both stages, so a research event is
       made beside its identified event from the same hl7.raw record, and is duplicated only
       when that record sat in the uncommitted tail, at most once more.
@@ -87,7 +88,10 @@ def test_kill_9_mid_stream_loses_nothing_and_duplicates_only_the_uncommitted_tai
     # The sample feed six times, as six feeds, the worker killed mid-stream (kill_mid_stream).
     group = f"{unique_name}-worker"
     port = free_port()
-    env = worker_env(kafka_bootstrap, unique_name, tmp_path / "worker", port)
+    env = {
+        **worker_env(kafka_bootstrap, unique_name, tmp_path / "worker", port),
+        "HL7BUS_WORKER_COMMIT_INTERVAL_S": "0.5",
+    }
     logs = tmp_path / "logs"
     logs.mkdir()
     procs = Processes(logs)
