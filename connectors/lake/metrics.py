@@ -8,6 +8,14 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from hl7bus.schemas import telemetry
+
+#: The sink's share of the shared vocabulary (schemas/telemetry.py, docs/operations.md): a
+#: batch is committed once its append file is published and its offsets stored.
+STAGE = telemetry.StageMetrics("lake", "sinking")
+SINK_UP = telemetry.SINK_UP.labels("lake")
+SINK_LAST_COMMIT = telemetry.SINK_LAST_COMMIT.labels("lake")
+
 RECORDS_IN = Counter("hl7bus_lake_in_records_total", "Research records consumed.", ["event_type"])
 RECORDS = Counter(
     "hl7bus_lake_records_total",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -25,6 +26,7 @@ from typing import Any, TypeVar
 import pyarrow.parquet as pq
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 
+from hl7bus.connectors import sink_dlq
 from hl7bus.connectors.lake import metrics
 from hl7bus.connectors.lake.compaction import compact
 from hl7bus.connectors.lake.config import LakeConfig
@@ -37,17 +39,7 @@ from hl7bus.connectors.warehouse.writer import DLQ, Incoming, Outcome
 
 log = logging.getLogger(__name__)
 
-DLQ_STAGE = "sinking"  # the hl7bus.stage header of the sink's DLQ records
-_DLQ_HEADERS = frozenset(
-    ("hl7bus.stage", "hl7bus.reason", "hl7bus.topic", "hl7bus.partition", "hl7bus.offset")
-)
-_DLQ_TIMEOUT_S = 30.0
-
 _T = TypeVar("_T")
-
-
-class DlqError(RuntimeError):
-    """Kafka did not confirm the batch's DLQ records: its offsets are not stored."""
 
 
 class LakeSink:
@@ -176,23 +168,34 @@ class LakeSink:
                 continue
             if record.value() is not None:
                 kept.append(record)
+        metrics.STAGE.in_flight.inc(len(kept))
         try:
             outcome = self._writer.write(
                 [Incoming(record.value() or b"", record.topic()) for record in kept]
             )
         except Exception as exc:
-            self._healthy = False
+            self._health(False)
             metrics.ERRORS.labels(type(exc).__name__).inc()
+            metrics.STAGE.error(type(exc).__name__, len(kept))
             raise
-        self._healthy = True
+        finally:
+            metrics.STAGE.in_flight.dec(len(kept))
+        self._health(True)
         self._send_dlq(kept, outcome)
         for record in records:
             if record.error() is None:
                 self._consumer.store_offsets(message=record)
         self._count(kept, outcome)
         metrics.PENDING_FILES.set(len(self.store.pending_files()))
-        metrics.BATCH_LATENCY.observe(time.monotonic() - started)
+        elapsed = time.monotonic() - started
+        metrics.BATCH_LATENCY.observe(elapsed)
+        metrics.STAGE.latency.observe(elapsed)
         return outcome
+
+    def _health(self, ok: bool) -> None:
+        """The last append or compaction succeeded (ok) or failed: /readyz and sink_up."""
+        self._healthy = ok
+        metrics.SINK_UP.set(1 if ok else 0)
 
     def _compact(self) -> None:
         started = time.monotonic()
@@ -200,10 +203,10 @@ class LakeSink:
         try:
             done = compact(self.store, dataset_name=self.cfg.dataset_name)
         except Exception as exc:
-            self._healthy = False
+            self._health(False)
             metrics.ERRORS.labels(type(exc).__name__).inc()
             raise
-        self._healthy = True
+        self._health(True)
         self._last_pass = time.monotonic()
         metrics.LAST_PUBLISH.set(time.time())
         if done.files:
@@ -224,62 +227,33 @@ class LakeSink:
 
     def _send_dlq(self, kept: Sequence[Message], outcome: Outcome) -> None:
         """Send the records that cannot become rows to the DLQ and wait until Kafka has them."""
-        refused = outcome.dlq
-        if not refused:
-            return
-        assert self._producer is not None
-        failures: list[str] = []
-
-        def delivered(err: KafkaError | None, _: Message) -> None:
-            if err is not None:
-                failures.append(err.name())
-
-        for index in refused:
-            record = kept[index]
-            headers = [
-                (name, value) for name, value in _headers(record) if name not in _DLQ_HEADERS
-            ]
-            # Codes and positions only: never a value of the event (docs/architecture.md).
-            headers += [
-                ("hl7bus.stage", DLQ_STAGE.encode()),
-                ("hl7bus.reason", (outcome.reasons[index] or "unknown").encode()),
-                ("hl7bus.topic", (record.topic() or "").encode()),
-                ("hl7bus.partition", str(record.partition()).encode()),
-                ("hl7bus.offset", str(record.offset()).encode()),
-            ]
-            while True:
-                try:
-                    self._producer.produce(
-                        self._dlq_topic,
-                        key=record.key(),
-                        value=record.value(),
-                        headers=headers,
-                        on_delivery=delivered,
-                    )
-                    break
-                except BufferError:
-                    self._producer.poll(0.1)
-            self._producer.poll(0)
-        if self._producer.flush(_DLQ_TIMEOUT_S) or failures:
-            raise DlqError(
-                f"{len(refused)} DLQ records not confirmed by Kafka "
-                f"({', '.join(sorted(set(failures))) or 'timeout'})"
+        if outcome.dlq:
+            assert self._producer is not None
+            sink_dlq.send_refused(
+                self._producer,
+                self._dlq_topic,
+                [(kept[i], outcome.reasons[i] or "unknown") for i in outcome.dlq],
             )
 
     def _count(self, kept: Sequence[Message], outcome: Outcome) -> None:
+        metrics.SINK_LAST_COMMIT.set(time.time())
+        stage = metrics.STAGE
+        stage.received.inc(len(kept))
+        refused: Counter[str] = Counter()
         for index, record in enumerate(kept):
             event_type = outcome.event_types[index] or "unknown"
             metrics.RECORDS_IN.labels(event_type).inc()
             result = outcome.results[index]
             metrics.RECORDS.labels(event_type, result).inc()
             if result == DLQ:
-                metrics.DLQ.labels(outcome.reasons[index] or "unknown").inc()
+                reason = outcome.reasons[index] or "unknown"
+                metrics.DLQ.labels(reason).inc()
+                stage.dlq(reason)
+                refused[reason] += 1
+            else:  # written to an append file, or skipped on purpose: done with either way
+                stage.sent.inc()
             kind, stamp = record.timestamp()
             if kind != 0 and stamp > 0:  # 0: TIMESTAMP_NOT_AVAILABLE
                 self._newest_pending = max(self._newest_pending, stamp / 1000)
         metrics.ROWS.inc(outcome.rows[ROWS])
-
-
-def _headers(record: Message) -> list[tuple[str, str | bytes | None]]:
-    headers = record.headers() or []
-    return list(headers.items()) if isinstance(headers, dict) else list(headers)
+        sink_dlq.log_refused(log, "lake", refused)

@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from hl7bus.connectors import sink_dlq
 from hl7bus.connectors.warehouse import metrics
 from hl7bus.connectors.warehouse.concepts import ConceptLookup
 from hl7bus.connectors.warehouse.config import WarehouseConfig
@@ -44,22 +45,11 @@ from hl7bus.schemas import codec
 
 log = logging.getLogger(__name__)
 
-DLQ_STAGE = "sinking"  # the hl7bus.stage header of the sink's DLQ records
-# Headers the sink sets on a DLQ record (a resubmitted record's old ones are replaced).
-_DLQ_HEADERS = frozenset(
-    ("hl7bus.stage", "hl7bus.reason", "hl7bus.topic", "hl7bus.partition", "hl7bus.offset")
-)
-_DLQ_TIMEOUT_S = 30.0
-
 _T = TypeVar("_T")
 
 # The readiness check answers True, or why the sink is not ready (ops/health.py serves it).
 ReadyCheck = Callable[[], Awaitable[bool | str]]
 StartHttp = Callable[[str, int, ReadyCheck], Awaitable[Any]]
-
-
-class DlqError(RuntimeError):
-    """Kafka did not confirm the batch's DLQ records: its offsets are not stored."""
 
 
 class WarehouseSink:
@@ -328,46 +318,12 @@ class WarehouseSink:
 
     def _send_dlq(self, kept: Sequence[Message], outcome: Outcome) -> None:
         """Send the refused records to the DLQ and wait until Kafka has them all."""
-        refused = outcome.dlq
-        if not refused:
-            return
-        assert self._producer is not None
-        failures: list[str] = []
-
-        def delivered(err: KafkaError | None, _: Message) -> None:
-            if err is not None:
-                failures.append(err.name())
-
-        for index in refused:
-            record = kept[index]
-            headers = [
-                (name, value) for name, value in _headers(record) if name not in _DLQ_HEADERS
-            ]
-            # Codes and positions only: never a value of the event (docs/architecture.md).
-            headers += [
-                ("hl7bus.stage", DLQ_STAGE.encode()),
-                ("hl7bus.reason", (outcome.reasons[index] or "unknown").encode()),
-                ("hl7bus.topic", (record.topic() or "").encode()),
-                ("hl7bus.partition", str(record.partition()).encode()),
-                ("hl7bus.offset", str(record.offset()).encode()),
-            ]
-            while True:
-                try:
-                    self._producer.produce(
-                        self._dlq_topic,
-                        key=record.key(),
-                        value=record.value(),
-                        headers=headers,
-                        on_delivery=delivered,
-                    )
-                    break
-                except BufferError:
-                    self._producer.poll(0.1)
-            self._producer.poll(0)
-        if self._producer.flush(_DLQ_TIMEOUT_S) or failures:
-            raise DlqError(
-                f"{len(refused)} DLQ records not confirmed by Kafka "
-                f"({', '.join(sorted(set(failures))) or 'timeout'})"
+        if outcome.dlq:
+            assert self._producer is not None
+            sink_dlq.send_refused(
+                self._producer,
+                self._dlq_topic,
+                [(kept[i], outcome.reasons[i] or "unknown") for i in outcome.dlq],
             )
 
     def _count(self, kept: Sequence[Message], outcome: Outcome) -> None:
@@ -397,13 +353,7 @@ class WarehouseSink:
                 metrics.FRESHNESS.observe(max(0.0, now - stamp / 1000))
         for (table, op), count in outcome.rows.items():
             metrics.ROWS.labels(table, op).inc(count)
-        for reason, count in sorted(refused.items()):
-            log.warning(
-                "warehouse sink: %d record(s) went to the DLQ (stage %s, reason %s)",
-                count,
-                DLQ_STAGE,
-                reason,
-            )
+        sink_dlq.log_refused(log, "warehouse", refused)
 
 
 def keeps_received_at(contracts: Mapping[str, codec.EventSchema]) -> bool:
@@ -418,8 +368,3 @@ def keeps_received_at(contracts: Mapping[str, codec.EventSchema]) -> bool:
         if fields.get("received_at", {}).get("deid") != "keep":
             return False
     return True
-
-
-def _headers(record: Message) -> list[tuple[str, str | bytes | None]]:
-    headers = record.headers() or []
-    return list(headers.items()) if isinstance(headers, dict) else list(headers)

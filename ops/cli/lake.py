@@ -50,7 +50,7 @@ def sink_lake(config: ConfigOption = None) -> None:
     from hl7bus.connectors.lake.sink import LakeSink
     from hl7bus.connectors.lake.store import LakeError
     from hl7bus.ops import config as config_mod
-    from hl7bus.ops import health
+    from hl7bus.ops import health, logs
     from hl7bus.ops.cli.shared import err_console, load_catalog
     from hl7bus.schemas import topics
     from hl7bus.streams.deid import Policy, PolicyError
@@ -69,11 +69,15 @@ def sink_lake(config: ConfigOption = None) -> None:
     bootstrap = config_mod.bootstrap(settings)
     cfg = settings.lake
     names = [s.name for s in catalog.specs.values() if s.id.startswith("research.")]
+    client_logging = logs.client_logging(settings.log)
     sink = LakeSink(
         cfg,
         WarehouseKeys(settings.warehouse),
-        kafka_clients.consumer_config(settings.kafka, bootstrap, cfg.group_id),
-        kafka_clients.producer_config(settings.kafka, bootstrap),
+        {
+            **kafka_clients.consumer_config(settings.kafka, bootstrap, cfg.group_id),
+            **client_logging,
+        },
+        {**kafka_clients.producer_config(settings.kafka, bootstrap), **client_logging},
         names,
         catalog.name(topics.DLQ),
         start_http=health.start_http,
@@ -82,7 +86,8 @@ def sink_lake(config: ConfigOption = None) -> None:
         sink.open_lake()  # a lake folder that is not writable stops here, before any batch
     except (LakeError, OSError) as exc:
         fail(str(exc), code=2)
-    err_console.print(f"writing {', '.join(names)} into the MEDS lake {cfg.path}")
+    log = logs.configure(settings.log, "lake")
+    log.info("writing %s into the MEDS lake %s", ", ".join(names), cfg.path)
 
     async def serve() -> None:
         stop = asyncio.Event()
@@ -96,4 +101,7 @@ def sink_lake(config: ConfigOption = None) -> None:
     except Exception as exc:
         # Lake and file errors say where; others only their type (a message may quote data).
         detail = str(exc) if isinstance(exc, LakeError | OSError) else ""
-        fail(f"lake sink stopped: {type(exc).__name__}{': ' + detail if detail else ''}")
+        described = f"{type(exc).__name__}{': ' + detail if detail else ''}"
+        log.error("stopped: %s", described)
+        fail(f"lake sink stopped: {described}")
+    log.info("stopped")
