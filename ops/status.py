@@ -21,7 +21,7 @@ _NAK = frozenset(("AE", "AR", "CE", "CR"))
 
 @dataclass(frozen=True)
 class Endpoint:
-    name: str  # mllp, worker, warehouse, lag
+    name: str  # mllp, worker, warehouse, lake, lag
     host: str
     port: int
 
@@ -85,6 +85,7 @@ def endpoints(settings: Settings) -> list[Endpoint]:
         ("mllp", settings.mllp.host, settings.mllp.metrics_port),
         ("worker", settings.worker.metrics_host, settings.worker.metrics_port),
         ("warehouse", settings.warehouse.metrics_host, settings.warehouse.metrics_port),
+        ("lake", settings.lake.metrics_host, settings.lake.metrics_port),
         ("lag", settings.lag.metrics_host, settings.lag.metrics_port),
     ]
     return [Endpoint(name, _reachable(host), port) for name, host, port in found if port]

@@ -1,6 +1,6 @@
-"""The bus as ops sees it, end to end: listener, worker, warehouse sink and lag exporter run as
-processes on the real broker, a real Prometheus (Debian's binary) scrapes them with the shipped
-rules, and messages carrying canary identifiers go through.
+"""The bus as ops sees it, end to end: listener, file source, worker, warehouse and lake sinks
+and lag exporter run as processes on the real broker, a real Prometheus (Debian's binary)
+scrapes them with the shipped rules, and messages carrying canary identifiers go through.
 
 Checked: every process's scrape passes `promtool check metrics`; every query of the Grafana
 dashboard (ops/grafana/hl7bus.json) returns data through Prometheus's HTTP API; no canary
@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from postgres_server import fresh_database, url_of
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_tools import check_metrics, prometheus_server, query
 from samples import feed
@@ -112,13 +113,25 @@ def _send(port: int, messages: list[bytes]) -> list[str | None]:
 
 
 @pytest.fixture(scope="module")
-def bus(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bus]:
+def lake_key_map(postgres_url: str) -> Iterator[str]:
+    """The lake sink's warehouse (its key map) on PostgreSQL: the warehouse sink holds its DuckDB
+    file, which serves one process at a time. The lake's subject ids are then not the
+    warehouse's person ids, which nothing here compares (tests/test_lake_sink.py does)."""
+    with fresh_database(postgres_url, "obs_lake") as conninfo:
+        yield url_of(conninfo)
+
+
+@pytest.fixture(scope="module")
+def bus(
+    kafka_bootstrap: str, lake_key_map: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Bus]:
     unique = f"obs-{uuid.uuid4().hex[:8]}"
     tmp = tmp_path_factory.mktemp("observability")
     ports = {
         "hl7bus-mllp": free_port(),
         "hl7bus-worker": free_port(),
         "hl7bus-warehouse": free_port(),
+        "hl7bus-lake": free_port(),
         "hl7bus-lag-exporter": free_port(),
         "hl7bus-files": free_port(),
     }
@@ -136,6 +149,11 @@ def bus(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         "HL7BUS_WAREHOUSE_PATH": str(tmp / "warehouse.duckdb"),
         "HL7BUS_WAREHOUSE_METRICS_PORT": str(ports["hl7bus-warehouse"]),
         "HL7BUS_WAREHOUSE_GROUP_ID": f"{unique}-warehouse",
+        "HL7BUS_LAKE_PATH": str(tmp / "lake"),
+        "HL7BUS_LAKE_METRICS_PORT": str(ports["hl7bus-lake"]),
+        "HL7BUS_LAKE_GROUP_ID": f"{unique}-lake",
+        "HL7BUS_LAKE_COMPACT_INTERVAL_S": "1",
+        "HL7BUS_LAKE_POLL_TIMEOUT_S": "0.2",
         "HL7BUS_LAG_METRICS_PORT": str(ports["hl7bus-lag-exporter"]),
         "HL7BUS_LAG_INTERVAL_S": "1",
         "HL7BUS_LAG_GROUPS": f"{re.escape(unique)}-.*",
@@ -157,6 +175,7 @@ def bus(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         procs.start("listener", ["mllp", "serve"], env)
         procs.start("worker", ["worker"], env)
         procs.start("sink", ["sink", "warehouse"], env)
+        procs.start("lake", ["sink", "lake"], {**env, "HL7BUS_WAREHOUSE_URL": lake_key_map})
         procs.start("lag-exporter", ["lag-exporter"], env)
         procs.start("files", ["ingest", "--watch"], env)
         for job, port in ports.items():
@@ -186,15 +205,19 @@ def bus(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
             def caught_up() -> bool:
                 metrics = _get(ports["hl7bus-warehouse"], "/metrics")
+                lake = _get(ports["hl7bus-lake"], "/metrics")
                 worker_lag = kafka_clients.group_lag(
                     KafkaConfig(), kafka_bootstrap, f"{unique}-worker", [catalog_raw]
                 )
                 return (
                     worker_lag == 0
                     and _sample(metrics, "hl7bus_sent_total", component="warehouse") > 0
+                    and _sample(lake, "hl7bus_sent_total", component="lake") > 0
+                    # a compaction pass published rows: the dashboard's lake freshness
+                    and _sample(lake, "hl7bus_lake_newest_record_timestamp_seconds") > 0
                 )
 
-            procs.wait_for("the warehouse sink writes", caught_up, 180)
+            procs.wait_for("the warehouse and lake sinks write", caught_up, 180)
             yield Bus(
                 env,
                 procs,
@@ -244,6 +267,12 @@ def test_the_shared_vocabulary_is_in_every_scrape(bus: Bus) -> None:
     sink = _get(bus.ports["hl7bus-warehouse"], "/metrics")
     assert _sample(sink, "hl7bus_sink_up", component="warehouse") == 1
     assert _sample(sink, "hl7bus_sink_last_commit_timestamp_seconds", component="warehouse") > 0
+    lake = _get(bus.ports["hl7bus-lake"], "/metrics")
+    assert _sample(lake, "hl7bus_sink_up", component="lake") == 1
+    assert _sample(lake, "hl7bus_sink_last_commit_timestamp_seconds", component="lake") > 0
+    assert _sample(lake, "hl7bus_received_total", component="lake", stage="sinking") > 0
+    assert _sample(lake, "hl7bus_stage_latency_seconds_count", component="lake") > 0
+    assert _sample(lake, "hl7bus_lake_subjects") > 0
 
 
 def _panel_queries() -> list[tuple[str, str]]:
@@ -298,7 +327,7 @@ def test_no_canary_in_any_log_line_or_metric_label(bus: Bus) -> None:
 
 def test_every_log_line_is_json_and_the_things_that_matter_are_logged(bus: Bus) -> None:
     records: dict[str, list[dict[str, Any]]] = {}
-    for name in ("listener", "worker", "sink", "lag-exporter"):
+    for name in ("listener", "worker", "sink", "lake", "lag-exporter"):
         text = (bus.logs / f"{name}.log").read_text("utf-8")
         records[name] = [json.loads(line) for line in text.splitlines() if line.strip()]
         for record in records[name]:
@@ -310,6 +339,8 @@ def test_every_log_line_is_json_and_the_things_that_matter_are_logged(bus: Bus) 
         in (messages["listener"])
     )
     assert any(m.startswith("writing ") for m in messages["sink"])
+    assert any(m.startswith("writing ") and "MEDS lake" in m for m in messages["lake"])
+    assert {r["component"] for r in records["lake"]} <= {"lake"}
     assert any(m.startswith("measuring consumer-group lag") for m in messages["lag-exporter"])
     assert {r["component"] for r in records["worker"]} <= {"worker"}
 
@@ -326,6 +357,7 @@ def test_status_shows_the_feed_board_and_exits_0(bus: Bus) -> None:
         "mllp",
         "worker",
         "warehouse",
+        "lake",
         "lag",
     ]
     (feed,) = board["feeds"]
@@ -334,6 +366,7 @@ def test_status_shows_the_feed_board_and_exits_0(bus: Bus) -> None:
     assert feed["naks"] >= 1  # the undecodable message's AE
     assert feed["silence_threshold_s"] == 1800
     assert board["kafka"]["topics"][bus.raw_topic] >= MESSAGES
+    assert any(group.startswith("lake sink") for group in board["kafka"]["lag"])
 
 
 def test_lag_exporter_reports_a_dead_workers_growing_lag(bus: Bus) -> None:

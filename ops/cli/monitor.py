@@ -75,7 +75,7 @@ def lag_exporter(config: ConfigOption = None) -> None:
 
 # -- status -------------------------------------------------------------------------------------
 
-_PROCESSES = ("mllp", "worker", "warehouse", "lag")
+_PROCESSES = ("mllp", "worker", "warehouse", "lake", "lag")
 
 
 def status(
@@ -88,8 +88,8 @@ def status(
     process: Annotated[
         list[str] | None,
         typer.Option(
-            help="Only these processes are expected (mllp, worker, warehouse, lag; repeat the "
-            "option). Default: every one whose metrics port is configured."
+            help="Only these processes are expected (mllp, worker, warehouse, lake, lag; repeat "
+            "the option). Default: every one whose metrics port is configured."
         ),
     ] = None,
 ) -> None:
@@ -139,7 +139,7 @@ def status(
 
 
 def _kafka_figures(settings: Settings) -> dict[str, Any]:
-    """Records per catalog topic and the lag of worker and warehouse sink, or the error."""
+    """Records per catalog topic and the lag of worker and sinks, or the error."""
     from hl7bus.connectors import kafka_clients
     from hl7bus.streams.runtime import source_topics
 
@@ -158,6 +158,9 @@ def _kafka_figures(settings: Settings) -> dict[str, Any]:
             ),
             f"warehouse sink ({settings.warehouse.group_id})": kafka_clients.group_lag(
                 settings.kafka, bootstrap, settings.warehouse.group_id, research
+            ),
+            f"lake sink ({settings.lake.group_id})": kafka_clients.group_lag(
+                settings.kafka, bootstrap, settings.lake.group_id, research
             ),
         }
     except Exception as exc:
