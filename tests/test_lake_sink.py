@@ -169,7 +169,7 @@ def test_lake_sink_end_to_end_beside_the_warehouse(
         lake.stop()
         warehouse.stop()
 
-    root = lake_cfg.path
+    root = Path(lake_cfg.path)
     # Read back with DuckDB and with pyarrow.dataset: the same rows.
     con = duckdb.connect()
     glob = str(root / "data" / "*" / "*.parquet")

@@ -1,4 +1,5 @@
-"""`hl7bus lake check`: is a lake folder a valid MEDS 0.4 dataset?
+"""`hl7bus lake check`: is a lake (a folder, or a URI of a pyarrow filesystem) a valid MEDS 0.4
+dataset?
 
 The meds package validates one table at a time (each shard against DataSchema, each metadata
 file against its schema); the rules across files it does not check are checked here with one
@@ -12,15 +13,17 @@ its shard. Problems name the file and the rule, and give counts and at most a fe
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import duckdb
-import pyarrow.parquet as pq
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
 from meds.schema import CodeMetadataSchema, DataSchema, DatasetMetadataSchema, SubjectSplitSchema
 
 from hl7bus.connectors.lake.metadata import CODES_FILE, DATASET_FILE, SPLITS_FILE
-from hl7bus.connectors.lake.store import DATA
+from hl7bus.connectors.lake.store import LakeError, LakeFiles, shard_paths
 
 _EXAMPLES = 3
 
@@ -38,38 +41,49 @@ class Report:
         return not self.problems
 
 
-def check_lake(root: Path) -> Report:
+def check_lake(root: str | os.PathLike[str], filesystem: pafs.FileSystem | None = None) -> Report:
     report = Report()
-    if not root.is_dir():
-        report.problems.append(f"{root}: no such folder")
+    try:
+        files = LakeFiles(root, filesystem)
+    except LakeError as exc:
+        report.problems.append(str(exc))
         return report
-    shards = sorted((root / DATA).glob("*/*.parquet"))
+    if not files.is_dir(files.base):
+        report.problems.append(f"{files.url}: no such folder")
+        return report
+    shards = shard_paths(files)
     report.shards = len(shards)
+    tables: dict[str, pa.Table] = {}
     for shard in shards:
-        _validate(report, root, shard, DataSchema)
+        table = _validate(report, files, shard, DataSchema)
+        if table is not None:  # the columns the cross-file rules need
+            tables[shard] = table.select(["subject_id", "time", "code"])
+    metadata: dict[str, pa.Table] = {}
     for name, schema in ((CODES_FILE, CodeMetadataSchema), (SPLITS_FILE, SubjectSplitSchema)):
-        if not (root / name).exists():
+        if not files.exists(files.path(name)):
             report.problems.append(f"{name}: missing")
         else:
-            _validate(report, root, root / name, schema)
-    _dataset(report, root)
+            table = _validate(report, files, files.path(name), schema)
+            if table is not None:
+                metadata[name] = table
+    _dataset(report, files)
     if report.problems:
         return report  # the cross-file rules assume files of the right shape
     con = duckdb.connect()
     try:
-        _cross_file(report, con, root, shards)
+        _cross_file(report, con, files, tables, metadata)
     finally:
         con.close()
     return report
 
 
-def _validate(report: Report, root: Path, path: Path, schema: type) -> None:
-    name = path.relative_to(root)
+def _validate(report: Report, files: LakeFiles, path: str, schema: type) -> pa.Table | None:
+    name = path[len(files.base) + 1 :]
     try:
-        table = pq.read_table(path)
+        table = files.read_table(path)
     except Exception as exc:  # pyarrow raises several types for an unreadable file
         report.problems.append(f"{name}: unreadable Parquet ({type(exc).__name__})")
-        return
+        return None
     try:
         schema.validate(table)  # type: ignore[attr-defined]
     except Exception as exc:  # the meds schemas raise their own error types
@@ -79,15 +93,16 @@ def _validate(report: Report, root: Path, path: Path, schema: type) -> None:
         nulls = table["subject_id"].null_count + table["code"].null_count
         if nulls:
             report.problems.append(f"{name}: {nulls} rows without subject_id or code")
+    return table
 
 
-def _dataset(report: Report, root: Path) -> None:
-    path = root / DATASET_FILE
-    if not path.exists():
+def _dataset(report: Report, files: LakeFiles) -> None:
+    path = files.path(DATASET_FILE)
+    if not files.exists(path):
         report.problems.append(f"{DATASET_FILE}: missing")
         return
     try:
-        DatasetMetadataSchema.validate(json.loads(path.read_text(encoding="utf-8")))
+        DatasetMetadataSchema.validate(json.loads(files.read_text(path)))
     except Exception as exc:  # JSON or schema errors
         report.problems.append(f"{DATASET_FILE}: not DatasetMetadataSchema: {_first_line(exc)}")
 
@@ -98,18 +113,30 @@ def _first_line(exc: Exception) -> str:
 
 
 def _cross_file(
-    report: Report, con: duckdb.DuckDBPyConnection, root: Path, shards: list[Path]
+    report: Report,
+    con: duckdb.DuckDBPyConnection,
+    files: LakeFiles,
+    shards: dict[str, pa.Table],
+    metadata: dict[str, pa.Table],
 ) -> None:
-    codes = _quote(root / CODES_FILE)
-    splits = _quote(root / SPLITS_FILE)
-    report.codes = _scalar(con, f"SELECT count(*) FROM read_parquet({codes})")
+    # The tables as read (through the lake's filesystem), each shard's rows with its name and
+    # their order in it.
+    con.register("codes", metadata[CODES_FILE])
+    con.register("splits", metadata[SPLITS_FILE])
+    codes, splits = "codes", "splits"
+    report.codes = _scalar(con, "SELECT count(*) FROM codes")
     if not shards:
         return
-    paths = ", ".join(_quote(path) for path in shards)
-    con.execute(
-        "CREATE TEMP VIEW data AS SELECT subject_id, time, code, filename, file_row_number "
-        f"FROM read_parquet([{paths}], filename = true, file_row_number = true)"
-    )
+    parts = []
+    for path, table in shards.items():
+        rows = table
+        name = path[len(files.base) + 1 :]
+        rows = rows.append_column("filename", pa.array([name] * rows.num_rows, pa.string()))
+        rows = rows.append_column(
+            "file_row_number", pc.cast(pa.array(range(rows.num_rows)), pa.int64())
+        )
+        parts.append(rows)
+    con.register("data", pa.concat_tables(parts))
     report.subjects = _scalar(con, "SELECT count(DISTINCT subject_id) FROM data")
     rules = {
         "subjects in more than one shard": """
@@ -132,14 +159,14 @@ def _cross_file(
         """,
         "subjects missing from metadata/subject_splits.parquet": f"""
             SELECT DISTINCT subject_id FROM data
-            EXCEPT SELECT subject_id FROM read_parquet({splits})
+            EXCEPT SELECT subject_id FROM {splits}
         """,
         "subjects listed more than once in metadata/subject_splits.parquet": f"""
-            SELECT subject_id FROM read_parquet({splits}) GROUP BY subject_id HAVING count(*) > 1
+            SELECT subject_id FROM {splits} GROUP BY subject_id HAVING count(*) > 1
         """,
         "subjects whose shard is not in the folder of their split": f"""
             SELECT DISTINCT d.subject_id FROM data d
-            JOIN read_parquet({splits}) s USING (subject_id)
+            JOIN {splits} s USING (subject_id)
             WHERE regexp_extract(d.filename, '([^/]+)/[^/]+$', 1) <> s.split
         """,
     }
@@ -148,19 +175,13 @@ def _cross_file(
         if found:
             examples = ", ".join(str(row[0]) for row in found[:_EXAMPLES])
             report.problems.append(f"{len(found)} {rule} (e.g. subject_id {examples})")
-    unlisted = con.sql(
-        f"SELECT DISTINCT code FROM data EXCEPT SELECT code FROM read_parquet({codes})"
-    ).fetchall()
+    unlisted = con.sql(f"SELECT DISTINCT code FROM data EXCEPT SELECT code FROM {codes}").fetchall()
     if unlisted:
         # Codes are vocabulary terms, not patient data: the first few are named.
         names = ", ".join(str(row[0]) for row in unlisted[:_EXAMPLES])
         report.problems.append(
             f"{len(unlisted)} codes of the data not listed in {CODES_FILE} (e.g. {names})"
         )
-
-
-def _quote(path: Path) -> str:
-    return "'" + str(path).replace("'", "''") + "'"
 
 
 def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> int:

@@ -5,24 +5,23 @@ a subject's shard is fixed by its id), reads those shards, and keeps, for every 
 of its newest version (a tombstone keeps none): corrections and deletes are applied, not
 appended. A40 merges move the retired subject's rows to the survivor. Each touched shard is
 rewritten sorted by subject, then time (static rows first), then code, and published with
-os.replace (store.publish); then the metadata (metadata.py); only then are the append files
-removed.
+os.replace (store.publish; on an object store, a copy over the old object); then the metadata
+(metadata.py); only then are the append files removed.
 
 A process killed anywhere in a pass leaves every shard either old or new, and the append
 files in place: the next pass applies them again, which gives the same shards (a shard's rows
 count as older than any append file's, and every fact's newest version wins again). The fold
-is one DuckDB query over Arrow tables, in memory, so its cost is the touched shards' size.
+is one DuckDB query over Arrow tables, in memory, so its cost is the touched shards' size. Files
+are read through the lake's pyarrow filesystem (store.LakeFiles), whichever it is.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from hl7bus.connectors.lake import metadata
 from hl7bus.connectors.lake.store import (
@@ -31,8 +30,6 @@ from hl7bus.connectors.lake.store import (
     PENDING_SCHEMA,
     LakeStore,
     Progress,
-    remove,
-    write_parquet,
 )
 
 _COLUMNS = ", ".join(DATA_SCHEMA.names)
@@ -58,10 +55,10 @@ def compact(
     files = store.pending_files()
     done = Compacted(files=len(files))
     if not files:
-        if not (store.root / metadata.DATASET_FILE).exists():
+        if not store.exists(store.path(metadata.DATASET_FILE)):
             _publish_metadata(store, done, dataset_name, progress)  # a new lake: valid, empty
         return done
-    pending = pa.concat_tables(pq.read_table(path, schema=PENDING_SCHEMA) for path in files)
+    pending = pa.concat_tables(store.read_table(path, schema=PENDING_SCHEMA) for path in files)
     done.pending_rows = pending.num_rows
     merges = _merges(pending)
     con = duckdb.connect()
@@ -77,8 +74,8 @@ def compact(
         subjects = set(pc.unique(pending["subject_id"]).to_pylist())
         subjects.update(merges.values())
         touched = {store.layout.shard_path(subject) for subject in subjects}
-        existing = [store.root / name for name in sorted(touched) if (store.root / name).exists()]
-        current = _current(con, existing)
+        existing = [store.path(name) for name in sorted(touched)]
+        current = _current(con, [store.read_table(p) for p in existing if store.exists(p)])
         # Every subject the result can hold: the append files' (merged) and the shards'.
         stored = con.sql(f"SELECT DISTINCT subject_id FROM {current}").fetchall()
         candidates = subjects | {subject for (subject,) in stored}
@@ -100,7 +97,7 @@ def compact(
     _publish_metadata(store, done, dataset_name, progress)
     # Last: until here a killed pass is redone from the same append files.
     for path in files:
-        remove(path, progress)
+        store.remove(path, progress)
     return done
 
 
@@ -109,20 +106,20 @@ def _publish_metadata(
 ) -> None:
     empty = pa.table({"code": pa.array([], pa.string()), "description": pa.array([], pa.string())})
     subjects = done.subjects if done.subjects is not None else pa.array([], pa.int64())
-    done.codes = metadata.update_codes(store.root, done.new_rows or empty, progress)
-    done.subjects_listed = metadata.update_splits(store.root, store.layout, subjects, progress)
-    metadata.write_dataset(store.root, dataset_name, progress)
+    done.codes = metadata.update_codes(store, done.new_rows or empty, progress)
+    done.subjects_listed = metadata.update_splits(store, subjects, progress)
+    metadata.write_dataset(store, dataset_name, progress)
 
 
-def _current(con: duckdb.DuckDBPyConnection, shards: list[Path]) -> str:
+def _current(con: duckdb.DuckDBPyConnection, shards: list[pa.Table]) -> str:
     """A relation of the touched shards' rows, older than any append file's (version -1)."""
     if not shards:
         return "(SELECT * FROM pending WHERE false)"
-    paths = ", ".join("'" + str(path).replace("'", "''") + "'" for path in shards)
+    con.register("shards", pa.concat_tables(shards))
     return (
         f"(SELECT {_COLUMNS}, -1::BIGINT AS version, 0::TINYINT AS kind, "
         f"NULL::BIGINT AS merge_into, NULL::VARCHAR AS description "
-        f"FROM read_parquet([{paths}]))"
+        f"FROM shards)"
     )
 
 
@@ -171,11 +168,11 @@ def _write_shards(
     for entry in counts:
         name, count = entry["values"].as_py(), entry["counts"].as_py()
         part = result.slice(start, count).drop_columns(["shard"]).cast(DATA_SCHEMA)
-        write_parquet(part, store.root / name, progress)
+        store.write_parquet(part, store.path(name), progress)
         written.add(name)
         start += count
     for name in touched - written:
-        if (store.root / name).exists():
-            remove(store.root / name, progress)
+        if store.exists(store.path(name)):
+            store.remove(store.path(name), progress)
             written.add(name)
     return written

@@ -4,24 +4,27 @@ come from the warehouse's key map (the ``warehouse`` section's database and keys
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hl7bus.connectors.lake.layout import SPLITS, Layout
 
-
-def _default_path() -> Path:
-    return Path.home() / ".cache" / "hl7bus" / "lake"
+# Written with ~ (expanded where it is opened), so the generated reference shows no home folder.
+_DEFAULT_PATH = "~/.cache/hl7bus/lake"
 
 
 class LakeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    path: Path = Field(
-        default_factory=_default_path,
+    path: str = Field(
+        default=_DEFAULT_PATH,
+        min_length=1,
         description=(
-            "Root folder of the MEDS dataset (data/, metadata/, and the sink's own _hl7bus/). "
+            "Root of the MEDS dataset (data/, metadata/, and the sink's own _hl7bus/): a local "
+            "folder, or a URI pyarrow.fs.FileSystem.from_uri resolves (file:///..., "
+            "s3://bucket/prefix, gs://bucket/prefix; credentials as pyarrow takes them). "
             "Created when missing; the sink refuses to start when it is not writable."
         ),
     )
@@ -73,6 +76,12 @@ class LakeConfig(BaseModel):
     metrics_port: int | None = Field(
         9468, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz; null: off."
     )
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _path(cls, value: Any) -> Any:
+        # A pathlib.Path is taken as its text; a URI stays as written (a Path would fold s3://).
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
 
     @field_validator("split_ratios")
     @classmethod

@@ -13,20 +13,12 @@ import json
 import re
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from hl7bus.connectors.lake.layout import Layout
-from hl7bus.connectors.lake.store import (
-    METADATA,
-    Progress,
-    publish,
-    write_parquet,
-)
+from hl7bus.connectors.lake.store import METADATA, LakeStore, Progress
 
 DATASET_FILE = f"{METADATA}/dataset.json"
 CODES_FILE = f"{METADATA}/codes.parquet"
@@ -56,14 +48,15 @@ def parent_codes(code: str) -> list[str]:
     return [match.group(1)] if match else []
 
 
-def update_codes(root: Path, new: pa.Table, progress: Progress | None = None) -> int:
+def update_codes(store: LakeStore, new: pa.Table, progress: Progress | None = None) -> int:
     """Add `new` (code, description) to codes.parquet; returns the codes listed."""
-    path = root / CODES_FILE
+    path = store.path(CODES_FILE)
     listed: dict[str, str | None] = {}
-    if path.exists():
-        old = pq.read_table(path, columns=["code", "description"])
+    exists = store.exists(path)
+    if exists:
+        old = store.read_table(path, columns=["code", "description"])
         listed = dict(zip(old["code"].to_pylist(), old["description"].to_pylist(), strict=True))
-    changed = not path.exists()
+    changed = not exists
     for code, description in zip(
         new["code"].to_pylist(), new["description"].to_pylist(), strict=True
     ):
@@ -80,16 +73,15 @@ def update_codes(root: Path, new: pa.Table, progress: Progress | None = None) ->
             },
             schema=CODES_SCHEMA,
         )
-        write_parquet(table, path, progress)
+        store.write_parquet(table, path, progress)
     return len(listed)
 
 
-def update_splits(
-    root: Path, layout: Layout, subjects: pa.Array, progress: Progress | None = None
-) -> int:
+def update_splits(store: LakeStore, subjects: pa.Array, progress: Progress | None = None) -> int:
     """Add the split of every subject in `subjects` to subject_splits.parquet."""
-    path = root / SPLITS_FILE
-    known: pa.Table | None = pq.read_table(path) if path.exists() else None
+    path = store.path(SPLITS_FILE)
+    layout = store.layout
+    known: pa.Table | None = store.read_table(path) if store.exists(path) else None
     fresh = subjects
     if known is not None:
         fresh = pc.filter(subjects, pc.invert(pc.is_in(subjects, known["subject_id"])))
@@ -102,17 +94,17 @@ def update_splits(
     )
     table = pa.concat_tables([known, added]) if known is not None else added
     table = table.sort_by("subject_id")
-    write_parquet(table, path, progress)
+    store.write_parquet(table, path, progress)
     return int(table.num_rows)
 
 
-def write_dataset(root: Path, name: str, progress: Progress | None = None) -> dict[str, Any]:
+def write_dataset(store: LakeStore, name: str, progress: Progress | None = None) -> dict[str, Any]:
     """dataset.json: the dataset's version is the time of its latest publication."""
-    path = root / DATASET_FILE
+    path = store.path(DATASET_FILE)
     now = datetime.now(UTC).replace(microsecond=0)
     created = now.isoformat()
-    if path.exists():
-        created = json.loads(path.read_text(encoding="utf-8")).get("created_at") or created
+    if store.exists(path):
+        created = json.loads(store.read_text(path)).get("created_at") or created
     document: dict[str, Any] = {
         "dataset_name": name,
         "dataset_version": now.strftime("%Y%m%dT%H%M%SZ"),
@@ -127,7 +119,7 @@ def write_dataset(root: Path, name: str, progress: Progress | None = None) -> di
         "raw_source_id_columns": ["event_id", "fact_id"],
         "site_id_columns": ["feed"],
     }
-    with publish(path, progress) as handle:
+    with store.publish(path, progress) as handle:
         handle.write(json.dumps(document, indent=2).encode())
     return document
 

@@ -23,7 +23,6 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-import pyarrow.parquet as pq
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 
 from hl7bus.connectors import sink_dlq
@@ -217,12 +216,13 @@ class LakeSink:
 
     def _stats(self) -> None:
         """Shards, rows and subjects of the lake, from the files' footers."""
-        shards = self.store.shard_paths()
+        store = self.store
+        shards = store.shard_paths()
         metrics.SHARDS.set(len(shards))
-        metrics.LAKE_ROWS.set(sum(pq.ParquetFile(path).metadata.num_rows for path in shards))
-        splits = self.store.root / SPLITS_FILE
-        if splits.exists():
-            metrics.SUBJECTS.set(pq.ParquetFile(splits).metadata.num_rows)
+        metrics.LAKE_ROWS.set(sum(store.num_rows(path) for path in shards))
+        splits = store.path(SPLITS_FILE)
+        if store.exists(splits):
+            metrics.SUBJECTS.set(store.num_rows(splits))
         metrics.PENDING_FILES.set(len(self.store.pending_files()))
 
     def _send_dlq(self, kept: Sequence[Message], outcome: Outcome) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -15,9 +14,10 @@ lake_app = typer.Typer(help="The MEDS lake: checking a dataset.", no_args_is_hel
 @lake_app.command("check")
 def check(
     root: Annotated[
-        Path | None,
+        str | None,
         typer.Argument(
-            help="Root folder of the MEDS dataset (default: lake.path).", file_okay=False
+            help="Root of the MEDS dataset, a folder or a pyarrow filesystem URI "
+            "(default: lake.path)."
         ),
     ] = None,
     config: ConfigOption = None,
@@ -26,9 +26,11 @@ def check(
     across files (one shard per subject, rows contiguous and sorted by time, every code in
     codes.parquet, every subject in subject_splits.parquet). Exit code 1 when a rule is broken."""
     from hl7bus.connectors.lake.check import check_lake
+    from hl7bus.connectors.lake.store import redacted
 
-    folder = root if root is not None else load_settings(config).lake.path
-    report = check_lake(folder)
+    where = root if root is not None else load_settings(config).lake.path
+    report = check_lake(where)
+    folder = redacted(where)
     for problem in report.problems:
         console.print(f"[red]✗[/] {problem}")
     if not report.ok:
@@ -70,24 +72,26 @@ def sink_lake(config: ConfigOption = None) -> None:
     cfg = settings.lake
     names = [s.name for s in catalog.specs.values() if s.id.startswith("research.")]
     client_logging = logs.client_logging(settings.log)
-    sink = LakeSink(
-        cfg,
-        WarehouseKeys(settings.warehouse),
-        {
-            **kafka_clients.consumer_config(settings.kafka, bootstrap, cfg.group_id),
-            **client_logging,
-        },
-        {**kafka_clients.producer_config(settings.kafka, bootstrap), **client_logging},
-        names,
-        catalog.name(topics.DLQ),
-        start_http=health.start_http,
-    )
     try:
-        sink.open_lake()  # a lake folder that is not writable stops here, before any batch
+        sink = LakeSink(
+            cfg,
+            WarehouseKeys(settings.warehouse),
+            {
+                **kafka_clients.consumer_config(settings.kafka, bootstrap, cfg.group_id),
+                **client_logging,
+            },
+            {**kafka_clients.producer_config(settings.kafka, bootstrap), **client_logging},
+            names,
+            catalog.name(topics.DLQ),
+            start_http=health.start_http,
+        )
+        # A lake.path pyarrow cannot resolve, or a lake that is not writable, stops here,
+        # before any batch.
+        sink.open_lake()
     except (LakeError, OSError) as exc:
         fail(str(exc), code=2)
     log = logs.configure(settings.log, "lake")
-    log.info("writing %s into the MEDS lake %s", ", ".join(names), cfg.path)
+    log.info("writing %s into the MEDS lake %s", ", ".join(names), sink.store.url)
 
     async def serve() -> None:
         stop = asyncio.Event()
