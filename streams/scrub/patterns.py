@@ -21,13 +21,13 @@ to scan the text once).
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from functools import lru_cache
 
+from .checks import CHECKS, DD, DIGITS, MM, RRN_VALUE, plausible_rrn, shift, valid_ip
 from .kinds import PLACEHOLDERS, Kind
 
 __all__ = ["ScrubOptions", "apply_patterns"]
@@ -77,8 +77,6 @@ def _cases(text: str) -> str:
 
 
 _DIGITS_STR = "0123456789"
-_MM = "(?:0[1-9]|1[0-2])"
-_DD = "(?:0[1-9]|[12][0-9]|3[01])"
 _M = "(?:1[0-2]|0?[1-9])"
 _DAY = "(?:3[01]|[12][0-9]|0?[1-9])"
 _YEAR_REST = {"1": "9[0-9]{2}", "2": "0[0-9]{2}"}  # 19xx and 20xx after the first digit
@@ -88,10 +86,6 @@ _URL_CHARS = r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]"
 _URL_END = r"[A-Za-z0-9\-_~/#=&%+]"
 _TLD_LIST = "com net org edu gov mil int info biz kr io me us uk jp cn de fr ca au"
 _TLDS = "(?:" + "|".join(ci(t) for t in _TLD_LIST.split(" ")) + ")"
-_MONTHS = (
-    "january", "february", "march", "april", "may", "june", "july", "august", "september",
-    "october", "november", "december",
-)  # fmt: skip
 _MONTH_RX = {
     "january": "an(?:uary)?", "february": "eb(?:ruary)?", "march": "ar(?:ch)?",
     "april": "pr(?:il)?", "may": "ay", "june": "une?", "july": "uly?", "august": "ug(?:ust)?",
@@ -153,7 +147,7 @@ def _alternatives(options: ScrubOptions) -> list[_Alt]:
     add("ipv4", d, r"\.", r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}" + ip_end, "[0-9.]")
     # RRN: YYMMDD, a hyphen and 7 digits (or the masked 1****** / *******); without the hyphen
     # (or with a space) the 13 digits need a real date for the century of the gender digit.
-    mmdd = f"{_MM}{_DD}"
+    mmdd = f"{MM}{DD}"
     add(
         "rrn",
         d,
@@ -200,7 +194,7 @@ def _alternatives(options: ScrubOptions) -> list[_Alt]:
     # Dates, years 1900-2099.
     for first, second in (("1", "9"), ("2", "0")):
         y = "[0-9]{2}"
-        add("date_compact", first, second, y + f"{_MM}{_DD}{_TIME}(?![0-9])", "[0-9]")
+        add("date_compact", first, second, y + f"{MM}{DD}{_TIME}(?![0-9])", "[0-9]")
         for sep in (r"\.", "-", "/"):
             # 2026. 11. 27. (Korean style): the final dot belongs to the date
             end = r"(?:(?<=\.\s[0-9])\.|(?<=\.\s[0-9]{2})\.)?" if sep == r"\." else ""
@@ -229,7 +223,7 @@ def _alternatives(options: ScrubOptions) -> list[_Alt]:
     add("date_en", "0123", dd, rf"{_ORDINAL}\s+{months_year}", "[0-9]")
     add("date_en", d, r"\s", rf"\s*{months_year}", "[0-9]")
     add("date_en", d, "[sSnNrRtT]", rf"[tTdDhH]\s+{months_year}", "[0-9]")
-    add("date_yy", d, dd, rf"\.{_MM}\.{_DD}(?![0-9]|\.[0-9])", "[0-9.]")
+    add("date_yy", d, dd, rf"\.{MM}\.{DD}(?![0-9]|\.[0-9])", "[0-9.]")
     # Ages over 89.
     add("age", "만", r"\s", rf"{_AGE_NUMBER}\s?(?:세|살)")
     add("age", "만", "9", r"[0-9]\s?(?:세|살)")
@@ -415,156 +409,13 @@ def _compiled(options: ScrubOptions) -> _Compiled:
     return _Compiled(re.compile("|".join(parts)), keys)
 
 
-# -- checks and date shifting ------------------------------------------------------------------
-
-_CENTURY = {"1": 1900, "2": 1900, "5": 1900, "6": 1900, "3": 2000, "4": 2000, "7": 2000,
-            "8": 2000, "9": 1800, "0": 1800}  # fmt: skip
-_DIGITS = re.compile("[0-9]+")
-_RRN_VALUE = re.compile(f"[0-9]{{2}}{_MM}{_DD}-?[0-9]{{7}}")
-_ALPHA = re.compile("[A-Za-z]+")
-
-
-def _valid(year: int, month: int, day: int) -> date | None:
-    try:
-        return date(year, month, day)
-    except ValueError:
-        return None
-
-
-def _plausible_rrn(s: str) -> bool:
-    """A 13-digit run without hyphen is an RRN only if YYMMDD is a real date in the century its
-    gender digit gives (1/2/5/6: 1900s, 3/4/7/8: 2000s, 9/0: 1800s)."""
-    digits = "".join(_DIGITS.findall(s))
-    year = _CENTURY[digits[6]] + int(digits[:2])
-    return _valid(year, int(digits[2:4]), int(digits[4:6])) is not None
-
-
-def _valid_ip(s: str) -> bool:
-    try:
-        ipaddress.ip_address(s)
-    except ValueError:
-        return False
-    return True
-
-
-def _valid_ssn(s: str) -> bool:
-    a, b, c = _DIGITS.findall(s)
-    return a not in ("000", "666") and b != "00" and c != "0000"
-
-
-def _pad(old: str, value: int, padded: bool) -> str:
-    """Two digits when the original had a leading zero, or two digits in a numeric format."""
-    return f"{value:02d}" if old[:1] == "0" or (padded and len(old) == 2) else str(value)
-
-
-def _month_name(month: int, like: str) -> str:
-    """The month's English name in the style of ``like`` (abbreviated or not, case)."""
-    core = like.rstrip(".")
-    full = _MONTHS[month - 1]
-    name = full[:3] if len(core) <= 3 or core.lower() == "sept" else full
-    if core.isupper():
-        return name.upper()
-    return name.capitalize() if core[:1].isupper() else name
-
-
-def _replace_spans(s: str, spans: list[tuple[int, int, str]]) -> str:
-    for a, b, new in sorted(spans, reverse=True):
-        s = s[:a] + new + s[b:]
-    return s
-
-
-def _date_of(key: str, s: str) -> tuple[date, list[tuple[int, int, str]], str] | None:
-    """Parse a date match: (date, [(start, end, kind)] of its year/month/day parts, style)."""
-    if key == "date_compact":
-        d = _valid(int(s[:4]), int(s[4:6]), int(s[6:8]))
-        return None if d is None else (d, [(0, 4, "Y"), (4, 6, "m"), (6, 8, "d")], "")
-    runs = list(_DIGITS.finditer(s))
-    if key in ("date_sep", "date_kr", "date_yy"):
-        y, m, dd = runs[0], runs[1], runs[2]
-        year = int(y.group())
-        if len(y.group()) == 2:
-            year += 2000 if year < 50 else 1900
-        d = _valid(year, int(m.group()), int(dd.group()))
-        parts = [(y.start(), y.end(), "Y" if len(y.group()) == 4 else "y")]
-        parts += [(m.start(), m.end(), "m"), (dd.start(), dd.end(), "d")]
-        return None if d is None else (d, parts, "")
-    if key == "date_dmy":
-        a, b, y = runs[0], runs[1], runs[2]
-        # US order (M/D/Y) when the first number can be a month, else D/M/Y.
-        m, dd = (a, b) if int(a.group()) <= 12 else (b, a)
-        d = _valid(int(y.group()), int(m.group()), int(dd.group()))
-        parts = [(y.start(), y.end(), "Y"), (m.start(), m.end(), "m"), (dd.start(), dd.end(), "d")]
-        return None if d is None else (d, parts, "")
-    if key == "date_en":
-        word = next(w for w in _ALPHA.finditer(s) if w.group()[:3].lower() in _MONTH_PREFIXES)
-        days = [r for r in runs if len(r.group()) <= 2]
-        years = [r for r in runs if len(r.group()) == 4]
-        if not days:
-            return None  # month and year only
-        month = _MONTH_PREFIXES[word.group()[:3].lower()]
-        d = _valid(int(years[0].group()), month, int(days[0].group()))
-        parts = [(years[0].start(), years[0].end(), "Y"), (days[0].start(), days[0].end(), "d")]
-        parts.append((word.start(), word.end(), "b"))
-        return None if d is None else (d, parts, word.group())
-    return None
-
-
-_MONTH_PREFIXES = {m[:3]: i for i, m in enumerate(_MONTHS, start=1)}
-
-
-def _shift(key: str, s: str, shift: Callable[[date], date]) -> str | None:
-    """The date text shifted and formatted like the original; None for partial or bad dates."""
-    parsed = _date_of(key, s)
-    if parsed is None:
-        return None
-    old, parts, style = parsed
-    new = shift(old)
-    padded = key not in ("date_kr", "date_en")  # 2026년 12월 7일, Dec 7: no zero
-    spans = []
-    for a, b, what in parts:
-        text = s[a:b]
-        if what == "Y":
-            spans.append((a, b, f"{new.year:04d}"))
-        elif what == "y":
-            spans.append((a, b, f"{new.year % 100:02d}"))
-        elif what == "m":
-            spans.append((a, b, _pad(text, new.month, padded)))
-        elif what == "d":
-            spans.append((a, b, _pad(text, new.day, padded)))
-        else:
-            spans.append((a, b, _month_name(new.month, style)))
-    return _replace_spans(s, spans)
-
-
-def _enough_digits(s: str) -> bool:
-    return sum(ch.isdigit() for ch in s) >= 8
-
-
-def _valid_partial(s: str) -> bool:
-    """``M월 D일`` needs a month 1-12 (the regex lets 0 and 13-99 through)."""
-    if "년" in s:
-        return True
-    month = int(_DIGITS.findall(s)[0])
-    return 1 <= month <= 12
-
-
-# Matches the regex cannot judge alone; a failed check leaves the text as it was.
-_CHECKS: dict[str, Callable[[str], bool]] = {
-    "ipv4": _valid_ip,
-    "ipv6": _valid_ip,
-    "ssn": _valid_ssn,
-    "phone_intl": _enough_digits,
-    "date_partial": _valid_partial,
-}
-
-
 def _net_pass(text: str, counts: dict[Kind, int]) -> str:
     """E-mail addresses, then URLs, then IPv6 addresses, each only when the text has its marks
     (``@``; ``://``, ``www.`` or a dot and two to four letters; ``::`` or seven colons)."""
 
     def replace(m: re.Match[str]) -> str:
         key = m.lastgroup or ""
-        if key == "ipv6" and not _valid_ip(m.group()):
+        if key == "ipv6" and not valid_ip(m.group()):
             return m.group()
         kind = _KEY_KIND[key]
         counts[kind] = counts.get(kind, 0) + 1
@@ -651,7 +502,7 @@ def _digits_fit(key: str, digits: str, tail: str) -> bool:
 
 def _shape_ok(key: str, text: str, start: int, s: str) -> bool:
     """A main-pass match of a shape that starts with a digit run passes its checks."""
-    digits = _DIGITS.match(s)
+    digits = DIGITS.match(s)
     assert digits is not None  # these shapes start with a digit
     if not _digits_fit(key, digits.group(), s[digits.end() :]):
         return False
@@ -704,22 +555,22 @@ def apply_patterns(
         kind = _KEY_KIND[key]
         if key == "long_number" and _CODE_LABEL.search(m.string, 0, m.start()):
             return s  # SNOMED 44054006: a code, not an identifier
-        if key == "rrn_plain" and not _plausible_rrn(s):
+        if key == "rrn_plain" and not plausible_rrn(s):
             if long_n is None or long_n > 13 or not s.isdigit():
                 return s
             kind = Kind.ID  # a long number, not an RRN
-        elif (key in _CHECKS and not _CHECKS[key](s)) or (
+        elif (key in CHECKS and not CHECKS[key](s)) or (
             key in _DIGITS_FIRST and not _shape_ok(key, m.string, m.start(), s)
         ):
             return s
         elif kind == Kind.DATE and shift_date is not None:
-            shifted = _shift(key, s, shift_date)
+            shifted = shift(key, s, shift_date)
             if shifted is not None:
                 counts[kind] = counts.get(kind, 0) + 1
                 return shifted
         if value_group is not None:
             cut = m.start(value_group) - m.start()
-            if key == "id_labelled" and _RRN_VALUE.fullmatch(s[cut:]) and _plausible_rrn(s[cut:]):
+            if key == "id_labelled" and RRN_VALUE.fullmatch(s[cut:]) and plausible_rrn(s[cut:]):
                 kind = Kind.RRN  # 주민등록번호 1234561234567: an RRN behind an id label
             counts[kind] = counts.get(kind, 0) + 1
             return s[:cut] + PLACEHOLDERS[kind]
