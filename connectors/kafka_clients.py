@@ -501,3 +501,21 @@ def message_headers(message: Message) -> list[tuple[str, bytes]]:
 def wire_headers(headers: Headers) -> list[tuple[str, str | bytes | None]]:
     """Headers in the form Producer.produce takes."""
     return list(headers)
+
+
+def valued_records(records: Sequence[Message], log: logging.Logger) -> list[Message]:
+    """The records of a consumed batch that carry a value. A fatal client error raises; an
+    end-of-partition notice is skipped; any other error is logged by name and skipped (the
+    client retries it)."""
+    kept: list[Message] = []
+    for record in records:
+        error = record.error()
+        if error is not None:
+            if error.fatal():
+                raise KafkaException(error)
+            if error.code() != KafkaError._PARTITION_EOF:
+                log.warning("consumer: %s", error.name())
+            continue
+        if record.value() is not None:
+            kept.append(record)
+    return kept

@@ -23,9 +23,9 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+from confluent_kafka import Consumer, Message, Producer
 
-from hl7bus.connectors import sink_dlq
+from hl7bus.connectors import kafka_clients, sink_dlq
 from hl7bus.connectors.lake import metrics
 from hl7bus.connectors.lake.compaction import compact
 from hl7bus.connectors.lake.config import LakeConfig
@@ -156,17 +156,7 @@ class LakeSink:
         """Append one consumed batch, DLQ what cannot become rows, store the offsets."""
         assert self._consumer is not None
         started = time.monotonic()
-        kept: list[Message] = []
-        for record in records:
-            error = record.error()
-            if error is not None:
-                if error.fatal():
-                    raise KafkaException(error)
-                if error.code() != KafkaError._PARTITION_EOF:
-                    log.warning("consumer: %s", error.name())
-                continue
-            if record.value() is not None:
-                kept.append(record)
+        kept = kafka_clients.valued_records(records, log)
         metrics.STAGE.in_flight.inc(len(kept))
         try:
             outcome = self._writer.write(

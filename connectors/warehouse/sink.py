@@ -30,9 +30,9 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from typing import Any, TypeVar
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
-from hl7bus.connectors import sink_dlq
+from hl7bus.connectors import kafka_clients, sink_dlq
 from hl7bus.connectors.warehouse import metrics
 from hl7bus.connectors.warehouse.concepts import ConceptLookup
 from hl7bus.connectors.warehouse.config import WarehouseConfig
@@ -280,17 +280,7 @@ class WarehouseSink:
         """Write one consumed batch, DLQ what the warehouse refused, store the offsets."""
         assert self._writer is not None and self._consumer is not None
         started = time.monotonic()
-        kept: list[Message] = []
-        for record in records:
-            error = record.error()
-            if error is not None:
-                if error.fatal():
-                    raise KafkaException(error)
-                if error.code() != KafkaError._PARTITION_EOF:
-                    log.warning("consumer: %s", error.name())
-                continue
-            if record.value() is not None:
-                kept.append(record)
+        kept = kafka_clients.valued_records(records, log)
         metrics.STAGE.in_flight.inc(len(kept))
         try:
             outcome = self._writer.write(
