@@ -226,7 +226,7 @@ def test_resent_message_is_counted_not_re_emitted_across_a_restart(
         def duplicates() -> float:
             return _metric(port, "hl7bus_stream_duplicates_total", {"feed": "resend"})
 
-        procs.wait_for("every resend counted", lambda: duplicates() >= len(first_batch), 30)
+        procs.wait_for("every resend counted", lambda: duplicates() >= len(first_batch), 90)
         assert http_status(port, "/readyz") == 200
     finally:
         procs.stop_all()
