@@ -48,6 +48,8 @@ ServeHealth = Callable[[str, int, Callable[[], Awaitable[bool]]], Awaitable[None
 # Duplicate sends are recognized for this long after the first sighting (WorkerConfig default).
 DEDUPE_WINDOW_S = 7 * 24 * 3600
 DEDUPE_TABLE = "dedupe"
+#: Largest record batch the worker's producer makes (bytes; see build_app).
+PRODUCER_BATCH_BYTES = 512 * 1024
 
 
 def changelog_topic(app_id: str) -> str:
@@ -264,6 +266,11 @@ def build_app(
         # On the timer only: faust's commit_every commits inside its fetch loop, and a commit
         # that waits on a rebalance there stalled the survivor of a killed worker for good.
         broker_commit_interval=cfg.commit_interval_s,
+        # aiokafka sends one produce request per broker at a time, holding one record batch per
+        # partition: at faust's 16 KiB, a 500-record batch's outputs went out in about a
+        # hundred requests one after the other (BENCHMARKS.md, worker). Below Kafka's default
+        # limit of a record batch (message.max.bytes, 1 MiB).
+        producer_max_batch_size=PRODUCER_BATCH_BYTES,
     )
     # Before anything touches app.transport (declaring an agent does).
     _use_idempotent_producer(app)

@@ -232,3 +232,26 @@ def test_the_worker_batches_records_on_the_aiokafka_producer_faust_started(app: 
             await client.stop()
 
     asyncio.run(made())
+
+
+def test_the_worker_producer_makes_record_batches_of_up_to_producer_batch_bytes(app: Any) -> None:
+    """build_app passes PRODUCER_BATCH_BYTES to faust's producer_max_batch_size, which faust
+    gives aiokafka as max_batch_size: a record batch the worker makes takes records until it
+    holds that many bytes (faust's default, 16 KiB, made a produce request per 16 KiB of one
+    partition), and stays under Kafka's default record batch limit (message.max.bytes)."""
+    assert 16 * 1024 < runtime.PRODUCER_BATCH_BYTES < 1_048_588
+    value = b"v" * 4096
+
+    async def made() -> None:
+        client = app.producer._new_producer()
+        try:
+            batch = client.create_batch()
+            taken = 0
+            while batch.append(key=b"k", value=value, timestamp=None, headers=[]) is not None:
+                taken += 1
+            assert runtime.PRODUCER_BATCH_BYTES - 2 * len(value) < taken * len(value)
+            assert batch.size() <= runtime.PRODUCER_BATCH_BYTES
+        finally:
+            await client.stop()
+
+    asyncio.run(made())
