@@ -22,6 +22,7 @@ tests/test_faust_private.py checks each against the installed faust.
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -436,7 +437,24 @@ def run(app: Any, loglevel: str = "warning", logging_config: dict[str, Any] | No
 
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, logging_config=logging_config)
     _without_spinner(worker)
+    settle_gc()
     worker.execute_from_commandline()
+
+
+def settle_gc() -> None:
+    """Garbage collection for the long-running worker, set once its app is built.
+
+    A batch keeps its records' events and outputs alive until Kafka confirms them, so with
+    CPython's default threshold (700 allocations) the young generations were collected many
+    times per batch, and about every few thousand messages a full collection walked every
+    object of the process (faust's, aiokafka's, the caches): about 0.2 s of CPU per 2,000
+    messages in bench stream (BENCHMARKS.md, worker). What start-up made is frozen out of
+    every collection. The MLLP listener does the same (connectors/mllp/service.py
+    settle_gc; streams cannot import connectors).
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
 
 
 def _record(event: Any) -> Record:
