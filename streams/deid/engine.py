@@ -53,28 +53,31 @@ def deidentify(
     """
     plan = _plan(policy, event_type)
     job = _Job(event_type, record, policy, pseudonymize)
-    out: dict[str, Any] = dict.fromkeys(plan.fields)  # the research contract's fields only
+    get = record.get
+    # The research contract's fields only, in its order, as the source has them: the kept ones
+    # are done; the acted ones are replaced below (a null stays null); the engine's own are
+    # set below or null.
+    out: dict[str, Any] = dict(zip(plan.fields, map(get, plan.fields), strict=True))
+    for name in plan.engine:
+        out[name] = None
     haystack: list[str] = []
     released: set[str] = set()  # quasi values the policy releases on purpose (limited: city)
     tally: dict[tuple[str, str], int] = {} if counts is None else counts
-    get = record.get
-    # Kept and dropped fields go by group (one per action and PHI class): most of an event's
-    # fields are kept as they are, and this is the per-event hot loop of the research stage.
-    for group in plan.groups:
-        values = list(map(get, group.names))
+    # Kept and dropped fields go by group (one per action and PHI class), for the counts and the
+    # leak search: this is the per-event hot loop of the research stage.
+    for label, names, search, quasi in plan.groups:
+        values = list(map(get, names))
         present = len(values) - values.count(None)
         if not present:
             continue
-        tally[group.label] = tally.get(group.label, 0) + present
-        if group.keep:
-            out.update(zip(group.names, values, strict=True))
-            if group.search == "text":
-                texts = [v for v in values if v.__class__ is str]
-                haystack += texts
-                if group.quasi:
-                    released.update(map(normalized_value, texts))
-            elif group.search == "nested":
-                collect(values, haystack, released if group.quasi else None)
+        tally[label] = tally.get(label, 0) + present
+        if search == "text":
+            texts = [v for v in values if v.__class__ is str]
+            haystack += texts
+            if quasi:
+                released.update(map(normalized_value, texts))
+        elif search == "nested":
+            collect(values, haystack, released if quasi else None)
     for name, action, label, searched, quasi in plan.acted:
         value = get(name)
         if value is None:
@@ -98,23 +101,18 @@ def deidentify(
     return out
 
 
-@dataclass(frozen=True)
-class _Group:
-    """Fields of one event type that share an action (keep or drop) and a PHI class."""
-
-    label: tuple[str, str]  # (action, PHI class), for the audit counts
-    names: tuple[str, ...]
-    keep: bool
-    # What its output adds to the leak search: "text" (string fields), "nested" (arrays and
-    # other types, searched for strings inside), "" (nothing: dropped, our own ids, numbers
-    # and instants, which hold no text).
-    search: str
-    quasi: bool
+#: Fields of one event type that share an action (keep or drop) and a PHI class: (action, PHI
+#: class) for the audit counts, the field names, what their values add to the leak search, and
+#: whether they are quasi-identifiers. The search is "text" (string fields), "nested" (arrays
+#: and other types, searched for strings inside) or "" (nothing: dropped, our own ids, numbers
+#: and instants, which hold no text).
+_Group = tuple[tuple[str, str], tuple[str, ...], str, bool]
 
 
 @dataclass(frozen=True)
 class _Plan:
     fields: tuple[str, ...]  # the research contract's fields, in schema order
+    engine: tuple[str, ...]  # those the engine sets (ENGINE_FIELDS)
     rows: tuple[tuple[str, str, str], ...]  # every named field: (field, action, PHI class)
     groups: tuple[_Group, ...]  # keep and drop
     acted: tuple[tuple[str, str, tuple[str, str], bool, bool], ...]  # the other actions
@@ -155,11 +153,12 @@ def _plan(policy: Policy, event_type: str) -> _Plan:
             label = (action.split(":", 1)[0], cls)
             acted.append((name, action, label, searched(name, action), cls == "quasi"))
     groups = tuple(
-        _Group((action, cls), tuple(names), action == "keep", how, cls == "quasi")
+        ((action, cls), tuple(names), how, cls == "quasi")
         for (action, cls, how), names in grouped.items()
     )
     fields = tuple(name for name in kinds if kept(name, actions))
-    plan = _Plan(fields, rows, groups, tuple(acted))
+    engine = tuple(name for name in fields if name in ENGINE_FIELDS)
+    plan = _Plan(fields, engine, rows, groups, tuple(acted))
     if len(_PLANS) > 256:
         _PLANS.clear()
     _PLANS[(id(policy), event_type)] = (policy, plan)
