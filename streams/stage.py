@@ -344,17 +344,19 @@ def count(counts: Counts) -> None:
 
 
 def _count_outputs(stage: str, outputs: Sequence[Output], counts: Counts) -> None:
+    ok: Counter[str] = Counter()  # stage -> outputs to topics other than the DLQ
     for out in outputs:
         # The fused parse stage also makes de-identification's outputs: count them there.
-        by = DEIDENTIFY if _deidentifying(out) else stage
         if out.topic_id == topics.DLQ:
+            headers = dict(out.headers)
+            by = DEIDENTIFY if headers.get("hl7bus.stage") == _DEID_STAGE else stage
             counts.outcomes[by, "dlq"] += 1
-            counts.errors[by, dict(out.headers).get("hl7bus.reason", b"?").decode()] += 1
+            counts.errors[by, headers.get("hl7bus.reason", b"?").decode()] += 1
         else:
-            counts.outcomes[by, "ok"] += 1
+            ok[DEIDENTIFY if out.topic_id.startswith(_RESEARCH) else stage] += 1
+    for by, n in ok.items():
+        counts.outcomes[by, "ok"] += n
 
 
-def _deidentifying(out: Output) -> bool:
-    if out.topic_id == topics.DLQ:
-        return dict(out.headers).get("hl7bus.stage") == DEID_STAGE.encode()
-    return out.topic_id.startswith(topics.research(""))
+_DEID_STAGE = DEID_STAGE.encode()
+_RESEARCH = topics.research("")  # the catalog ids of the research topics start with it
