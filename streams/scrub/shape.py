@@ -70,13 +70,18 @@ PARTICLES: tuple[str, ...] = (
 _PERSON_PARTICLES = frozenset({"에게서", "에게", "께서", "께", "한테", "하고"})
 
 _single = "".join(sorted(s for s in SURNAMES if len(s) == 1))
-_compound = "|".join(sorted(s for s in SURNAMES if len(s) == 2))
+_compounds = sorted(s for s in SURNAMES if len(s) == 2)
+_firsts = "".join(sorted({*_single, *(c[0] for c in _compounds)}))
 _given = "".join(sorted(GIVEN_SYLLABLES))
-# The surname first (re skips in C to its characters), "not inside a word" as a lookbehind
-# after it; the particle and what follows it as a lookahead (checked again in Python for
-# the two-syllable case).
+# The surname's first syllable as one character class, so that re skips in C to the
+# characters that may start a name (an alternation of a class and the compound surnames gave
+# re no first character to skip to: it tried a match at every position of every text); "not
+# inside a word" as a lookbehind after it; then a one-syllable surname, or the second syllable
+# of a compound one (the first checked by a lookbehind); the particle and what follows it as a
+# lookahead (checked again in Python for the two-syllable case).
 _NAME = re.compile(
-    f"(?:[{_single}](?<![{_HANGUL}].)|(?:{_compound})(?<![{_HANGUL}]..))"
+    f"[{_firsts}](?<![{_HANGUL}].)"
+    f"(?:(?<=[{_single}])|{'|'.join(f'{c[1]}(?<={c})' for c in _compounds)})"
     f"[{_given}]{{1,2}}"
     f"(?=(?P<particle>{'|'.join(PARTICLES)})(?![{_HANGUL}]))"
 )
