@@ -21,10 +21,11 @@ from .words import PARTICLES, TITLES, eponym_at
 
 __all__ = ["Span", "identifier_spans", "replace_spans"]
 
-# The separators between ASCII letters and digits (dropped in one substitution): a separator
-# first and the letter or digit before it checked by a lookbehind after it, so that re skips in
-# C to the separators.
-_SQUEEZE_OUT = re.compile(f"{SEPARATOR}(?<=[0-9a-z]{SEPARATOR}){SEPARATOR}{{0,2}}(?=[0-9a-z])")
+# The separators between ASCII letters and digits (dropped): a separator first and the letter
+# or digit before it checked by a lookbehind after it, so that re skips in C to the separators.
+# Split on them (the group keeps them in the list: pieces kept at even, cuts at odd indexes),
+# so that the squeezed text and the lengths that map its positions back come from one scan.
+_SQUEEZE_OUT = re.compile(f"({SEPARATOR}(?<=[0-9a-z]{SEPARATOR}){SEPARATOR}{{0,2}}(?=[0-9a-z]))")
 _LATIN = re.compile("[A-Za-z]")
 
 
@@ -79,22 +80,25 @@ def identifier_spans(text: str, tables: Tables) -> list[Span]:
     spans: list[Span] = []
     lowered = ascii_lower(text) if tables.alnum or tables.plain else text
     if tables.alnum:
-        # The text without separators inside runs of letters and digits (one C substitution);
-        # a position p in it is p + shifts[k - 1] in the text, k being the number of cuts at or
-        # before p. The cuts are worked out only when a needle is found (most texts have none).
-        squeezed = _SQUEEZE_OUT.sub("", lowered)
-        cuts: list[int] = []
-        shifts: list[int] = []
+        # The text without separators inside runs of letters and digits (one C split and join).
+        # A position p in it falls in kept piece j (ends[j - 1] <= p < ends[j]) and is
+        # p - ends[j - 1] + starts[j] in the text. The lengths are summed only when a needle is
+        # found (most texts have none), in C (accumulate over map(len, ...)): an English note
+        # has tens of cuts, and a Python loop over them cost more than the search itself.
+        pieces = _SQUEEZE_OUT.split(lowered)
+        squeezed = "".join(pieces[::2]) if len(pieces) > 1 else lowered
+        ends: list[int] = []  # end of each kept piece in the squeezed text
+        starts: list[int] = []  # start of each kept piece in the text
 
         def original(p: int) -> int:
-            if not cuts and len(squeezed) != len(lowered):
-                # Built with comprehensions (an English note has tens of cuts: a Python loop
-                # over them cost more than the search itself).
-                removed = [m.span() for m in _SQUEEZE_OUT.finditer(lowered)]
-                shifts.extend(accumulate(b - a for a, b in removed))
-                cuts.extend(a - (s - (b - a)) for (a, b), s in zip(removed, shifts, strict=True))
-            k = bisect_right(cuts, p)
-            return p + shifts[k - 1] if k else p
+            if len(pieces) == 1:
+                return p
+            if not ends:
+                ends.extend(accumulate(map(len, pieces[::2])))
+                starts.append(0)
+                starts.extend(list(accumulate(map(len, pieces)))[1::2])
+            j = bisect_right(ends, p)
+            return p - ends[j - 1] + starts[j] if j else p
 
         for needle, kind, plus in tables.alnum:
             if len(needle) > len(squeezed):
