@@ -14,8 +14,9 @@ doubled letters single. The skeleton of a name is that of its RR form
 each spelling of :data:`SURNAME_SPELLINGS` (where the customary form is not a spelling of the
 RR form: ``Lee``, ``Park``, ``Rhee``, ``Roh``).
 
-The search (:func:`romanized_spans`) splits a text's Latin letters into words, skeletons each
-word (cached), and looks up runs of up to four words joined by at most three separators
+The search (:func:`romanized_spans`) skeletons (cached) each Latin word that starts with a
+capital, and from those that start a name's skeleton the words after it one at a time: it
+looks up runs of up to four words joined by at most three separators
 (space, hyphen, comma, period, apostrophe): a full name in either order, ``Family, Given``,
 given names joined, hyphenated or spaced, any case after a capital first letter (``Kim``,
 ``KIM``; a name written all in lower case is not looked for). The cost does not grow with the
@@ -119,9 +120,11 @@ def surname_skeletons(family: str) -> frozenset[str]:
     return frozenset({skeleton(revised_romanization(family)), *map(skeleton, spellings)})
 
 
-_WORD = re.compile("[A-Za-z]+")
 _CAPITALIZED = re.compile("[A-Z][A-Za-z]*")
-_JOIN = re.compile(r"[\s\-,.']{1,3}")
+# A word (a run of Latin letters) that starts with a capital; the next word of a name: one to
+# three separators, then its letters.
+_WORD_STARTING = re.compile("[A-Z](?<![A-Za-z].)[A-Za-z]*")
+_JOIN_WORD = re.compile(r"[\s\-,.']{1,3}([A-Za-z]+)")
 _MAX_WORDS = 4
 
 
@@ -172,24 +175,26 @@ def romanized_spans(text: str, sk: NameSkeletons) -> list[tuple[int, int]]:
     # those starts a name.
     if prefixes.isdisjoint(map(skeleton, _CAPITALIZED.findall(text))):
         return []
-    skels = list(map(skeleton, _WORD.findall(text)))
-    words = [m.span() for m in _WORD.finditer(text)]
     spans = []
-    for i, acc in enumerate(skels):
-        if acc not in prefixes or not text[words[i][0]].isupper():
+    # From each word that starts with a capital, the words after it, one at a time (a list of
+    # every word of the text and its skeleton cost more than the search).
+    for word in _WORD_STARTING.finditer(text):
+        acc = skeleton(word.group())
+        if acc not in prefixes:
             continue
-        start, end = words[i]
-        j = i
+        start, end = word.span()
+        count = 1
         while True:
             if acc in names:
                 spans.append((start, end))
-            j += 1
-            if j >= len(words) or j - i >= _MAX_WORDS or len(acc) >= sk.longest:
+            if count >= _MAX_WORDS or len(acc) >= sk.longest:
                 break
-            if _JOIN.fullmatch(text, end, words[j][0]) is None:
+            after = _JOIN_WORD.match(text, end)
+            if after is None:
                 break
-            acc += skels[j]
+            acc += skeleton(after.group(1))
             if acc not in prefixes:
                 break
-            end = words[j][1]
+            end = after.end()
+            count += 1
     return spans
