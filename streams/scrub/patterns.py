@@ -314,10 +314,14 @@ _NET_ALTERNATIVES = (
     ),
     (
         "url",
-        rf"(?<![A-Za-z])(?:[Hh][Tt][Tt][Pp][Ss]?|[Ff][Tt][Pp])://{_URL_CHARS}*{_URL_END}"
-        rf"|(?<![A-Za-z0-9.])[Ww][Ww][Ww]\.{_URL_CHARS}*{_URL_END}"
-        rf"|(?<![A-Za-z0-9@.\-])[A-Za-z0-9][A-Za-z0-9\-]*(?:\.[A-Za-z0-9\-]+)*\.{_TLDS}"
-        rf"(?![A-Za-z0-9\-])(?:/{_URL_CHARS}*{_URL_END})?",
+        # A scheme, www. or a bare domain. Their first character as one class (re skips in C
+        # to letters and digits; with a lookbehind first it tried every position of the text)
+        # and "not after a letter", which all three need, checked once after it.
+        rf"[A-Za-z0-9](?<![A-Za-z].)(?:"
+        rf"(?:(?<=[Hh])[Tt][Tt][Pp][Ss]?|(?<=[Ff])[Tt][Pp])://{_URL_CHARS}*{_URL_END}"
+        rf"|(?<=[Ww])(?<![0-9.].)[Ww][Ww]\.{_URL_CHARS}*{_URL_END}"
+        rf"|(?<![0-9@.\-].)[A-Za-z0-9\-]*(?:\.[A-Za-z0-9\-]+)*\.{_TLDS}"
+        rf"(?![A-Za-z0-9\-])(?:/{_URL_CHARS}*{_URL_END})?)",
     ),
     (
         "ipv6",
