@@ -791,3 +791,47 @@ def test_eponyms_survive_a_shared_surname(eponym: str) -> None:
 )
 def test_pattern_misses_of_issue_16(text: str, expected: str) -> None:
     assert scrub_text(text).text == expected
+
+
+# -- the cheaper searches keep their boundaries (issue 16, scrub cost) -------------------------
+
+_FAST_PATH_IDS = Identifiers.of(
+    names=[("김", "민준"), ("이", "서연")], ids=["97641229"], phones=["010-2029-7299"]
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # literal search in the squeezed text: up to three separators between characters, hit
+        # positions mapped back after many cuts
+        ("MRN 9764 - 1229", "MRN [ID]"),
+        ("MRN 9764 -- 1229", "MRN 9764 -- 1229"),
+        ("9.7.6.4.1.2.2.9", "[ID]"),
+        (
+            "a, b. c d-e (f) MRN 9764-1229, tel 010 2029 7299.",
+            "a, b. c d-e (f) MRN [ID], tel [PHONE].",
+        ),
+        # romanized names: from a word that starts with a capital, up to three separators
+        ("KIM  MINJUN called", "[NAME] called"),
+        ("Lee,  Seo-Yeon", "[NAME]"),
+        ("Min Jun Kim", "[NAME]"),
+        ("Kim -- , Minjun", "Kim -- , [NAME]"),
+        ("McKim Minjun", "McKim [NAME]"),
+        ("seoyeon lee", "seoyeon lee"),
+        # URLs: a scheme after a digit but not after a letter, www. and bare domains
+        ("1http://snuh.org/a", "1[URL]"),
+        ("ahttp://snuh.org/a", "ahttp://[URL]"),
+        ("FTP://files.snuh.ac.kr/x", "[URL]"),
+        ("see www.snuh.org.", "see [URL]."),
+        ("@snuh.org", "@snuh.org"),
+        # name shape: compound surnames (독 is one only as 독고), not inside a word
+        ("남궁민수에게 설명함", "[NAME]에게 설명함"),
+        ("독고준에게 설명", "[NAME]에게 설명"),
+        ("김남궁민에게", "김남궁민에게"),
+        ("A송수빈에게", "A[NAME]에게"),
+    ],
+)
+def test_fast_paths_keep_their_boundaries(text: str, expected: str) -> None:
+    options = ScrubOptions(long_number_digits=None)
+    assert scrub_text(text, _FAST_PATH_IDS, options=options).text == expected
