@@ -13,9 +13,7 @@ worker re-emits at most the records past the last commit (tests/test_worker_faul
 exactly what is guaranteed).
 
 The worker serves /metrics, /healthz and /readyz (ready: source partitions assigned, no
-rebalance or table recovery going on, no partition stalled) on worker.metrics_port. A worker
-stuck for worker.watchdog_s exits with EXIT_STUCK for its supervisor to restart it
-(streams/watchdog.py); a failed batch ends the worker with EXIT_BATCH_FAILED, never acked.
+rebalance or table recovery going on, no partition stalled) on worker.metrics_port.
 
 Every use of something faust does not document (a leading underscore, or an attribute its
 docs do not promise) is in the section "faust's private parts" at the end of this module, and
@@ -24,10 +22,8 @@ tests/test_faust_private.py checks each against the installed faust.
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import cache
@@ -44,18 +40,11 @@ from hl7bus.streams.deid import Policy, Pseudonymizer
 from hl7bus.streams.stage import SIGHTINGS_KEPT, Record, Stages
 from hl7bus.streams.steps import REPLAY_HEADER, DeidSettings, Output, Sighting
 from hl7bus.streams.terminology import Terminology
-from hl7bus.streams.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
 #: Serves /metrics and /readyz on (host, port) with the given readiness check until cancelled.
 ServeHealth = Callable[[str, int, Callable[[], Awaitable[bool]]], Awaitable[None]]
-
-#: Exit code of a worker that found itself stuck (WorkerConfig.watchdog_s): restart it.
-EXIT_STUCK = 75
-#: Exit code of a worker whose batch failed (its outputs not all confirmed): restart it; it
-#: redoes the batch from the last committed offset.
-EXIT_BATCH_FAILED = 70
 
 # Duplicate sends are recognized for this long after the first sighting (WorkerConfig default).
 DEDUPE_WINDOW_S = 7 * 24 * 3600
@@ -216,18 +205,6 @@ class WorkerConfig(BaseModel):
             "processed for this long (a stalled partition)."
         ),
     )
-    watchdog_s: float | None = Field(
-        300.0,
-        gt=0,
-        description=(
-            "A worker stuck this long exits with code 75 for its supervisor to restart it: a "
-            "rebalance or table recovery that makes no progress, a partition with records "
-            "waiting and none processed, or offset commits that do not move (faust can hang "
-            "after a rebalance: docs/operations.md, HL7BusPartitionStuck). Nothing is lost: "
-            "the restarted worker redoes the uncommitted tail. Checked once the worker's first "
-            "table recovery is done. null: never (only /readyz reports it)."
-        ),
-    )
 
     @field_validator("timezone")
     @classmethod
@@ -336,8 +313,7 @@ def build_app(
     async def emit(produced: list[Output]) -> None:
         """Send every output of a batch, then wait for all of Kafka's confirmations.
 
-        A failed delivery raises: the worker exits (EXIT_BATCH_FAILED) with the batch's offsets
-        uncommitted, and its replacement redoes the batch. The outputs
+        A failed delivery raises: the agent crashes and the batch is redelivered. The outputs
         go to the app's (idempotent) aiokafka producer as record batches, one run per topic and
         partition in output order, each key's partition picked by the partitioner the producer
         itself uses: sent one by one (faust's Topic.send, or even the producer's send), each
@@ -382,26 +358,10 @@ def build_app(
             # take_events acks a batch's offsets after the loop body: after delivery.
             batches = stream.take_events(cfg.batch_max_records, cfg.batch_wait_ms / 1000.0)
             async for events in batches:
-                try:
-                    started = time.perf_counter()
-                    batch = core.process(stage, [_record(event) for event in events])
-                    await emit(batch.outputs)
-                    core.delivered(batch, time.monotonic(), time.perf_counter() - started)
-                except BaseException as exc:
-                    # take_events acks the batch it yielded however the loop body ends, and
-                    # faust restarts a crashed agent on the records after the batch: its
-                    # offsets would be committed with its outputs unconfirmed (lost). So the
-                    # batch is never acked, and a worker that is not stopping exits: its
-                    # replacement redoes the batch from the last committed offset.
-                    _never_ack(events)
-                    if isinstance(exc, asyncio.CancelledError) and app.should_stop:
-                        raise
-                    _exit(
-                        EXIT_BATCH_FAILED,
-                        f"worker: a batch of {len(events)} records of stage {stage} failed "
-                        f"({type(exc).__name__}); exiting without committing it, for a restart "
-                        "that redoes it",
-                    )
+                started = time.perf_counter()
+                batch = core.process(stage, [_record(event) for event in events])
+                await emit(batch.outputs)
+                core.delivered(batch, time.monotonic(), time.perf_counter() - started)
 
         return agent
 
@@ -419,69 +379,25 @@ def build_app(
             continue  # done by the parse agent
         app.agent(outputs[sources_of[stage]], name=stage)(agent_of(stage))
 
-    def look(
-        now: float, stall_timeout_s: float, commit_timeout_s: float
-    ) -> tuple[bool, list[Any], list[Any]]:
-        """(busy, stalled partitions, partitions whose commit stalled) of the source
-        partitions, (topic, partition) each; busy: no partitions, or a rebalance or table
-        recovery going on (then no partition is looked at, and their clocks start again)."""
-        consumer = app.consumer
-        assigned = [tp for tp in consumer.assignment() if tp.topic in sources]
-        if not assigned or _busy(app):
-            core.progress.paused(now)
-            return True, [], []
-        found = _committed_offsets(consumer)
-        committed = {(tp.topic, tp.partition): found.get(tp) for tp in assigned}
-        highwaters = {(tp.topic, tp.partition): consumer.highwater(tp) for tp in assigned}
-        return (
-            False,
-            core.progress.stalled(highwaters, committed, now, stall_timeout_s),
-            core.progress.commit_stalled(committed, now, commit_timeout_s),
-        )
-
     async def ready() -> bool:
         """Source partitions assigned, no rebalance or table recovery going on, none stalled,
         no processed records waiting too long for their offset commit."""
-        busy, stalled, commit_stalled = look(
-            time.monotonic(), cfg.stall_timeout_s, cfg.commit_timeout_s
-        )
-        return not (busy or stalled or commit_stalled)
-
-    if cfg.watchdog_s is not None:
-        watchdog = Watchdog(cfg.watchdog_s)
-        limit = cfg.watchdog_s
-
-        @app.task  # type: ignore[untyped-decorator]
-        async def watch() -> None:
-            while True:
-                await asyncio.sleep(min(5.0, limit / 4))
-                now = time.monotonic()
-                busy, stalled, commit_stalled = look(now, limit, limit)
-                reason = watchdog.check(
-                    now,
-                    busy,
-                    _busy_position(app),
-                    [f"{topic}[{partition}]" for topic, partition in stalled],
-                    [f"{topic}[{partition}]" for topic, partition in commit_stalled],
-                )
-                if reason is not None:
-                    _exit(
-                        EXIT_STUCK,
-                        f"worker: stuck, exiting for a restart: {reason}; "
-                        + "; ".join(describe(tp) for tp in stalled or commit_stalled),
-                    )
-
-        def describe(tp: tuple[str, int]) -> str:
-            """Where a stuck partition is, for the report on faust (offsets only)."""
-            consumer = app.consumer
-            at = next((t for t in consumer.assignment() if (t.topic, t.partition) == tp), None)
-            if at is None:
-                return f"{tp[0]}[{tp[1]}]: no longer assigned"
-            return (
-                f"{tp[0]}[{tp[1]}]: high {consumer.highwater(at)}, next "
-                f"{core.progress.next_offset(tp)}, committed "
-                f"{_committed_offsets(consumer).get(at)}, fetch {_fetch_state(consumer, at)}"
+        consumer = app.consumer
+        assigned = [tp for tp in consumer.assignment() if tp.topic in sources]
+        if not assigned or _busy(app):
+            return False
+        found = _committed_offsets(consumer)
+        committed = {(tp.topic, tp.partition): found.get(tp) for tp in assigned}
+        now = time.monotonic()
+        return not (
+            core.progress.stalled(
+                {(tp.topic, tp.partition): consumer.highwater(tp) for tp in assigned},
+                committed,
+                now,
+                cfg.stall_timeout_s,
             )
+            or core.progress.commit_stalled(committed, now, cfg.commit_timeout_s)
+        )
 
     if cfg.metrics_port is not None and serve_health is not None:
         serve, host, port = serve_health, cfg.metrics_host, cfg.metrics_port
@@ -564,16 +480,6 @@ def _is_replay(headers: Any) -> bool:
     )
 
 
-def _exit(code: int, message: str) -> None:
-    """Log `message` and end the process at once with `code`, as a kill -9 would: faust's
-    clean stop could hang (faust #324) or commit, and nothing here needs it (only offsets of
-    confirmed outputs were ever acked)."""
-    log.critical(message)
-    for handler in logging.getLogger().handlers:
-        handler.flush()
-    os._exit(code)
-
-
 class _TableStore:
     """The dedupe store on the faust table (changelog-backed: it survives restarts).
 
@@ -653,33 +559,6 @@ def _committed_offsets(consumer: Any) -> Mapping[Any, int | None]:
     return committed
 
 
-def _fetch_state(consumer: Any, tp: Any) -> str:
-    """Whether faust's consumer fetches `tp` (its Consumer._active_partitions, _paused_partitions
-    and _buffered_partitions): active, paused, buffer full (off the fetch until its stream
-    buffer drains) or off."""
-    if tp in consumer._paused_partitions:
-        return "paused"
-    if tp in consumer._buffered_partitions:
-        return "buffer full"
-    return "active" if tp in consumer._get_active_partitions() else "off"
-
-
-def _busy_position(app: Any) -> tuple[int, int]:
-    """What moves while a rebalance or table recovery makes progress: faust's count of
-    rebalances (App.rebalancing_count) and how far its recovery read the active changelog
-    partitions (Recovery.active_offsets, the last offset read per partition, None unread)."""
-    offsets = app.tables.recovery.active_offsets
-    return app.rebalancing_count, sum(offset or 0 for offset in offsets.values())
-
-
-def _never_ack(events: Sequence[Any]) -> None:
-    """Make faust's acks of `events` no-ops, so their offsets are never committed: a message
-    marked acked (faust's Message.acked) is skipped by Message.ack and Consumer.ack, and
-    dropped from the messages a stopping consumer waits for."""
-    for event in events:
-        event.message.acked = True
-
-
 def _busy(app: Any) -> bool:
     """A rebalance or a table recovery is going on (attributes of faust's AppT, set by its
     consumer and its table recovery service, not in its docs)."""
@@ -703,8 +582,7 @@ def _aiokafka_producer(producer: Any) -> Any:
 
 
 def _use_idempotent_producer(app: Any) -> None:
-    """Give the app an aiokafka transport whose producer is idempotent and whose consumer
-    commits only offsets it knows to follow the committed one (_safe_consumer).
+    """Give the app an aiokafka transport whose producer is idempotent.
 
     faust passes enable_idempotence to aiokafka only with processing_guarantee=exactly_once
     (whose transactions are unreliable, faust #136); at-least-once gets no setting for it. Its
@@ -724,115 +602,5 @@ def _idempotent_transport() -> type[Any]:
 
     class IdempotentTransport(aiokafka.Transport):
         Producer = IdempotentProducer
-        Consumer = _safe_consumer()
 
     return IdempotentTransport
-
-
-@cache
-def _safe_consumer() -> type[Any]:
-    """faust's aiokafka Consumer, without the ways it commits past records never processed.
-
-    faust commits, per partition, the run of consecutive acked offsets that starts at the
-    committed one (Consumer._new_offset over Consumer._acked and _committed_offset). Four
-    holes, each able to commit past records under a rebalance (research records were seen
-    missing once the lag was 0):
-
-    - Between a revoke, which forgets the partition's committed offset, and the seek after the
-      table recovery, which reads it again (Consumer.perform_seek), faust takes any acked run
-      as committable: an ack in that window (an event fetched before the rebalance, which the
-      stream skips and acks as stale, or processes; faust #236, #221) moved the group's offset
-      past the records cleared from the stream buffers at the revoke, never processed. Here a
-      partition's acks in that window commit only as a run from the committed offset faust
-      knew at the revoke (the batches it waits for then), or wait for the seek.
-    - Its check that the run starts at the committed offset lets one missing offset through
-      (min(acked) - committed > 1, faust #606). Here the run must start at or below it.
-    - Records fetched before a rebalance are acked after it: the ones the stream skips as
-      stale (Stream.__aiter__ acks what it skips), and the ones still being processed. Either
-      ack could let a commit pass a record before it is processed again. Here an ack of a
-      message from an earlier rebalance generation (ConsumerMessage.generation_id) is ignored;
-      the record comes again after the seek.
-    - Offsets the fetcher skipped are counted as acked (Consumer._add_gap: meant for compacted
-      topics and transaction markers). The worker's sources have neither (hl7.raw, hl7.events:
-      not compacted, no transactions), so a skip is records dropped by a race (faust #216):
-      never acked here, the commit waits and the watchdog restarts a worker that stays stuck.
-
-    The cause of those skips, seen in the worker's logs: at the end of a table recovery faust
-    resumes the stream partitions and only then seeks them to their committed offsets
-    (Recovery.on_recovery_completed: resume_partitions, then perform_seek). In between its
-    fetch loop reads from where the fetcher was before the rebalance (past records that were
-    in the cleared stream buffers), and the seek then resets its read offsets under records
-    it is still delivering: it counts the records between as skipped (acked, with the hole
-    above) and drops the ones fetched again after the seek. Here the commit waits at the hole
-    (logged once) and the watchdog restarts the worker, which redoes the records. Resuming
-    only after the seek was tried: faust's fetch loop also seeks when a rebalance stops the
-    flow under it, and partitions resumed later were seen not to fetch at all.
-
-    And one way it fetches stream records during a table recovery, when only changelog records
-    should flow: a partition taken off the fetch because its stream buffer was full goes back
-    on when the buffer drains (Consumer.on_buffer_drop), even if it was paused for the
-    recovery meanwhile (the buffers are cleared at the revoke, so the first read of the empty
-    buffer does it). Here a paused partition stays paused; the end of the recovery resumes it
-    (Consumer.resume_partitions). A full stream buffer during recovery is what faust #74's
-    recovery hang needs.
-    """
-    from faust.transport.drivers import aiokafka
-
-    class SafeConsumer(aiokafka.Consumer):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self._seeked: set[Any] = set()  # partitions seeked since they were assigned
-            self._at_revoke: dict[Any, int | None] = {}  # committed offsets faust forgot
-            self._waits: dict[Any, int] = {}  # partition -> committed offset a commit waits at
-
-        async def on_partitions_revoked(self, revoked: Any) -> None:
-            self._seeked.difference_update(revoked)
-            # Kept for the batches that finish during the revoke (faust waits for its streams
-            # to empty, then commits): a run of their acks from this offset may commit.
-            self._at_revoke.update({tp: self._committed_offset[tp] for tp in revoked})
-            await super().on_partitions_revoked(revoked)
-
-        async def perform_seek(self) -> None:
-            assignment = set(self.assignment())
-            await super().perform_seek()
-            self._seeked.update(assignment)
-
-        async def _add_gap(self, tp: Any, offset_from: int, offset_to: int) -> None:
-            return None
-
-        def ack(self, message: Any) -> bool:
-            generation = message.generation_id
-            if generation is not None and generation != self.app.consumer_generation_id:
-                message.acked = True  # done with, never committed: fetched again after the seek
-                return False
-            acked: bool = super().ack(message)
-            return acked
-
-        def on_buffer_drop(self, tp: Any) -> None:
-            if tp in self._paused_partitions:
-                self._buffered_partitions.discard(tp)  # resume_partitions puts it back
-                return
-            super().on_buffer_drop(tp)
-
-        def _new_offset(self, tp: Any) -> int | None:
-            acked, committed = self._acked[tp], self._committed_offset[tp]
-            if tp not in self._seeked:
-                committed = committed if committed is not None else self._at_revoke.get(tp)
-                if committed is None:
-                    return None  # not known until the seek reads it again
-            if acked and committed is not None and min(acked) > committed:
-                # The committed record itself is not acked yet (said once per offset).
-                if self._waits.get(tp) != committed:
-                    self._waits[tp] = committed
-                    log.info(
-                        "worker: the commit of %s[%d] waits for offset %d (acked from %d)",
-                        tp.topic,
-                        tp.partition,
-                        committed,
-                        min(acked),
-                    )
-                return None
-            new: int | None = super()._new_offset(tp)
-            return new
-
-    return SafeConsumer
