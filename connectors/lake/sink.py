@@ -217,13 +217,10 @@ class LakeSink:
 
     def _send_dlq(self, kept: Sequence[Message], outcome: Outcome) -> None:
         """Send the records that cannot become rows to the DLQ and wait until Kafka has them."""
-        if outcome.dlq:
+        refused = outcome.refused(kept)
+        if refused:
             assert self._producer is not None
-            sink_dlq.send_refused(
-                self._producer,
-                self._dlq_topic,
-                [(kept[i], outcome.reasons[i] or "unknown") for i in outcome.dlq],
-            )
+            sink_dlq.send_refused(self._producer, self._dlq_topic, refused)
 
     def _count(self, kept: Sequence[Message], outcome: Outcome) -> None:
         metrics.SINK_LAST_COMMIT.set(time.time())

@@ -308,13 +308,10 @@ class WarehouseSink:
 
     def _send_dlq(self, kept: Sequence[Message], outcome: Outcome) -> None:
         """Send the refused records to the DLQ and wait until Kafka has them all."""
-        if outcome.dlq:
+        refused = outcome.refused(kept)
+        if refused:
             assert self._producer is not None
-            sink_dlq.send_refused(
-                self._producer,
-                self._dlq_topic,
-                [(kept[i], outcome.reasons[i] or "unknown") for i in outcome.dlq],
-            )
+            sink_dlq.send_refused(self._producer, self._dlq_topic, refused)
 
     def _count(self, kept: Sequence[Message], outcome: Outcome) -> None:
         now = time.time()

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from hl7bus.connectors.warehouse import feeds, fold, keymap, statements
 from hl7bus.connectors.warehouse.changes import (
@@ -55,6 +55,9 @@ class Incoming:
     topic: str | None = None
 
 
+_T = TypeVar("_T")
+
+
 @dataclass
 class Outcome:
     """What became of each record of a batch, and the rows written per (table, op)."""
@@ -77,6 +80,11 @@ class Outcome:
     @property
     def dlq(self) -> list[int]:
         return [i for i, result in enumerate(self.results) if result == DLQ]
+
+    def refused(self, consumed: Sequence[_T]) -> list[tuple[_T, str]]:
+        """The batch's records (`consumed`, in batch order) that go to the DLQ, each with its
+        reason code."""
+        return [(consumed[i], self.reasons[i] or "unknown") for i in self.dlq]
 
 
 class _FeedConcepts:
