@@ -22,8 +22,10 @@ tests/test_faust_private.py checks each against the installed faust.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import cache
@@ -40,11 +42,18 @@ from hl7bus.streams.deid import Policy, Pseudonymizer
 from hl7bus.streams.stage import SIGHTINGS_KEPT, Record, Stages
 from hl7bus.streams.steps import REPLAY_HEADER, DeidSettings, Output, Sighting
 from hl7bus.streams.terminology import Terminology
+from hl7bus.streams.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
 #: Serves /metrics and /readyz on (host, port) with the given readiness check until cancelled.
 ServeHealth = Callable[[str, int, Callable[[], Awaitable[bool]]], Awaitable[None]]
+
+#: Exit code of a worker that found itself stuck (WorkerConfig.watchdog_s): restart it.
+EXIT_STUCK = 75
+#: Exit code of a worker whose batch failed (its outputs not all confirmed): restart it; it
+#: redoes the batch from the last committed offset.
+EXIT_BATCH_FAILED = 70
 
 # Duplicate sends are recognized for this long after the first sighting (WorkerConfig default).
 DEDUPE_WINDOW_S = 7 * 24 * 3600
@@ -205,6 +214,18 @@ class WorkerConfig(BaseModel):
             "processed for this long (a stalled partition)."
         ),
     )
+    watchdog_s: float | None = Field(
+        300.0,
+        gt=0,
+        description=(
+            "A worker stuck this long exits with code 75 for its supervisor to restart it: a "
+            "rebalance or table recovery that makes no progress, a partition with records "
+            "waiting and none processed, or offset commits that do not move (faust can hang "
+            "after a rebalance: docs/operations.md, HL7BusPartitionStuck). Nothing is lost: "
+            "the restarted worker redoes the uncommitted tail. Checked once the worker's first "
+            "table recovery is done. null: never (only /readyz reports it)."
+        ),
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -358,10 +379,26 @@ def build_app(
             # take_events acks a batch's offsets after the loop body: after delivery.
             batches = stream.take_events(cfg.batch_max_records, cfg.batch_wait_ms / 1000.0)
             async for events in batches:
-                started = time.perf_counter()
-                batch = core.process(stage, [_record(event) for event in events])
-                await emit(batch.outputs)
-                core.delivered(batch, time.monotonic(), time.perf_counter() - started)
+                try:
+                    started = time.perf_counter()
+                    batch = core.process(stage, [_record(event) for event in events])
+                    await emit(batch.outputs)
+                    core.delivered(batch, time.monotonic(), time.perf_counter() - started)
+                except BaseException as exc:
+                    # take_events acks the batch it yielded however the loop body ends, and
+                    # faust restarts a crashed agent on the records after the batch: its
+                    # offsets would be committed with its outputs unconfirmed (lost). So the
+                    # batch is never acked, and a worker that is not stopping exits: its
+                    # replacement redoes the batch from the last committed offset.
+                    _never_ack(events)
+                    if isinstance(exc, asyncio.CancelledError) and app.should_stop:
+                        raise
+                    _exit(
+                        EXIT_BATCH_FAILED,
+                        f"worker: a batch of {len(events)} records of stage {stage} failed "
+                        f"({type(exc).__name__}); exiting without committing it, for a restart "
+                        "that redoes it",
+                    )
 
         return agent
 
@@ -379,25 +416,53 @@ def build_app(
             continue  # done by the parse agent
         app.agent(outputs[sources_of[stage]], name=stage)(agent_of(stage))
 
-    async def ready() -> bool:
-        """Source partitions assigned, no rebalance or table recovery going on, none stalled,
-        no processed records waiting too long for their offset commit."""
+    def look(
+        now: float, stall_timeout_s: float, commit_timeout_s: float
+    ) -> tuple[bool, list[Any], list[Any]]:
+        """(busy, stalled partitions, partitions whose commit stalled) of the source
+        partitions, (topic, partition) each; busy: no partitions, or a rebalance or table
+        recovery going on (then no partition is looked at, and their clocks start again)."""
         consumer = app.consumer
         assigned = [tp for tp in consumer.assignment() if tp.topic in sources]
         if not assigned or _busy(app):
-            return False
+            core.progress.paused(now)
+            return True, [], []
         found = _committed_offsets(consumer)
         committed = {(tp.topic, tp.partition): found.get(tp) for tp in assigned}
-        now = time.monotonic()
-        return not (
-            core.progress.stalled(
-                {(tp.topic, tp.partition): consumer.highwater(tp) for tp in assigned},
-                committed,
-                now,
-                cfg.stall_timeout_s,
-            )
-            or core.progress.commit_stalled(committed, now, cfg.commit_timeout_s)
+        highwaters = {(tp.topic, tp.partition): consumer.highwater(tp) for tp in assigned}
+        return (
+            False,
+            core.progress.stalled(highwaters, committed, now, stall_timeout_s),
+            core.progress.commit_stalled(committed, now, commit_timeout_s),
         )
+
+    async def ready() -> bool:
+        """Source partitions assigned, no rebalance or table recovery going on, none stalled,
+        no processed records waiting too long for their offset commit."""
+        busy, stalled, commit_stalled = look(
+            time.monotonic(), cfg.stall_timeout_s, cfg.commit_timeout_s
+        )
+        return not (busy or stalled or commit_stalled)
+
+    if cfg.watchdog_s is not None:
+        watchdog = Watchdog(cfg.watchdog_s)
+        limit = cfg.watchdog_s
+
+        @app.task  # type: ignore[untyped-decorator]
+        async def watch() -> None:
+            while True:
+                await asyncio.sleep(min(5.0, limit / 4))
+                now = time.monotonic()
+                busy, stalled, commit_stalled = look(now, limit, limit)
+                reason = watchdog.check(
+                    now,
+                    busy,
+                    _busy_position(app),
+                    [f"{topic}[{partition}]" for topic, partition in stalled],
+                    [f"{topic}[{partition}]" for topic, partition in commit_stalled],
+                )
+                if reason is not None:
+                    _exit(EXIT_STUCK, f"worker: stuck, exiting for a restart: {reason}")
 
     if cfg.metrics_port is not None and serve_health is not None:
         serve, host, port = serve_health, cfg.metrics_host, cfg.metrics_port
@@ -480,6 +545,16 @@ def _is_replay(headers: Any) -> bool:
     )
 
 
+def _exit(code: int, message: str) -> None:
+    """Log `message` and end the process at once with `code`, as a kill -9 would: faust's
+    clean stop could hang (faust #324) or commit, and nothing here needs it (only offsets of
+    confirmed outputs were ever acked)."""
+    log.critical(message)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(code)
+
+
 class _TableStore:
     """The dedupe store on the faust table (changelog-backed: it survives restarts).
 
@@ -559,6 +634,22 @@ def _committed_offsets(consumer: Any) -> Mapping[Any, int | None]:
     return committed
 
 
+def _busy_position(app: Any) -> tuple[int, int]:
+    """What moves while a rebalance or table recovery makes progress: faust's count of
+    rebalances (App.rebalancing_count) and how far its recovery read the active changelog
+    partitions (Recovery.active_offsets, the last offset read per partition, None unread)."""
+    offsets = app.tables.recovery.active_offsets
+    return app.rebalancing_count, sum(offset or 0 for offset in offsets.values())
+
+
+def _never_ack(events: Sequence[Any]) -> None:
+    """Make faust's acks of `events` no-ops, so their offsets are never committed: a message
+    marked acked (faust's Message.acked) is skipped by Message.ack and Consumer.ack, and
+    dropped from the messages a stopping consumer waits for."""
+    for event in events:
+        event.message.acked = True
+
+
 def _busy(app: Any) -> bool:
     """A rebalance or a table recovery is going on (attributes of faust's AppT, set by its
     consumer and its table recovery service, not in its docs)."""
@@ -582,7 +673,8 @@ def _aiokafka_producer(producer: Any) -> Any:
 
 
 def _use_idempotent_producer(app: Any) -> None:
-    """Give the app an aiokafka transport whose producer is idempotent.
+    """Give the app an aiokafka transport whose producer is idempotent and whose consumer
+    commits only offsets it knows to follow the committed one (_safe_consumer).
 
     faust passes enable_idempotence to aiokafka only with processing_guarantee=exactly_once
     (whose transactions are unreliable, faust #136); at-least-once gets no setting for it. Its
@@ -602,5 +694,59 @@ def _idempotent_transport() -> type[Any]:
 
     class IdempotentTransport(aiokafka.Transport):
         Producer = IdempotentProducer
+        Consumer = _safe_consumer()
 
     return IdempotentTransport
+
+
+@cache
+def _safe_consumer() -> type[Any]:
+    """faust's aiokafka Consumer, without the ways it commits past records never processed.
+
+    faust commits, per partition, the run of consecutive acked offsets that starts at the
+    committed one (Consumer._new_offset over Consumer._acked and _committed_offset). Three
+    holes, each seen to skip records under a rebalance (research records missing once the lag
+    was 0):
+
+    - Between a revoke, which forgets the partition's committed offset, and the seek after the
+      table recovery, which reads it again (Consumer.perform_seek), faust takes any acked run
+      as committable: an ack in that window (an event fetched before the rebalance, which the
+      stream skips and acks as stale, or processes; faust #236, #221) moved the group's offset
+      past the records cleared from the stream buffers at the revoke, never processed. Here a
+      partition commits nothing from its revoke until it has been seeked again.
+    - Its check that the run starts at the committed offset lets one missing offset through
+      (min(acked) - committed > 1, faust #606). Here the run must start at or below it.
+    - Offsets the fetcher skipped are counted as acked (Consumer._add_gap: meant for compacted
+      topics and transaction markers). The worker's sources have neither (hl7.raw, hl7.events:
+      not compacted, no transactions), so a skip is records dropped by a race (faust #216):
+      never acked here, the commit waits and the watchdog restarts a worker that stays stuck.
+    """
+    from faust.transport.drivers import aiokafka
+
+    class SafeConsumer(aiokafka.Consumer):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._seeked: set[Any] = set()  # partitions seeked since they were assigned
+
+        async def on_partitions_revoked(self, revoked: Any) -> None:
+            self._seeked.difference_update(revoked)
+            await super().on_partitions_revoked(revoked)
+
+        async def perform_seek(self) -> None:
+            assignment = set(self.assignment())
+            await super().perform_seek()
+            self._seeked.update(assignment)
+
+        async def _add_gap(self, tp: Any, offset_from: int, offset_to: int) -> None:
+            return None
+
+        def _new_offset(self, tp: Any) -> int | None:
+            if tp not in self._seeked:
+                return None
+            acked, committed = self._acked[tp], self._committed_offset[tp]
+            if acked and committed is not None and min(acked) > committed:
+                return None  # the committed record itself is not acked yet
+            new: int | None = super()._new_offset(tp)
+            return new
+
+    return SafeConsumer

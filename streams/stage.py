@@ -174,15 +174,22 @@ class Progress:
     ) -> list[Any]:
         found = []
         for tp, high in highwaters.items():
-            start = self._next.get(tp)
-            if start is None:
-                start = committed.get(tp) or 0
+            # The committed offset counts too: a partition back from another worker may have
+            # been processed past where this worker left it.
+            start = max(self._next.get(tp) or 0, committed.get(tp) or 0)
             if high is None or high <= start:
                 self._since[tp] = now
                 continue
             if now - self._since.setdefault(tp, now) > timeout:
                 found.append(tp)
         return found
+
+    def paused(self, now: float) -> None:
+        """A rebalance or table recovery is going on: no partition can move or commit, so every
+        clock starts again when it ends (a long recovery does not make a stall)."""
+        for tp in self._since:
+            self._since[tp] = now
+        self._commit = {tp: (offset, now) for tp, (offset, _) in self._commit.items()}
 
     def commit_stalled(
         self, committed: Mapping[Any, int | None], now: float, timeout: float

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from kafka_helpers import apply_catalog, read_topic
+from polling import wait_until
 from prometheus_client.parser import text_string_to_metric_families
 from samples import feed, with_control_id
 from worker_helpers import KAFKA, http_status, kill_mid_stream, produce_raw, worker_env
@@ -22,7 +23,7 @@ from worker_helpers import KAFKA, http_status, kill_mid_stream, produce_raw, wor
 from hl7bus.connectors import kafka_clients
 from hl7bus.ops.processes import Processes, free_port
 from hl7bus.schemas import codec, topics
-from hl7bus.streams.runtime import WorkerConfig
+from hl7bus.streams.runtime import EXIT_BATCH_FAILED, WorkerConfig
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -233,3 +234,83 @@ def test_resent_message_is_counted_not_re_emitted_across_a_restart(
     time.sleep(1.0)  # anything re-emitted late would show now
     sizes = kafka_clients.topic_sizes(KAFKA, kafka_bootstrap, [events_topic])
     assert sizes[events_topic] == wanted
+
+
+def _set_topic_config(bootstrap: str, topic: str, name: str, value: str | None) -> None:
+    """Set (or, with None, delete: back to the broker default) one config of a topic."""
+    from confluent_kafka.admin import (  # type: ignore[attr-defined]
+        AlterConfigOpType,
+        ConfigEntry,
+        ConfigResource,
+        ResourceType,
+    )
+
+    op = AlterConfigOpType.SET if value is not None else AlterConfigOpType.DELETE
+    entry = ConfigEntry(name, value or "", incremental_operation=op)
+    resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[entry])
+    admin = kafka_clients.admin_client(KAFKA, bootstrap)
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result(timeout=30)
+
+
+def test_a_batch_whose_outputs_kafka_refuses_is_redone_not_lost(
+    kafka_bootstrap: str, unique_name: str, tmp_path: Path
+) -> None:
+    """The broker refuses a research topic's records (max.message.bytes below any batch): the
+    worker's batch fails, and the worker exits (EXIT_BATCH_FAILED) without committing its
+    offsets. faust by itself would ack the failed batch (take_events acks in a finally),
+    restart the agent on the records after it and commit past the batch: its events lost.
+    Once the topic takes records again, the restarted worker redoes the batch: every event of
+    every raw record is on hl7.events and on a research topic (or refused by
+    de-identification, in the DLQ)."""
+    catalog = apply_catalog(kafka_bootstrap, unique_name)
+    raw_topic, events_topic = catalog.name(topics.RAW), catalog.name(topics.EVENTS)
+    research_topics = [catalog.name(tid) for tid in RESEARCH_IDS]
+    observations = catalog.name(topics.research("Observation"))
+    group = f"{unique_name}-worker"
+    _set_topic_config(kafka_bootstrap, observations, "max.message.bytes", "64")
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    procs = Processes(logs)
+    env = worker_env(kafka_bootstrap, unique_name, tmp_path / "worker", free_port())
+    produced = produce_raw(kafka_bootstrap, raw_topic, {"refused": feed()[:200]})
+    expected = {eid for p in produced for eid in p.event_ids}
+    try:
+        procs.start("worker", ["worker"], env)
+        worker = procs.running.pop("worker")
+        wait_until(lambda: worker.poll() is not None, "the worker to exit", 120)
+        assert worker.returncode == EXIT_BATCH_FAILED
+        said = (logs / "worker.log").read_text(errors="replace")
+        assert "failed (" in said and "exiting without committing it" in said
+        lag = kafka_clients.group_lag(KAFKA, kafka_bootstrap, group, [raw_topic])
+        assert lag > 0  # the failed batch's offsets were not committed
+
+        _set_topic_config(kafka_bootstrap, observations, "max.message.bytes", None)
+        procs.start("restarted", ["worker"], env)
+        procs.wait_for(
+            "the restarted worker to catch up",
+            lambda: kafka_clients.group_lag(KAFKA, kafka_bootstrap, group, [raw_topic]) == 0,
+            120,
+        )
+    finally:
+        procs.stop_all()
+
+    sizes = kafka_clients.topic_sizes(KAFKA, kafka_bootstrap, [events_topic, *research_topics])
+    events = _event_ids(read_topic(kafka_bootstrap, events_topic, sizes[events_topic] or 0))
+    research = {
+        eid
+        for topic in research_topics
+        if sizes[topic]
+        for _, _, eid in _event_ids(read_topic(kafka_bootstrap, topic, sizes[topic] or 0))
+    }
+    dlq_topic = catalog.name(topics.DLQ)
+    dlq_size = kafka_clients.topic_sizes(KAFKA, kafka_bootstrap, [dlq_topic])[dlq_topic] or 0
+    dlq = {
+        codec.decode(r.value() or b"")[1]["event_id"]
+        for r in read_topic(kafka_bootstrap, dlq_topic, dlq_size)
+        if dict(r.headers() or []).get("hl7bus.stage") == b"deidentifying"
+    }
+    assert {eid for _, _, eid in events} == expected
+    assert research | dlq == expected
+    assert any(research & {eid for p in produced for eid in p.event_ids})

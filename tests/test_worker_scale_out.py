@@ -28,6 +28,7 @@ from hl7bus.ops.processes import Processes, free_port
 from hl7bus.schemas import codec, topics
 from hl7bus.streams import deid
 from hl7bus.streams.deid.config import DeidConfig
+from hl7bus.streams.runtime import EXIT_STUCK
 from hl7bus.streams.steps import deidentify_step, parse_step
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -84,8 +85,10 @@ def test_two_workers_one_killed_the_warehouse_holds_every_fact_once(
             **base_worker_env(kafka_bootstrap, unique_name, tmp_path / f"worker-{name}", port),
             # Commits well before the end, so the kill lands between two of them.
             "HL7BUS_WORKER_COMMIT_INTERVAL_S": "0.5",
-            # A partition that stops fetching shows on /readyz after 15 s, not a minute.
+            # A partition that stops fetching shows on /readyz after 15 s, not a minute...
             "HL7BUS_WORKER_STALL_TIMEOUT_S": "15",
+            # ... and a worker stuck for 30 s (not 5 minutes) exits for a restart.
+            "HL7BUS_WORKER_WATCHDOG_S": "30",
         }
         for name, port in ports.items()
     }
@@ -123,29 +126,28 @@ def test_two_workers_one_killed_the_warehouse_holds_every_fact_once(
             return kafka_clients.group_lag(KAFKA, kafka_bootstrap, group_id, names)
 
         # worker-b takes worker-a's partitions after the session timeout (6 s) and redoes what
-        # worker-a had not committed; then the sink writes what is left. The test supervises
-        # worker-b as a deployment does (docs/operations.md, HL7BusPartitionStuck): faust can
-        # leave a worker hung after a rebalance, in table recovery or with partitions that stop
-        # fetching (faust-streaming #74, #629), which its /readyz reports; a worker not ready
-        # for 45 s is restarted, and the restart must still leave every fact once.
-        restarts = 0
-        not_ready_since: float | None = None
+        # worker-a had not committed; then the sink writes what is left. faust can leave a
+        # worker hung after a rebalance, in table recovery or with partitions that stop
+        # fetching (faust-streaming #74, #629): its watchdog then exits with EXIT_STUCK, and
+        # the test restarts it as a deployment's supervisor does (docs/operations.md,
+        # HL7BusPartitionStuck); the restart must still leave every fact once. Any other exit
+        # fails the test.
+        restarts, survivor_log = 0, "worker-b"
         deadline = time.monotonic() + 300
         while lag(group, [raw_topic]) != 0:
-            procs.check()
             assert time.monotonic() < deadline, f"worker-b did not take over; logs: {logs}"
-            if http_status(ports["b"], "/readyz") == 200:
-                not_ready_since = None
-            elif not_ready_since is None:
-                not_ready_since = time.monotonic()
-            elif time.monotonic() - not_ready_since > 45 and restarts < 2:
+            survivor = procs.running["worker-b"]
+            if survivor.poll() is not None:
+                said = (logs / f"{survivor_log}.log").read_text(errors="replace")
+                assert survivor.returncode == EXIT_STUCK, f"{survivor_log} failed; logs: {logs}"
+                assert "worker: stuck, exiting for a restart:" in said
+                assert restarts < 2, f"worker-b stuck a third time; logs: {logs}"
                 restarts += 1
-                procs.stop("worker-b")
-                procs.start(
-                    f"worker-b-restart{restarts}", ["worker", "--loglevel", "info"], env["b"]
-                )
-                procs.running["worker-b"] = procs.running.pop(f"worker-b-restart{restarts}")
-                not_ready_since = None
+                survivor_log = f"worker-b-restart{restarts}"
+                procs.running.pop("worker-b")
+                procs.start(survivor_log, ["worker", "--loglevel", "info"], env["b"])
+                procs.running["worker-b"] = procs.running.pop(survivor_log)
+            procs.check()
             time.sleep(1)
         procs.wait_for("the sink to catch up", lambda: lag(sink_group, research_topics) == 0, 120)
         procs.stop("sink")  # a clean stop closes the DuckDB file for the reads below
@@ -200,8 +202,8 @@ def test_two_workers_one_killed_the_warehouse_holds_every_fact_once(
     tail = sum(len(p.event_ids) for p in produced if p.offset >= raw_committed.get(p.partition, 0))
     print(
         f"{len(produced)} messages, {expected_events} events, {len(research)} research records; "
-        f"killed worker-a after {kill.events_at_kill} events; worker-b restarted {restarts} "
-        f"time(s) by the test's supervision; {redone} research "
+        f"killed worker-a after {kill.events_at_kill} events; worker-b's watchdog restarted "
+        f"it {restarts} time(s); {redone} research "
         f"records emitted twice (uncommitted tail of the group at the kill: {tail} events); "
         f"warehouse: {counts['person']} persons, {counts['visit_occurrence']} visits, "
         f"{counts['measurement'] + counts['observation']} results, each once"
