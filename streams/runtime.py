@@ -720,6 +720,14 @@ def _safe_consumer() -> type[Any]:
       topics and transaction markers). The worker's sources have neither (hl7.raw, hl7.events:
       not compacted, no transactions), so a skip is records dropped by a race (faust #216):
       never acked here, the commit waits and the watchdog restarts a worker that stays stuck.
+
+    And one way it fetches stream records during a table recovery, when only changelog records
+    should flow: a partition taken off the fetch because its stream buffer was full goes back
+    on when the buffer drains (Consumer.on_buffer_drop), even if it was paused for the
+    recovery meanwhile (the buffers are cleared at the revoke, so the first read of the empty
+    buffer does it). Here a paused partition stays paused; the end of the recovery resumes it
+    (Consumer.resume_partitions). A full stream buffer during recovery is what faust #74's
+    recovery hang needs.
     """
     from faust.transport.drivers import aiokafka
 
@@ -739,6 +747,12 @@ def _safe_consumer() -> type[Any]:
 
         async def _add_gap(self, tp: Any, offset_from: int, offset_to: int) -> None:
             return None
+
+        def on_buffer_drop(self, tp: Any) -> None:
+            if tp in self._paused_partitions:
+                self._buffered_partitions.discard(tp)  # resume_partitions puts it back
+                return
+            super().on_buffer_drop(tp)
 
         def _new_offset(self, tp: Any) -> int | None:
             if tp not in self._seeked:

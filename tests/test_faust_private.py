@@ -395,3 +395,29 @@ def _source(function: Any) -> str:
     import inspect
 
     return inspect.getsource(function)
+
+
+def test_a_partition_paused_for_recovery_stays_off_the_fetch_when_its_buffer_drains(
+    app: Any,
+) -> None:
+    """_safe_consumer: faust puts a partition whose stream buffer drained back on the fetch
+    (Consumer.on_buffer_drop) even when it was paused for a table recovery in between; the
+    worker's consumer leaves it paused until the recovery resumes it."""
+    from faust.transport.drivers import aiokafka
+
+    tp = TP(RAW, 0)
+
+    def fetched_after_drain(consumer: Any) -> bool:
+        consumer.assignment = lambda: {tp}
+        consumer._set_active_tps({tp})
+        consumer.on_buffer_full(tp)  # the stream buffer filled: off the fetch
+        assert tp not in consumer._get_active_partitions()
+        consumer.pause_partitions({tp})  # a rebalance: paused for the table recovery
+        consumer.on_buffer_drop(tp)  # the cleared buffer is read empty
+        return tp in consumer._get_active_partitions()
+
+    assert fetched_after_drain(aiokafka.Consumer(app.transport, **_hooks())) is True
+    consumer = app.consumer
+    assert fetched_after_drain(consumer) is False
+    consumer.resume_partitions({tp})  # the end of the recovery
+    assert tp in consumer._get_active_partitions()
