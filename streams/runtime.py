@@ -13,7 +13,9 @@ worker re-emits at most the records past the last commit (tests/test_worker_faul
 exactly what is guaranteed).
 
 The worker serves /metrics, /healthz and /readyz (ready: source partitions assigned, no
-rebalance or table recovery going on, no partition stalled) on worker.metrics_port.
+rebalance or table recovery going on, no partition stalled) on worker.metrics_port. A worker
+stuck for worker.watchdog_s exits with EXIT_STUCK for its supervisor to restart it
+(streams/watchdog.py); a failed batch ends the worker with EXIT_BATCH_FAILED, never acked.
 
 Every use of something faust does not document (a leading underscore, or an attribute its
 docs do not promise) is in the section "faust's private parts" at the end of this module, and
@@ -334,7 +336,8 @@ def build_app(
     async def emit(produced: list[Output]) -> None:
         """Send every output of a batch, then wait for all of Kafka's confirmations.
 
-        A failed delivery raises: the agent crashes and the batch is redelivered. The outputs
+        A failed delivery raises: the worker exits (EXIT_BATCH_FAILED) with the batch's offsets
+        uncommitted, and its replacement redoes the batch. The outputs
         go to the app's (idempotent) aiokafka producer as record batches, one run per topic and
         partition in output order, each key's partition picked by the partitioner the producer
         itself uses: sent one by one (faust's Topic.send, or even the producer's send), each

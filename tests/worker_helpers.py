@@ -160,8 +160,9 @@ def kill_mid_stream(
 
     The feeds come one at a time, not all at once: a worker whose stream buffers are full when
     a rebalance starts can hang in table recovery for good (faust-streaming #74; seen here as
-    "No event received for active tp" forever). That is a faust bug this test does not cover:
-    docs/operations.md, HL7BusPartitionStuck."""
+    "No event received for active tp" forever). The worker guards against its cause and its
+    watchdog restarts a worker that stays stuck (docs/operations.md, HL7BusPartitionStuck;
+    tests/test_worker_scale_out.py checks the restart), but this helper's point is the kill."""
 
     def events_out() -> int:
         return kafka_clients.topic_sizes(KAFKA, bootstrap, [events_topic])[events_topic] or 0
