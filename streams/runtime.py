@@ -716,7 +716,8 @@ def _safe_consumer() -> type[Any]:
       as committable: an ack in that window (an event fetched before the rebalance, which the
       stream skips and acks as stale, or processes; faust #236, #221) moved the group's offset
       past the records cleared from the stream buffers at the revoke, never processed. Here a
-      partition commits nothing from its revoke until it has been seeked again.
+      partition's acks in that window commit only as a run from the committed offset faust
+      knew at the revoke (the batches it waits for then), or wait for the seek.
     - Its check that the run starts at the committed offset lets one missing offset through
       (min(acked) - committed > 1, faust #606). Here the run must start at or below it.
     - Offsets the fetcher skipped are counted as acked (Consumer._add_gap: meant for compacted
@@ -738,9 +739,13 @@ def _safe_consumer() -> type[Any]:
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._seeked: set[Any] = set()  # partitions seeked since they were assigned
+            self._at_revoke: dict[Any, int | None] = {}  # committed offsets faust forgot
 
         async def on_partitions_revoked(self, revoked: Any) -> None:
             self._seeked.difference_update(revoked)
+            # Kept for the batches that finish during the revoke (faust waits for its streams
+            # to empty, then commits): a run of their acks from this offset may commit.
+            self._at_revoke.update({tp: self._committed_offset[tp] for tp in revoked})
             await super().on_partitions_revoked(revoked)
 
         async def perform_seek(self) -> None:
@@ -758,9 +763,11 @@ def _safe_consumer() -> type[Any]:
             super().on_buffer_drop(tp)
 
         def _new_offset(self, tp: Any) -> int | None:
-            if tp not in self._seeked:
-                return None
             acked, committed = self._acked[tp], self._committed_offset[tp]
+            if tp not in self._seeked:
+                committed = committed if committed is not None else self._at_revoke.get(tp)
+                if committed is None:
+                    return None  # not known until the seek reads it again
             if acked and committed is not None and min(acked) > committed:
                 return None  # the committed record itself is not acked yet
             new: int | None = super()._new_offset(tp)

@@ -332,6 +332,30 @@ def test_faust_commits_past_unprocessed_records_after_a_revoke_and_the_worker_do
     assert asyncio.run(safely()) == [151]
 
 
+def test_batches_that_finish_during_a_revoke_still_commit_from_the_known_offset(
+    app: Any,
+) -> None:
+    """_safe_consumer: faust waits for its streams to empty during a revoke and commits; acks
+    of the batches that finish then commit as a run from the committed offset faust knew
+    before the revoke, and nothing else does."""
+    tp = TP(RAW, 0)
+    consumer = app.consumer
+
+    async def scenario() -> list[int]:
+        commits = _stub_kafka(consumer, tp, [100])
+        await consumer.perform_seek()
+        await consumer.on_partitions_revoked({tp})
+        consumer.ack(_Message(tp, 300))  # a stale record: no commit
+        await consumer.commit()
+        assert commits == []
+        for offset in range(100, 120):  # the batch in flight at the revoke
+            consumer.ack(_Message(tp, offset))
+        await consumer.commit()
+        return commits
+
+    assert asyncio.run(scenario()) == [120]
+
+
 def test_the_worker_consumer_never_counts_skipped_offsets_as_acked(app: Any) -> None:
     """_safe_consumer: faust counts offsets its fetcher skipped as acked (Consumer._add_gap,
     called from its fetch loop); the worker's consumer does not, so a commit waits for them."""
