@@ -720,6 +720,11 @@ def _safe_consumer() -> type[Any]:
       knew at the revoke (the batches it waits for then), or wait for the seek.
     - Its check that the run starts at the committed offset lets one missing offset through
       (min(acked) - committed > 1, faust #606). Here the run must start at or below it.
+    - Records fetched before a rebalance are acked after it: the ones the stream skips as
+      stale (Stream.__aiter__ acks what it skips), and the ones still being processed. Either
+      ack could let a commit pass a record before it is processed again. Here an ack of a
+      message from an earlier rebalance generation (ConsumerMessage.generation_id) is ignored;
+      the record comes again after the seek.
     - Offsets the fetcher skipped are counted as acked (Consumer._add_gap: meant for compacted
       topics and transaction markers). The worker's sources have neither (hl7.raw, hl7.events:
       not compacted, no transactions), so a skip is records dropped by a race (faust #216):
@@ -755,6 +760,14 @@ def _safe_consumer() -> type[Any]:
 
         async def _add_gap(self, tp: Any, offset_from: int, offset_to: int) -> None:
             return None
+
+        def ack(self, message: Any) -> bool:
+            generation = message.generation_id
+            if generation is not None and generation != self.app.consumer_generation_id:
+                message.acked = True  # done with, never committed: fetched again after the seek
+                return False
+            acked: bool = super().ack(message)
+            return acked
 
         def on_buffer_drop(self, tp: Any) -> None:
             if tp in self._paused_partitions:

@@ -263,6 +263,7 @@ class _Message:
     def __init__(self, tp: TP, offset: int) -> None:
         self.tp, self.topic, self.offset = tp, tp.topic, offset
         self.acked = False
+        self.generation_id: int | None = None  # as faust's Message: unknown
 
 
 def _stub_kafka(consumer: Any, tp: TP, committed: list[int]) -> list[int]:
@@ -445,3 +446,35 @@ def test_a_partition_paused_for_recovery_stays_off_the_fetch_when_its_buffer_dra
     assert fetched_after_drain(consumer) is False
     consumer.resume_partitions({tp})  # the end of the recovery
     assert tp in consumer._get_active_partitions()
+
+
+def test_acks_of_records_fetched_before_the_last_rebalance_never_count(app: Any) -> None:
+    """_safe_consumer: faust acks an event it skips as fetched in an earlier rebalance
+    generation (Stream.__aiter__ acks skipped values), and a record of an earlier generation
+    may still finish processing after the next assignment; such an ack would let a commit pass
+    the record before it is processed again. The worker's consumer ignores acks of messages of
+    an earlier generation (ConsumerMessage.generation_id, set when faust fetched it)."""
+    import faust.streams as streams_module
+
+    assert "or message.generation_id != self.app.consumer_generation_id" in _source(
+        streams_module.Stream._py_aiter
+    )
+    tp = TP(RAW, 0)
+    consumer = app.consumer
+
+    async def scenario() -> list[int]:
+        commits = _stub_kafka(consumer, tp, [100])
+        app.consumer_generation_id = 4
+        await consumer.perform_seek()
+        stale = _Message(tp, 100)
+        stale.generation_id = 3  # fetched before the rebalance that made generation 4
+        assert consumer.ack(stale) is False
+        await consumer.commit()
+        assert commits == []
+        fresh = _Message(tp, 100)
+        fresh.generation_id = 4
+        assert consumer.ack(fresh) is True
+        await consumer.commit()
+        return commits
+
+    assert asyncio.run(scenario()) == [101]
