@@ -12,7 +12,7 @@ import secrets
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
@@ -26,9 +26,10 @@ from samples import envelope, feed
 from hl7bus.connectors import kafka_clients
 from hl7bus.connectors.kafka_clients import KafkaConfig
 from hl7bus.hl7v2 import Message
-from hl7bus.ops.processes import Processes
+from hl7bus.ops.processes import ProcessError, Processes
 from hl7bus.schemas import codec, topics
 from hl7bus.schemas.keys import patient_key
+from hl7bus.streams.runtime import EXIT_STUCK
 from hl7bus.streams.steps import parse_step
 
 SEOUL = ZoneInfo("Asia/Seoul")
@@ -184,3 +185,37 @@ def kill_mid_stream(
     produced += produce_raw(bootstrap, raw_topic, {name: feed() for name in "cdef"})
     kill = MidStreamKill(produced, *at_kill)
     return kill
+
+
+@dataclass
+class Supervised(Processes):
+    """Processes whose workers are restarted when their watchdog ends them (exit code
+    EXIT_STUCK, its log line said why), as a deployment's supervisor does (systemd
+    Restart=on-failure), at most `max_restarts` times in all; any other exit fails as in
+    Processes. Every wait (`wait_for`) supervises. A restart logs to <name>-restart<n>.log."""
+
+    max_restarts: int = 2
+    restarts: list[str] = field(default_factory=list)  # the logs of the ended runs
+    _commands: dict[str, tuple[list[str], dict[str, str], str]] = field(default_factory=dict)
+
+    def start(self, name: str, args: list[str], env: dict[str, str]) -> None:
+        super().start(name, args, env)
+        self._commands[name] = (args, env, name)
+
+    def check(self) -> None:
+        for name, proc in list(self.running.items()):
+            if proc.poll() is None or proc.returncode != EXIT_STUCK or name not in self._commands:
+                continue
+            args, env, log_name = self._commands[name]
+            said = (self.logs / f"{log_name}.log").read_text(errors="replace")
+            if "worker: stuck, exiting for a restart:" not in said:
+                raise ProcessError(f"{log_name} exited with {EXIT_STUCK} but did not say why")
+            if len(self.restarts) >= self.max_restarts:
+                raise ProcessError(f"{log_name} stuck once more than allowed; logs: {self.logs}")
+            self.restarts.append(log_name)
+            restarted = f"{name}-restart{len(self.restarts)}"
+            del self.running[name]
+            super().start(restarted, args, env)
+            self.running[name] = self.running.pop(restarted)
+            self._commands[name] = (args, env, restarted)
+        super().check()
