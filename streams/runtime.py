@@ -465,7 +465,23 @@ def build_app(
                     [f"{topic}[{partition}]" for topic, partition in commit_stalled],
                 )
                 if reason is not None:
-                    _exit(EXIT_STUCK, f"worker: stuck, exiting for a restart: {reason}")
+                    _exit(
+                        EXIT_STUCK,
+                        f"worker: stuck, exiting for a restart: {reason}; "
+                        + "; ".join(describe(tp) for tp in stalled or commit_stalled),
+                    )
+
+        def describe(tp: tuple[str, int]) -> str:
+            """Where a stuck partition is, for the report on faust (offsets only)."""
+            consumer = app.consumer
+            at = next((t for t in consumer.assignment() if (t.topic, t.partition) == tp), None)
+            if at is None:
+                return f"{tp[0]}[{tp[1]}]: no longer assigned"
+            return (
+                f"{tp[0]}[{tp[1]}]: high {consumer.highwater(at)}, next "
+                f"{core.progress.next_offset(tp)}, committed "
+                f"{_committed_offsets(consumer).get(at)}, fetch {_fetch_state(consumer, at)}"
+            )
 
     if cfg.metrics_port is not None and serve_health is not None:
         serve, host, port = serve_health, cfg.metrics_host, cfg.metrics_port
@@ -635,6 +651,17 @@ def _committed_offsets(consumer: Any) -> Mapping[Any, int | None]:
     offset to process. faust keeps them in Consumer._committed_offset, a defaultdict(None)."""
     committed: Mapping[Any, int | None] = consumer._committed_offset
     return committed
+
+
+def _fetch_state(consumer: Any, tp: Any) -> str:
+    """Whether faust's consumer fetches `tp` (its Consumer._active_partitions, _paused_partitions
+    and _buffered_partitions): active, paused, buffer full (off the fetch until its stream
+    buffer drains) or off."""
+    if tp in consumer._paused_partitions:
+        return "paused"
+    if tp in consumer._buffered_partitions:
+        return "buffer full"
+    return "active" if tp in consumer._get_active_partitions() else "off"
 
 
 def _busy_position(app: Any) -> tuple[int, int]:

@@ -165,6 +165,10 @@ class Progress:
         self._next[tp] = offset + 1
         self._since[tp] = now
 
+    def next_offset(self, tp: Any) -> int | None:
+        """The offset after the last one processed in `tp` (None: nothing processed)."""
+        return self._next.get(tp)
+
     def stalled(
         self,
         highwaters: Mapping[Any, int | None],

@@ -503,3 +503,21 @@ def test_acks_of_records_fetched_before_the_last_rebalance_never_count(app: Any)
         return commits
 
     assert asyncio.run(scenario()) == [101]
+
+
+def test_the_fetch_state_of_a_partition_follows_faust_consumer_sets(app: Any) -> None:
+    """_fetch_state reads Consumer._paused_partitions, _buffered_partitions and the active
+    partitions, as pause_partitions, on_buffer_full and resume_partitions set them."""
+    consumer = app.consumer
+    tp = TP(RAW, 0)
+    consumer.assignment = lambda: {tp}
+    consumer._set_active_tps({tp})
+    assert runtime._fetch_state(consumer, tp) == "active"
+    consumer.on_buffer_full(tp)
+    assert runtime._fetch_state(consumer, tp) == "buffer full"
+    consumer.on_buffer_drop(tp)
+    assert runtime._fetch_state(consumer, tp) == "active"
+    consumer.pause_partitions({tp})
+    assert runtime._fetch_state(consumer, tp) == "paused"
+    consumer._paused_partitions.clear()
+    assert runtime._fetch_state(consumer, tp) == "off"
