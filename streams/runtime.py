@@ -734,9 +734,9 @@ def _safe_consumer() -> type[Any]:
     """faust's aiokafka Consumer, without the ways it commits past records never processed.
 
     faust commits, per partition, the run of consecutive acked offsets that starts at the
-    committed one (Consumer._new_offset over Consumer._acked and _committed_offset). Three
-    holes, each seen to skip records under a rebalance (research records missing once the lag
-    was 0):
+    committed one (Consumer._new_offset over Consumer._acked and _committed_offset). Four
+    holes, each able to commit past records under a rebalance (research records were seen
+    missing once the lag was 0):
 
     - Between a revoke, which forgets the partition's committed offset, and the seek after the
       table recovery, which reads it again (Consumer.perform_seek), faust takes any acked run
