@@ -757,14 +757,16 @@ def _safe_consumer() -> type[Any]:
       not compacted, no transactions), so a skip is records dropped by a race (faust #216):
       never acked here, the commit waits and the watchdog restarts a worker that stays stuck.
 
-    The cause of those skips: at the end of a table recovery faust resumes the stream
-    partitions and only then seeks them to their committed offsets (Recovery.
-    on_recovery_completed: resume_partitions, then perform_seek). In between its fetch loop
-    reads from where the fetcher was before the rebalance (past records that were in the
-    cleared stream buffers), and the seek then resets its read offsets under records it is
-    still delivering: it counts the records between as skipped (acked, with the hole above)
-    and drops the ones fetched again after the seek. Here a stream partition resumed before
-    its seek since the revoke is resumed by the seek, after it.
+    The cause of those skips, seen in the worker's logs: at the end of a table recovery faust
+    resumes the stream partitions and only then seeks them to their committed offsets
+    (Recovery.on_recovery_completed: resume_partitions, then perform_seek). In between its
+    fetch loop reads from where the fetcher was before the rebalance (past records that were
+    in the cleared stream buffers), and the seek then resets its read offsets under records
+    it is still delivering: it counts the records between as skipped (acked, with the hole
+    above) and drops the ones fetched again after the seek. Here the commit waits at the hole
+    (logged once) and the watchdog restarts the worker, which redoes the records. Resuming
+    only after the seek was tried: faust's fetch loop also seeks when a rebalance stops the
+    flow under it, and partitions resumed later were seen not to fetch at all.
 
     And one way it fetches stream records during a table recovery, when only changelog records
     should flow: a partition taken off the fetch because its stream buffer was full goes back
@@ -782,11 +784,9 @@ def _safe_consumer() -> type[Any]:
             self._seeked: set[Any] = set()  # partitions seeked since they were assigned
             self._at_revoke: dict[Any, int | None] = {}  # committed offsets faust forgot
             self._waits: dict[Any, int] = {}  # partition -> committed offset a commit waits at
-            self._resume_after_seek: set[Any] = set()
 
         async def on_partitions_revoked(self, revoked: Any) -> None:
             self._seeked.difference_update(revoked)
-            self._resume_after_seek.difference_update(revoked)
             # Kept for the batches that finish during the revoke (faust waits for its streams
             # to empty, then commits): a run of their acks from this offset may commit.
             self._at_revoke.update({tp: self._committed_offset[tp] for tp in revoked})
@@ -796,16 +796,6 @@ def _safe_consumer() -> type[Any]:
             assignment = set(self.assignment())
             await super().perform_seek()
             self._seeked.update(assignment)
-            resumed = self._resume_after_seek & assignment
-            self._resume_after_seek.clear()
-            if resumed:
-                super().resume_partitions(resumed)
-
-        def resume_partitions(self, tps: Any) -> None:
-            tps = set(tps)
-            early = {tp for tp in tps if tp not in self._seeked and not self._is_changelog_tp(tp)}
-            self._resume_after_seek.update(early)
-            super().resume_partitions(tps - early)
 
         async def _add_gap(self, tp: Any, offset_from: int, offset_to: int) -> None:
             return None

@@ -446,33 +446,6 @@ def test_a_partition_paused_for_recovery_stays_off_the_fetch_when_its_buffer_dra
     assert fetched_after_drain(consumer) is False
 
 
-def test_stream_partitions_resume_after_their_seek_not_before(app: Any) -> None:
-    """_safe_consumer: at the end of a table recovery faust resumes the stream partitions, then
-    seeks them to their committed offsets (Recovery.on_recovery_completed); its fetch loop
-    reads from the old position in between. The worker's consumer resumes a stream partition
-    not seeked since its revoke only once the seek is done."""
-    from faust.tables.recovery import Recovery
-
-    completed = _source(Recovery.on_recovery_completed)
-    assert completed.index("consumer.resume_partitions(") < completed.index("perform_seek()")
-    tp = TP(RAW, 0)
-    consumer = app.consumer
-
-    async def scenario() -> None:
-        _stub_kafka(consumer, tp, [100])
-        consumer._set_active_tps({tp})
-        consumer.pause_partitions({tp})  # the rebalance
-        consumer.resume_partitions({tp})  # the end of the recovery...
-        assert tp not in consumer._get_active_partitions()
-        await consumer.perform_seek()  # ... and its seek
-        assert tp in consumer._get_active_partitions()
-        consumer.pause_partitions({tp})  # seeked: resumed at once from now on
-        consumer.resume_partitions({tp})
-        assert tp in consumer._get_active_partitions()
-
-    asyncio.run(scenario())
-
-
 def test_acks_of_records_fetched_before_the_last_rebalance_never_count(app: Any) -> None:
     """_safe_consumer: faust acks an event it skips as fetched in an earlier rebalance
     generation (Stream.__aiter__ acks skipped values), and a record of an earlier generation
