@@ -396,7 +396,8 @@ def build_app(
                     _never_ack(events)
                     if isinstance(exc, asyncio.CancelledError) and app.should_stop:
                         raise
-                    _exit(
+                    await _exit(
+                        app,
                         EXIT_BATCH_FAILED,
                         f"worker: a batch of {len(events)} records of stage {stage} failed "
                         f"({type(exc).__name__}); exiting without committing it, for a restart "
@@ -465,7 +466,8 @@ def build_app(
                     [f"{topic}[{partition}]" for topic, partition in commit_stalled],
                 )
                 if reason is not None:
-                    _exit(
+                    await _exit(
+                        app,
                         EXIT_STUCK,
                         f"worker: stuck, exiting for a restart: {reason}; "
                         + "; ".join(describe(tp) for tp in stalled or commit_stalled),
@@ -564,11 +566,24 @@ def _is_replay(headers: Any) -> bool:
     )
 
 
-def _exit(code: int, message: str) -> None:
-    """Log `message` and end the process at once with `code`, as a kill -9 would: faust's
-    clean stop could hang (faust #324) or commit, and nothing here needs it (only offsets of
-    confirmed outputs were ever acked)."""
+# How long an exiting worker waits for the broker to take its leave of the consumer group.
+LEAVE_GROUP_TIMEOUT_S = 5.0
+
+
+async def _exit(app: Any, code: int, message: str) -> None:
+    """Log `message`, leave the consumer group, and end the process at once with `code`, as a
+    kill -9 would: faust's clean stop could hang (faust #324) or commit, and nothing here needs
+    it (only offsets of confirmed outputs were ever acked).
+
+    Leaving (a LeaveGroup request; it commits nothing) spares the restarted worker a second
+    rebalance: a member that just vanishes stays in the group for the session timeout, and its
+    replacement is assigned the partitions once when it joins and again when the dead member
+    expires. A leave that fails or takes longer than LEAVE_GROUP_TIMEOUT_S is given up."""
     log.critical(message)
+    try:
+        await asyncio.wait_for(_leave_group(app), LEAVE_GROUP_TIMEOUT_S)
+    except Exception as exc:  # exiting anyway: the member expires after the session timeout
+        log.warning("worker: leaving the consumer group failed (%s)", type(exc).__name__)
     for handler in logging.getLogger().handlers:
         handler.flush()
     os._exit(code)
@@ -680,6 +695,16 @@ def _never_ack(events: Sequence[Any]) -> None:
         event.message.acked = True
 
 
+async def _leave_group(app: Any) -> None:
+    """Send the consumer group a LeaveGroup for the worker's consumer, without the revoke
+    callbacks or commits of a clean stop: aiokafka's GroupCoordinator._maybe_leave_group (a
+    minimal, unretried attempt; nothing if not in a generation), on the thread faust runs its
+    AIOKafkaConsumer in (Consumer._thread, a mode ServiceThread: call_thread)."""
+    thread = app.consumer._thread
+    coordinator = thread._ensure_consumer()._coordinator
+    await thread.call_thread(coordinator._maybe_leave_group)
+
+
 def _busy(app: Any) -> bool:
     """A rebalance or a table recovery is going on (attributes of faust's AppT, set by its
     consumer and its table recovery service, not in its docs)."""
@@ -757,16 +782,22 @@ def _safe_consumer() -> type[Any]:
       not compacted, no transactions), so a skip is records dropped by a race (faust #216):
       never acked here, the commit waits and the watchdog restarts a worker that stays stuck.
 
-    The cause of those skips, seen in the worker's logs: at the end of a table recovery faust
-    resumes the stream partitions and only then seeks them to their committed offsets
-    (Recovery.on_recovery_completed: resume_partitions, then perform_seek). In between its
-    fetch loop reads from where the fetcher was before the rebalance (past records that were
-    in the cleared stream buffers), and the seek then resets its read offsets under records
-    it is still delivering: it counts the records between as skipped (acked, with the hole
-    above) and drops the ones fetched again after the seek. Here the commit waits at the hole
-    (logged once) and the watchdog restarts the worker, which redoes the records. Resuming
-    only after the seek was tried: faust's fetch loop also seeks when a rebalance stops the
-    flow under it, and partitions resumed later were seen not to fetch at all.
+    The cause of those skips, seen in the worker's logs (a fresh worker restarted after a
+    kill -9, branch faust-hang-2): faust's flow control clears the stream buffers whenever it
+    resumes (FlowControlEvent.resume; at the end of a table recovery, after the seek), and the
+    recovery had it running already (for the changelog records). The stream partitions are
+    resumed before the seek, so the fetch loop delivers their records into the buffers, moves
+    its read offsets past them, and the clear then drops the ones not yet taken: a hole at the
+    committed offset (offsets 8-17 cleared, 0-7 and 18-183 processed); the seek does not bring
+    them back (none at all for a partition never committed; otherwise the fetch still under way
+    moves the read offset past the records fetched again, which are dropped). The commit waited
+    at the hole for good, and a restarted worker met the same race. Here, after a clear, the
+    stream partitions seeked since their assignment are seeked back to their committed offsets
+    before the next fetch (from the fetch loop, so no fetch under way moves the read offset
+    after it), and the stream records of the fetch during which the clear came are not
+    delivered (they come again). Records processed twice are re-emitted; sinks upsert.
+    Resuming only after the seek was tried: faust's fetch loop also seeks when a rebalance
+    stops the flow under it, and partitions resumed later were seen not to fetch at all.
 
     And one way it fetches stream records during a table recovery, when only changelog records
     should flow: a partition taken off the fetch because its stream buffer was full goes back
@@ -784,6 +815,8 @@ def _safe_consumer() -> type[Any]:
             self._seeked: set[Any] = set()  # partitions seeked since they were assigned
             self._at_revoke: dict[Any, int | None] = {}  # committed offsets faust forgot
             self._waits: dict[Any, int] = {}  # partition -> committed offset a commit waits at
+            self._clears = 0  # how often faust cleared the stream buffers (FlowControlEvent.clear)
+            self._refetched = 0  # the clears that the stream partitions were seeked back after
 
         async def on_partitions_revoked(self, revoked: Any) -> None:
             self._seeked.difference_update(revoked)
@@ -796,6 +829,40 @@ def _safe_consumer() -> type[Any]:
             assignment = set(self.assignment())
             await super().perform_seek()
             self._seeked.update(assignment)
+
+        async def getmany(self, timeout: float) -> Any:
+            # faust clears the stream buffers when its flow control resumes (the last time at
+            # the end of a table recovery, after the seek) while its fetch loop may be
+            # delivering records: the records cleared are gone, and the fetch loop's read
+            # offset is already past them. So after a clear the stream partitions are seeked
+            # back to their committed offsets before the next fetch, and the rest of the stream
+            # records of the fetch that delivered into the cleared buffers are left to it
+            # (changelog records still go to the table recovery).
+            _watch_clears(self)
+            if self._refetched != self._clears:
+                await self._refetch_after_clear()
+            clears = self._clears
+            async for tp, message in super().getmany(timeout):
+                if self._clears != clears and not self._is_changelog_tp(tp):
+                    continue
+                yield tp, message
+
+        async def _refetch_after_clear(self) -> None:
+            """Seek the stream partitions seeked since their assignment back to their committed
+            offsets (0: never committed; the reset policy then picks the first record). The
+            others are seeked at the end of their table recovery, which clears the buffers
+            again, and come here after it."""
+            clears = self._clears
+            tps = {
+                tp for tp in self._seeked & set(self.assignment()) if not self._is_changelog_tp(tp)
+            }
+            if not tps:
+                return
+            offsets = {tp: self._committed_offset[tp] or 0 for tp in tps}
+            await self.seek_wait(offsets)
+            for tp, offset in offsets.items():
+                self._read_offset[tp] = offset or None
+            self._refetched = clears
 
         async def _add_gap(self, tp: Any, offset_from: int, offset_to: int) -> None:
             return None
@@ -834,5 +901,20 @@ def _safe_consumer() -> type[Any]:
                 return None
             new: int | None = super()._new_offset(tp)
             return new
+
+    def _watch_clears(consumer: Any) -> None:
+        """Count the clears of the app's stream buffers on `consumer` (FlowControlEvent.clear,
+        called by its resume and by a revoke)."""
+        flow_control = consumer.app.flow_control
+        if getattr(flow_control, "_counted_by", None) is consumer:
+            return
+        clear = type(flow_control).clear.__get__(flow_control)
+
+        def counted_clear() -> None:
+            consumer._clears += 1
+            clear()
+
+        flow_control.clear = counted_clear
+        flow_control._counted_by = consumer
 
     return SafeConsumer

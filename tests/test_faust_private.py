@@ -21,6 +21,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import faust.streams
+import faust.transport.consumer
 import pytest
 from faust.types import TP
 
@@ -494,3 +495,85 @@ def test_the_fetch_state_of_a_partition_follows_faust_consumer_sets(app: Any) ->
     assert runtime._fetch_state(consumer, tp) == "paused"
     consumer._paused_partitions.clear()
     assert runtime._fetch_state(consumer, tp) == "off"
+
+
+def test_stream_partitions_are_fetched_again_from_the_committed_offset_after_a_clear(
+    app: Any,
+) -> None:
+    """_safe_consumer: faust's flow control clears the stream buffers when it resumes
+    (FlowControlEvent.resume; the end of a table recovery does it after the seek) while its
+    fetch loop may have delivered records into them and moved its read offset past them: they
+    were lost (a hole at the committed offset the commit waited at for good). After a clear the
+    worker's consumer seeks the stream partitions back to their committed offsets before its
+    next fetch, and drops the stream records left in the fetch that was delivering then."""
+    from mode.utils.queues import FlowControlEvent
+
+    assert "self.clear()" in _source(FlowControlEvent.resume)
+    assert "await self.getmany(" not in _source(faust.transport.consumer.Consumer._drain_messages)
+    assert "getmany = self.getmany" in _source(faust.transport.consumer.Consumer._drain_messages)
+    tp, other = TP(RAW, 0), TP(RAW, 1)
+    changelog = TP(runtime.changelog_topic("private-test"), 0)
+    consumer = app.consumer
+    seeks: list[Mapping[TP, int]] = []
+
+    async def seek_wait(offsets: Mapping[TP, int]) -> None:
+        seeks.append(dict(offsets))
+
+    async def fetched(*_: Any, **__: Any) -> Any:
+        app.flow_control.resume()  # a clear while the fetch delivers
+        return {
+            tp: [_record(tp, 5), _record(tp, 6)],
+            other: [_record(other, 9)],
+            changelog: [_record(changelog, 3)],
+        }
+
+    async def scenario() -> list[tuple[TP, int]]:
+        _stub_kafka(consumer, tp, [5])
+        consumer.assignment = lambda: {tp}
+        consumer.seek_wait = seek_wait
+        consumer._getmany = fetched
+        consumer.highwater = lambda _: 10
+        consumer._set_active_tps({tp, other, changelog})
+        await consumer.perform_seek()
+        delivered = [(t, m.offset) async for t, m in consumer.getmany(timeout=0.1)]
+        assert seeks == []  # the clear came during this fetch
+        consumer._getmany = lambda *_, **__: asyncio.sleep(0, {})
+        _ = [m async for m in consumer.getmany(timeout=0.1)]
+        assert seeks == [{tp: 5}]  # back to the committed offset, before the next fetch
+        return delivered
+
+    # Only the changelog record: the stream records come again after the seek back.
+    assert asyncio.run(scenario()) == [(changelog, 3)]
+
+
+def _record(tp: TP, offset: int) -> Any:
+    """What faust's aiokafka Consumer._to_message reads of an aiokafka ConsumerRecord."""
+    return SimpleNamespace(
+        topic=tp.topic,
+        partition=tp.partition,
+        offset=offset,
+        timestamp=0,
+        timestamp_type=0,
+        headers=[],
+        key=b"k",
+        value=b"v",
+        checksum=None,
+        serialized_key_size=1,
+        serialized_value_size=1,
+    )
+
+
+def test_leaving_the_group_goes_to_aiokafka_on_faust_consumer_thread() -> None:
+    """_leave_group: faust's aiokafka Consumer runs its AIOKafkaConsumer on a thread
+    (ThreadDelegateConsumer._thread, a QueueServiceThread: call_thread, _ensure_consumer),
+    whose group coordinator leaves the group with _maybe_leave_group (no retry, no commit)."""
+    from aiokafka.consumer.group_coordinator import GroupCoordinator  # type: ignore[import-untyped]
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+    from mode.threads import QueueServiceThread
+
+    assert asyncio.iscoroutinefunction(GroupCoordinator._maybe_leave_group)
+    assert "LeaveGroupRequest" in _source(GroupCoordinator._maybe_leave_group)
+    assert "commit" not in _source(GroupCoordinator._maybe_leave_group)
+    assert issubclass(AIOKafkaConsumerThread, QueueServiceThread)
+    assert callable(AIOKafkaConsumerThread._ensure_consumer)
+    assert callable(QueueServiceThread.call_thread)
