@@ -111,7 +111,8 @@ class Bus:
         self.procs.wait_for("the listener", lambda: port_open(self.mllp_port), 60)
 
     def start_worker(self, name: str = "worker") -> None:
-        self.procs.start(name, ["worker"], self.env)
+        # At info: faust's rebalance and recovery lines and the worker's own say what happened.
+        self.procs.start(name, ["worker", "--loglevel", "info"], self.env)
 
     def start_sink(self) -> None:
         self.procs.start("sink", ["sink", "warehouse"], self.env)
