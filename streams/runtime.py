@@ -776,7 +776,9 @@ def _safe_consumer() -> type[Any]:
       stale (Stream.__aiter__ acks what it skips), and the ones still being processed. Either
       ack could let a commit pass a record before it is processed again. Here an ack of a
       message from an earlier rebalance generation (ConsumerMessage.generation_id) is ignored;
-      the record comes again after the seek.
+      the record comes again after the seek. So is the ack of a record of the current
+      generation that the stream skipped because the flow was stopped (during a table recovery,
+      before the resume that clears the buffers): the seek after that clear fetches it again.
     - Offsets the fetcher skipped are counted as acked (Consumer._add_gap: meant for compacted
       topics and transaction markers). The worker's sources have neither (hl7.raw, hl7.events:
       not compacted, no transactions), so a skip is records dropped by a race (faust #216):
@@ -869,7 +871,11 @@ def _safe_consumer() -> type[Any]:
 
         def ack(self, message: Any) -> bool:
             generation = message.generation_id
-            if generation is not None and generation != self.app.consumer_generation_id:
+            stale = generation is not None and generation != self.app.consumer_generation_id
+            # A message the stream never took up (ConsumerMessage.tracked is set when it does)
+            # acked while the flow is stopped is one it skipped for that: not processed.
+            skipped = not message.tracked and not self.app.flow_control.is_active()
+            if stale or skipped:
                 message.acked = True  # done with, never committed: fetched again after the seek
                 return False
             acked: bool = super().ack(message)

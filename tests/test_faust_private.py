@@ -24,6 +24,7 @@ import faust.streams
 import faust.transport.consumer
 import pytest
 from faust.types import TP
+from faust.types.tuples import ConsumerMessage
 
 from hl7bus.schemas import topics
 from hl7bus.streams import deid, runtime
@@ -264,6 +265,7 @@ class _Message:
     def __init__(self, tp: TP, offset: int) -> None:
         self.tp, self.topic, self.offset = tp, tp.topic, offset
         self.acked = False
+        self.tracked = True  # taken up by a stream (Stream.__aiter__ sets it)
         self.generation_id: int | None = None  # as faust's Message: unknown
 
 
@@ -474,6 +476,52 @@ def test_acks_of_records_fetched_before_the_last_rebalance_never_count(app: Any)
         fresh.generation_id = 4
         assert consumer.ack(fresh) is True
         await consumer.commit()
+        return commits
+
+    assert asyncio.run(scenario()) == [101]
+
+
+def test_acks_of_records_skipped_while_the_flow_is_stopped_never_count(app: Any) -> None:
+    """_safe_consumer: faust's stream skips an event of the current generation while its flow
+    control is stopped (a table recovery: the stream partitions may still deliver), before it
+    takes the message up (ConsumerMessage.tracked), and acks it; faust's consumer counts that
+    ack, so a commit could pass a record never processed. The worker's consumer ignores it; a
+    tracked message's ack (a batch finishing while the flow stops) still counts."""
+    import faust.streams as streams_module
+
+    source = _source(streams_module.Stream._py_aiter)
+    skip = source.index("not self.app.flow_control.is_active()")
+    assert skip < source.index("message.tracked = True")
+    fetched = ConsumerMessage(
+        topic=RAW,
+        partition=0,
+        offset=0,
+        timestamp=0.0,
+        timestamp_type=0,
+        headers=None,
+        key=None,
+        value=b"",
+        checksum=None,
+    )
+    assert fetched.tracked is False  # until a stream takes it up
+    tp = TP(RAW, 0)
+    consumer = app.consumer
+
+    async def scenario() -> list[int]:
+        commits = _stub_kafka(consumer, tp, [100])
+        await consumer.perform_seek()
+        app.flow_control.suspend()
+        try:
+            skipped = _Message(tp, 100)
+            skipped.tracked = False
+            assert consumer.ack(skipped) is False
+            await consumer.commit()
+            assert commits == []
+            processed = _Message(tp, 100)  # taken up before the flow stopped
+            assert consumer.ack(processed) is True
+            await consumer.commit()
+        finally:
+            app.flow_control.resume()
         return commits
 
     assert asyncio.run(scenario()) == [101]
