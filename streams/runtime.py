@@ -168,8 +168,9 @@ class WorkerConfig(BaseModel):
         gt=0,
         description=(
             "How often the offsets of confirmed batches are committed. A crashed worker's "
-            "partitions are redone from the last commit: at most this long of work plus the "
-            "batch in flight is re-emitted; sinks upsert."
+            "partitions are redone from the last commit (at most this long of work plus the "
+            "batch in flight); only the batch in flight is re-emitted, the rest counted as "
+            "redeliveries; sinks upsert."
         ),
     )
     commit_timeout_s: float = Field(
@@ -387,6 +388,11 @@ def build_app(
                     batch = core.process(stage, [_record(event) for event in events])
                     await emit(batch.outputs)
                     core.delivered(batch, time.monotonic(), time.perf_counter() - started)
+                    # The batch's sightings (the dedupe table's changelog writes, buffered by
+                    # faust) reach Kafka before its offsets are acked: a worker killed later
+                    # finds them, and its replacement counts the batch's uncommitted records as
+                    # redeliveries instead of re-emitting them.
+                    await app.producer.flush()
                 except BaseException as exc:
                     # take_events acks the batch it yielded however the loop body ends, and
                     # faust restarts a crashed agent on the records after the batch: its
