@@ -866,10 +866,8 @@ def _safe_consumer() -> type[Any]:
             }
             if not tps:
                 return
-            offsets = {tp: self._committed_offset[tp] or 0 for tp in tps}
-            await self.seek_wait(offsets)
-            for tp, offset in offsets.items():
-                self._read_offset[tp] = offset or None
+            # faust's seek_wait also moves its read offsets (below which it drops records).
+            await self.seek_wait({tp: self._committed_offset[tp] or 0 for tp in tps})
             self._refetched = clears
 
         async def _add_gap(self, tp: Any, offset_from: int, offset_to: int) -> None:
