@@ -262,7 +262,7 @@ def _wait_records(scraper: _Scraper, procs: Processes, target: float, timeout: f
 def _wait_drained(settings: Settings, bootstrap: str, procs: Processes) -> None:
     """Wait until the worker and the sink have committed every record (as the demo does)."""
     from hl7bus.schemas import topics
-    from hl7bus.streams.runtime import source_topics
+    from hl7bus.streams.worker_config import source_topics
 
     catalog = topics.TopicCatalog.load(settings.topics)
     names = {tid: catalog.name(tid) for tid in catalog.specs}

@@ -411,8 +411,8 @@ def run(
     linger_ms: int | None = None,
 ) -> dict[str, Any]:
     """Start a broker, run every step for both contenders, return the JSON-ready result."""
-    from hl7bus.connectors.mllp.service import settle_gc
     from hl7bus.ops.local_kafka import kafka_version, temporary_broker
+    from hl7bus.schemas.gc_settings import settle_gc
 
     data = Path(tempfile.mkdtemp(prefix="hl7bus-bench-mllp-"))
     started = time.perf_counter()

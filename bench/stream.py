@@ -141,7 +141,11 @@ def worker_main(
     settings: dict[str, Any] = {}
     if contender == "research_only":  # only set when off: older trees have no such setting
         settings["identified_output"] = False
-    cfg = runtime.WorkerConfig(
+    try:
+        from hl7bus.streams.worker_config import WorkerConfig
+    except ImportError:  # a baseline tree from before streams/worker_config.py
+        WorkerConfig = runtime.WorkerConfig  # type: ignore[attr-defined,misc]
+    cfg = WorkerConfig(
         app_id=f"{prefix}worker",
         data_dir=Path(tempfile.mkdtemp(prefix="hl7bus-bench-worker-")),
         metrics_port=None,
@@ -313,13 +317,13 @@ def _one(
     from hl7bus.connectors import kafka_clients
     from hl7bus.ops import topics_apply
     from hl7bus.schemas import topics
-    from hl7bus.streams import runtime
+    from hl7bus.streams import worker_config
 
     prefix = f"bench-{contender.replace('_', '-')}-{uuid.uuid4().hex[:8]}."
     catalog = topics.TopicCatalog.load(topics.TopicsConfig(prefix=prefix))
     admin = kafka_clients.admin_client(kafka_clients.KafkaConfig(), bootstrap)
     topics_apply.apply(admin, catalog, 1)
-    runtime.declare_changelog(admin, f"{prefix}worker", catalog.specs[topics.RAW].partitions)
+    worker_config.declare_changelog(admin, f"{prefix}worker", catalog.specs[topics.RAW].partitions)
     _fill(bootstrap, catalog.name(topics.RAW), records)
     outputs = [catalog.name(topics.EVENTS)] if contender != "research_only" else []
     if contender in ("fused", "research_only"):

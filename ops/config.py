@@ -30,7 +30,7 @@ from hl7bus.schemas.codec import SchemasConfig
 from hl7bus.schemas.datafile import DataFileError, explain, nested_model, read_yaml
 from hl7bus.schemas.topics import TopicsConfig
 from hl7bus.streams.deid import DeidConfig
-from hl7bus.streams.runtime import WorkerConfig
+from hl7bus.streams.worker_config import WorkerConfig
 
 CONFIG_ENV = "HL7BUS_CONFIG"
 _MASK = "********"

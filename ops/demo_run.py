@@ -30,7 +30,7 @@ from hl7bus.ops import local_kafka, topics_apply
 from hl7bus.ops.config import Settings
 from hl7bus.ops.processes import ProcessError, Processes, free_port, port_open
 from hl7bus.schemas import codec, topics
-from hl7bus.streams.runtime import source_topics
+from hl7bus.streams.worker_config import source_topics
 
 DEMO_FEED = "demo"
 _WAIT_S = 120.0

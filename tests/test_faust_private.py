@@ -28,7 +28,7 @@ from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 
 from hl7bus.schemas import topics
-from hl7bus.streams import deid, runtime
+from hl7bus.streams import deid, runtime, worker_config
 from hl7bus.streams.stage import SIGHTINGS_KEPT, Record
 from hl7bus.streams.steps import Sighting
 
@@ -41,7 +41,7 @@ RAW = CATALOG.name(topics.RAW)
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[Any]:
     """The worker's faust app, as `hl7bus worker` builds it (both stages), never started."""
-    cfg = runtime.WorkerConfig(app_id="private-test", data_dir=tmp_path, metrics_port=None)
+    cfg = worker_config.WorkerConfig(app_id="private-test", data_dir=tmp_path, metrics_port=None)
     key = deid.Pseudonymizer(secrets.token_bytes(32), "k")
     yield runtime.build_app(cfg, "127.0.0.1:1", CATALOG, deid.Policy.load(None), key, False)
 
@@ -74,7 +74,7 @@ def test_a_remembered_sighting_is_written_to_the_changelog_partition_of_its_reco
 ) -> None:
     """_set_current_event: the table picks a write's changelog partition from faust's current
     event (faust.streams._current_event), which the store sets to the sighting's record."""
-    table = app.tables[runtime.DEDUPE_TABLE]
+    table = app.tables[worker_config.DEDUPE_TABLE]
     sent: list[tuple[int | None, Any, Any]] = []
 
     def send_changelog(partition: int | None, key: Any, value: Any, *_: Any) -> Any:
@@ -187,8 +187,8 @@ def test_the_value_loggers_are_the_ones_that_log_sent_records() -> None:
 
 def test_the_dedupe_changelog_topic_is_named_as_declare_changelog_creates_it(app: Any) -> None:
     """declare_changelog creates faust's changelog topic itself (topic_allow_declare=False)."""
-    table = app.tables[runtime.DEDUPE_TABLE]
-    assert table.changelog_topic.get_topic_name() == runtime.changelog_topic("private-test")
+    table = app.tables[worker_config.DEDUPE_TABLE]
+    assert table.changelog_topic.get_topic_name() == worker_config.changelog_topic("private-test")
 
 
 def test_without_its_spinner_the_worker_keeps_the_root_logger_at_its_level(app: Any) -> None:
@@ -563,7 +563,7 @@ def test_stream_partitions_are_fetched_again_from_the_committed_offset_after_a_c
     # The seek back moves faust's read offset too (records below it are dropped as read).
     assert "self.consumer._read_offset[tp] = offset" in _source(AIOKafkaConsumerThread._seek_wait)
     tp, other = TP(RAW, 0), TP(RAW, 1)
-    changelog = TP(runtime.changelog_topic("private-test"), 0)
+    changelog = TP(worker_config.changelog_topic("private-test"), 0)
     consumer = app.consumer
     seeks: list[Mapping[TP, int]] = []
 

@@ -27,7 +27,7 @@ from hl7bus.ops.local_kafka import BrokerInfo, SaslSslListener
 from hl7bus.ops.processes import Processes, free_port, port_open
 from hl7bus.schemas import topics
 from hl7bus.schemas.topics import TopicCatalog
-from hl7bus.streams import runtime
+from hl7bus.streams import runtime, worker_config
 from hl7bus.streams.deid import Policy, Pseudonymizer
 
 pytestmark = pytest.mark.kafka
@@ -70,7 +70,7 @@ def _worker_producer_start(
     """Start the producer of the worker's faust app (its aiokafka stack) as build_app makes it
     from `client`, send one record to hl7.dlq; return its metadata or the exception."""
     app = runtime.build_app(
-        runtime.WorkerConfig(data_dir=tmp_path, metrics_port=None),
+        worker_config.WorkerConfig(data_dir=tmp_path, metrics_port=None),
         listener.bootstrap,
         catalog,
         Policy.load("kr-pseudonym"),

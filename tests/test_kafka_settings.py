@@ -21,7 +21,7 @@ from hl7bus.ops import config
 from hl7bus.ops.local_kafka import sasl_ssl
 from hl7bus.schemas.datafile import DataFileError
 from hl7bus.schemas.topics import TopicCatalog, TopicsConfig
-from hl7bus.streams import runtime
+from hl7bus.streams import runtime, worker_config
 from hl7bus.streams.broker_auth import BrokerAuth
 from hl7bus.streams.deid import Policy, Pseudonymizer
 
@@ -160,7 +160,7 @@ def test_worker_app_gets_the_credentials(pki: Path, tmp_path: Path) -> None:
 
     def app_for(given: dict[str, str]) -> Any:
         return runtime.build_app(
-            runtime.WorkerConfig(data_dir=tmp_path, metrics_port=None),
+            worker_config.WorkerConfig(data_dir=tmp_path, metrics_port=None),
             "127.0.0.1:9093",
             TopicCatalog.load(TopicsConfig()),
             Policy.load("kr-pseudonym"),

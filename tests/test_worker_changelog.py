@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from hl7bus.streams.runtime import changelog_topic, declare_changelog
+from hl7bus.streams.worker_config import changelog_topic, declare_changelog
 
 
 class FakeAdmin:

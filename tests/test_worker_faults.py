@@ -23,7 +23,8 @@ from worker_helpers import KAFKA, http_status, kill_mid_stream, produce_raw, wor
 from hl7bus.connectors import kafka_clients
 from hl7bus.ops.processes import Processes, free_port
 from hl7bus.schemas import codec, topics
-from hl7bus.streams.runtime import EXIT_BATCH_FAILED, WorkerConfig
+from hl7bus.streams.runtime import EXIT_BATCH_FAILED
+from hl7bus.streams.worker_config import WorkerConfig
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

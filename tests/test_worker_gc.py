@@ -1,5 +1,6 @@
-"""The worker's garbage-collection settings (streams/runtime.py settle_gc), set by runtime.run
-once the app is built; their effect on CPU is measured by `hl7bus bench stream`."""
+"""The long-running processes' garbage-collection settings (schemas/gc_settings.py), set by
+the worker once its app is built (runtime.run) and by the listener once it listens; their
+effect on CPU is measured by `hl7bus bench stream` and `hl7bus bench mllp`."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from hl7bus.streams import runtime
+from hl7bus.schemas.gc_settings import settle_gc
 
 
 @pytest.fixture
@@ -25,7 +26,7 @@ def test_settle_gc_freezes_what_start_up_made_and_collects_the_young_less_often(
     assert gc.is_tracked(made_at_start_up)
     tracked_before = len(gc.get_objects())
 
-    runtime.settle_gc()
+    settle_gc()
 
     assert gc.get_threshold() == (20_000, 20, 20)
     assert gc.get_freeze_count() >= tracked_before // 2

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from hl7bus.streams.runtime import WorkerConfig
 from hl7bus.streams.stage import Progress
 from hl7bus.streams.watchdog import Watchdog
+from hl7bus.streams.worker_config import WorkerConfig
 
 
 def test_a_partition_with_waiting_records_that_does_not_move_is_stalled() -> None:

@@ -21,8 +21,8 @@ from hl7bus.ops.processes import Processes, free_port
 from hl7bus.schemas import codec, topics
 from hl7bus.schemas.keys import patient_key
 from hl7bus.streams.deid import Policy, Pseudonymizer
-from hl7bus.streams.runtime import changelog_topic
 from hl7bus.streams.steps import DeidSettings, parse_step
+from hl7bus.streams.worker_config import changelog_topic
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

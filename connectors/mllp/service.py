@@ -6,7 +6,6 @@ and one connection limit (``max_connections_total``)."""
 from __future__ import annotations
 
 import asyncio
-import gc
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -17,20 +16,7 @@ from hl7bus.connectors.mllp.listener import ConnectionSlots, MllpListener
 from hl7bus.connectors.mllp.readiness import KafkaWatch
 from hl7bus.connectors.mllp.session import Budget
 
-__all__ = ["MllpService", "StartHttp", "settle_gc"]
-
-
-def settle_gc() -> None:
-    """Garbage collection for a long-running listener process, called once after start-up.
-
-    Every message allocates hundreds of short-lived objects and almost none that form cycles;
-    with CPython's default threshold (700 allocations) the young generation was collected every
-    few messages, about 15-20 % of the listener's CPU at 32 connections (BENCHMARKS.md, mllp).
-    What start-up allocated (modules, schemas, config) is frozen out of every collection.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(20_000, 20, 20)
+__all__ = ["MllpService", "StartHttp"]
 
 
 #: Starts the HTTP endpoints on (host, port) with a readiness check (True, or why not ready);

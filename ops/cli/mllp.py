@@ -56,9 +56,10 @@ def mllp_serve(
 async def _serve_mllp(settings: Settings, mllp_cfg: Any) -> None:
     from hl7bus.connectors import kafka_clients
     from hl7bus.connectors.envelope import Route
-    from hl7bus.connectors.mllp.service import MllpService, settle_gc
+    from hl7bus.connectors.mllp.service import MllpService
     from hl7bus.ops import health, logs
     from hl7bus.schemas import topics
+    from hl7bus.schemas.gc_settings import settle_gc
 
     log = logs.configure(settings.log, "mllp")
     bootstrap = config_mod.bootstrap(settings)

@@ -141,7 +141,7 @@ def status(
 def _kafka_figures(settings: Settings) -> dict[str, Any]:
     """Records per catalog topic and the lag of worker and sinks, or the error."""
     from hl7bus.connectors import kafka_clients
-    from hl7bus.streams.runtime import source_topics
+    from hl7bus.streams.worker_config import source_topics
 
     bootstrap = config_mod.bootstrap(settings)
     catalog = topic_catalog(settings)

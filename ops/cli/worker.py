@@ -39,7 +39,7 @@ def worker(
     from hl7bus.ops import health, logs
     from hl7bus.schemas import topics
     from hl7bus.schemas.datafile import DataFileError
-    from hl7bus.streams import deid, runtime
+    from hl7bus.streams import deid, runtime, worker_config
     from hl7bus.streams.deid import metrics as deid_metrics
     from hl7bus.streams.deid.contract import research_schemas
     from hl7bus.streams.terminology import Terminology
@@ -70,7 +70,7 @@ def worker(
             **logs.client_logging(settings.log),
         }
     )
-    runtime.declare_changelog(
+    worker_config.declare_changelog(
         admin,
         settings.worker.app_id,
         catalog.specs[topics.RAW].partitions,
